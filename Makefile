@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` and `make test`. Each builds the
+# project-local virtual environment (.venv) on first use.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+OUT ?= demo-out
+# On a machine without a GPU, take torch's CPU build (a local wheel directory if
+# the machine has one, else PyTorch's CPU index) so pip never pulls a CUDA build.
+TORCH_SRC := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SRC) torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: setup demo test lint
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/dltr demo --out $(OUT)
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,28 @@
+"""Helpers every CLI module shares: JSON output, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from dltr.hashing import _default
+
+
+def echo_json(obj: Any) -> None:
+    """Write ``obj`` as indented JSON to stdout (the ``--json`` convention)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_default) + "\n")
+
+
+def progress(iterable=None, *, total: int | None = None, desc: str = "", disable: bool | None = None):
+    """A rich progress bar over ``iterable`` on stderr; silent when stderr is not a terminal
+    unless DLTR_PROGRESS=1."""
+    import os
+
+    from rich.progress import track
+
+    if disable is None:
+        disable = not (sys.stderr.isatty() or os.environ.get("DLTR_PROGRESS") == "1")
+    if disable:
+        return iterable
+    return track(iterable, total=total, description=desc, transient=False)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        rc = app(args=args, standalone_mode=False)
     except DltrError as e:
         if debug:
             raise
@@ -90,4 +90,4 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.secho(f"error: {type(e).__name__}: {e} (re-run with --debug for the traceback)", err=True, fg="red")
         return 1
-    return 0
+    return rc if isinstance(rc, int) else 0

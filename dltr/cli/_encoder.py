@@ -1,9 +1,59 @@
-"""CLI commands of one stage (filled in by that stage)."""
+"""``dltr train-encoder``: CV selection of the DLTR encoder on the training split."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def _grid(text: str) -> tuple[int, int, int]:
+    from dltr.exceptions import ModelError
+
+    try:
+        g = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        g = ()
+    if len(g) != 3:
+        raise ModelError(f"--grid {text!r}: give three voxel counts X,Y,Z, e.g. 32,32,16")
+    return g  # type: ignore[return-value]
+
+
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to ``app``."""
+    @app.command("train-encoder")
+    def train_encoder_cmd(
+        store: Path = typer.Option(..., "--store", help="The dltr store (volumes.zarr, ingest/, tables/clinical.parquet)."),
+        candidates: str = typer.Option("resnet10,densenet,plain", "--candidates",
+                                       help="Comma-separated encoder families to compare (see models.ENCODERS)."),
+        folds: int = typer.Option(3, "--folds", help="Cross-validation folds inside the training split."),
+        epochs: int = typer.Option(12, "--epochs", help="Maximum epochs per fold (early stopping may end sooner)."),
+        grid: str = typer.Option(None, "--grid", help="Encoder input grid X,Y,Z (default: RoiConfig's, 32,32,16)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of folds, initialisation and augmentation."),
+        as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON."),
+    ) -> None:
+        """Train each candidate with k-fold CV on the training split, refit the best, write the checkpoint."""
+        import dataclasses
+
+        from dltr.cli._common import echo_json
+        from models.training import EncoderTrainConfig, train_encoder
+        from pipeline.loaders import RoiConfig, dali_available
+
+        if not dali_available():
+            from dltr.exceptions import MissingDependencyError
+
+            raise MissingDependencyError("train-encoder reads its batches with NVIDIA DALI, which is not installed "
+                                         "(pip install nvidia-dali-cuda120)")
+        roi = RoiConfig() if grid is None else dataclasses.replace(RoiConfig(), grid=_grid(grid))
+        cfg = EncoderTrainConfig(candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()),
+                                 folds=folds, epochs=epochs, seed=seed, roi=roi)
+        res = train_encoder(store, cfg, log=lambda m: typer.echo(m, err=True))
+        if as_json:
+            echo_json(res.card)
+            return
+        typer.echo(f"{'candidate':<10} {'CV AUC':>7} {'sd':>6}  folds")
+        for row in res.summary:
+            c = res.card["candidates"][row["candidate"]]
+            mark = "  <- DLTR" if row["selected"] else ""
+            typer.echo(f"{row['candidate']:<10} {row['cv_auc_mean']:>7.3f} {row['cv_auc_sd']:>6.3f}  "
+                       + " ".join(f"{a:.3f}" for a in c["folds"]) + mark)
+        typer.echo(f"encoder {res.card_hash} -> {res.path} ({res.seconds:.1f} s, {res.card['n_training_rows']} rows)")

@@ -1,9 +1,75 @@
-"""CLI commands of one stage (filled in by that stage)."""
+"""``dltr extract``: encoder embeddings of every study, on Ray, published as one feature-set version."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to ``app``."""
+    @app.command("extract")
+    def extract(
+        store: Path = typer.Option(..., "--store", help="The store folder (volumes.zarr, tables, encoders)."),
+        encoder: str = typer.Option(None, "--encoder",
+                                    help="Encoder card hash in STORE/encoders or a checkpoint folder "
+                                         "(default: the newest encoder in the store)."),
+        name: str = typer.Option("dltr", "--name", help="Feature-set name to publish."),
+        address: str = typer.Option(None, "--address",
+                                    help="Ray cluster address; default: an embedded local Ray for this run."),
+        workers: int = typer.Option(1, "--workers", help="Actors, each with a DALI pipeline and an encoder."),
+        gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs per actor (0: CPU only)."),
+        cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="CPUs per actor (torch threads)."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Studies per batch (and per staged part)."),
+        allow_partial: bool = typer.Option(False, "--allow-partial",
+                                           help="Publish even if some studies failed (recorded as partial)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
+    ) -> None:
+        """Extract DLTR deep features on Ray (resumable, incremental) and publish a feature-set version."""
+        from dltr.cli._common import echo_json
+        from dltr.exceptions import DltrError
+        from pipeline.extract import ExtractConfig, extract_features
+
+        cfg = ExtractConfig(name=name, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                            cpus_per_worker=cpus_per_worker, batch_size=batch_size, allow_partial=allow_partial)
+        with _Bar() as bar:
+            report = extract_features(store, encoder, cfg, progress=bar.advance)
+        if as_json:
+            echo_json(report.to_dict())
+        else:
+            typer.echo(report.summary())
+            if report.status == "exists":
+                typer.echo(f"version {report.version_id} of {name!r} already published: nothing to do")
+        if report.status == "incomplete":
+            failed = ", ".join(e["patient_id"] for e in report.errors if e.get("stage") != "scope")
+            raise DltrError(f"{store}: {report.n_errors} stud(ies) failed ({failed}); see table "
+                            "extract_errors; fix them and re-run, or pass --allow-partial")
+
+
+class _Bar:
+    """A rich progress bar over studies on stderr (only on a terminal or with DLTR_PROGRESS=1)."""
+
+    def __enter__(self) -> _Bar:
+        import os
+        import sys
+
+        self._p = None
+        self._task = None
+        if sys.stderr.isatty() or os.environ.get("DLTR_PROGRESS") == "1":
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._p = Progress(console=Console(stderr=True), transient=False)
+            self._p.start()
+        return self
+
+    def advance(self, n: int, total: int) -> None:
+        if self._p is None:
+            return
+        if self._task is None:
+            self._task = self._p.add_task("extracting studies", total=total)
+        self._p.advance(self._task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._p is not None:
+            self._p.stop()

@@ -1,9 +1,66 @@
-"""CLI commands of one stage (filled in by that stage)."""
+"""CLI of the heads stage: ``dltr train-heads`` and ``dltr evaluate``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from dltr.cli._common import echo_json
+
+
+def _store(path: Path):
+    from features import FeatureStore
+
+    return FeatureStore(path)
+
+
+def train_heads_cmd(
+    store: Path = typer.Option(..., "--store", help="Store folder (holds the feature set and cohort tables)."),
+    feature_set: str = typer.Option("dltr", "--feature-set", help="Feature set to train on: NAME or NAME@VERSION."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (CV folds, network init, trees)."),
+    max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train the clinical, DLTR, DLTR_MLP and XGBoost heads on the training split and register them."""
+    from models.heads import train_heads
+
+    res = train_heads(_store(store), feature_set=feature_set, seed=seed, max_age_days=max_age_days)
+    if as_json:
+        echo_json({"versions": res.versions, "metrics": res.metrics,
+                   "clinical_selected": res.clinical_summary["variable"].drop_duplicates().tolist()[1:],
+                   "feature_set_version": res.lineage.get("feature_set_version"),
+                   "frame_row_hash": res.lineage.get("frame_row_hash")})
+        return
+    for name, v in res.versions.items():
+        m = res.metrics[name]
+        typer.echo(f"{name:<11} {v}  train AUC {m['train_auc']:.3f}  CV AUC {m['cv_auc']:.3f}")
+    typer.echo("clinical model (odds ratios, 95 % CI):")
+    for _, r in res.clinical_summary.iloc[1:].iterrows():
+        typer.echo(f"  {r['term']:<24} OR {r['odds_ratio']:.3g} [{r['or_ci_low']:.3g}-{r['or_ci_high']:.3g}]"
+                   f"  p={r['p']:.3g}")
+
+
+def evaluate_cmd(
+    store: Path = typer.Option(..., "--store", help="Store folder with trained heads (dltr train-heads)."),
+    out: Path = typer.Option(None, "--out", help="Folder for the CSV/Markdown table and figures "
+                                                 "(default STORE/figures)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Also give stratified bootstrap AUC CIs with N resamples."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and ROC bands."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Evaluate every head per cohort (AUC [95 % CI], cutoff metrics, DeLong, calibration, decision curves)."""
+    from analysis.evaluation import evaluate
+
+    res = evaluate(_store(store), out=out, bootstrap=bootstrap, seed=seed)
+    if as_json:
+        echo_json({"metrics": res.metrics.to_dict(orient="records"),
+                   "delong": res.delong.to_dict(orient="records")})
+        return
+    typer.echo(res.summary.to_string())
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+    app.command("train-heads")(train_heads_cmd)
+    app.command("evaluate")(evaluate_cmd)

@@ -1,9 +1,105 @@
-"""CLI commands of one stage (filled in by that stage)."""
+"""CLI of the ingest stage: ``dltr ingest COHORT --store STORE``."""
 
 from __future__ import annotations
 
+import os
+from collections import Counter
+from pathlib import Path
+
 import typer
+
+from dltr.cli._common import echo_json
+from dltr.exceptions import IngestError
+
+
+def _spacing(text: str | None) -> tuple[float, float, float] | None:
+    if not text:
+        return None
+    try:
+        vals = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3:
+        raise IngestError(f"--target-spacing {text!r}: give three mm values as X,Y,Z (e.g. 0.8,0.8,3)")
+    return vals
+
+
+def ingest_cmd(
+    cohort: Path = typer.Argument(..., help="Cohort folder (manifest.csv, clinical.csv, images)."),
+    store: Path = typer.Option(..., "--store", help="Store folder; volumes go to STORE/volumes.zarr."),
+    workers: int = typer.Option(2, "--workers", help="Workers of the local Dask cluster."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler to use instead."),
+    threads: bool = typer.Option(False, "--threads", help="Local Dask workers as threads in this process "
+                                                          "(default: one process per worker)."),
+    target_spacing: str = typer.Option(None, "--target-spacing", help="Resample to X,Y,Z mm (default: native)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail the run (exit 2) if any file has an error."),
+    pseudonym_key_env: str = typer.Option(None, "--pseudonym-key-env",
+                                          help="Name of an environment variable holding a secret; when given, "
+                                               "patient_id is replaced by a keyed pseudonym (HMAC-SHA256)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Decode a cohort's DICOM / NIfTI / NRRD images once into the canonical, chunked Zarr volume store."""
+    from pipeline.ingest import IngestConfig, ingest_cohort
+
+    key = None
+    if pseudonym_key_env:
+        key = os.environ.get(pseudonym_key_env)
+        if not key:
+            raise IngestError(f"--pseudonym-key-env {pseudonym_key_env}: the variable is unset or empty")
+    cfg = IngestConfig(target_spacing=_spacing(target_spacing), workers=workers, processes=not threads,
+                       scheduler_address=scheduler, strict=strict, pseudonym_key=key)
+    bar = _Bar()
+    try:
+        report = ingest_cohort(cohort, store, cfg, on_patient=bar.step)
+    except IngestError as e:
+        bar.close()
+        if getattr(e, "report", None) is not None:
+            _print_errors(e.report, store)
+        raise
+    bar.close()
+    _print_errors(report, store)
+    s = report.summary
+    if as_json:
+        echo_json(s)
+        return
+    typer.echo(f"patients {s['patients']} (ok {s['ok']}, unchanged {s['skipped']}, failed {s['failed']}), "
+               f"volumes {s['volumes']}, source {s['source_mb']:.1f} MB decoded, {s['written_mb']:.1f} MB written, "
+               f"{s['mb_per_s']:.1f} MB/s, {s['seconds']:.1f} s")
+
+
+def _print_errors(report, store: Path) -> None:
+    if report.errors:
+        codes = Counter(e["code"] for e in report.errors)
+        typer.echo(f"{len(report.errors)} error(s) ({', '.join(f'{k}: {v}' for k, v in sorted(codes.items()))}); "
+                   f"table: {store / 'ingest/errors.parquet'}", err=True)
+        for e in report.errors[:20]:
+            typer.echo(f"  {e['file']} row {e['row']} [{e['code']}]: {e['reason']}", err=True)
+
+
+class _Bar:
+    """Progress over patients on stderr (rich), fed by ``on_patient`` callbacks."""
+
+    def __init__(self):
+        import sys
+
+        self._p = None
+        if sys.stderr.isatty() or os.environ.get("DLTR_PROGRESS") == "1":
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._p = Progress(console=Console(stderr=True), transient=False)
+            self._p.start()
+            self._task = self._p.add_task("ingest", total=None)
+
+    def step(self, result) -> None:
+        if self._p is not None:
+            self._p.update(self._task, advance=1, description=f"ingest {result.status:<7}")
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+    app.command("ingest")(ingest_cmd)

@@ -1,0 +1,156 @@
+"""Extraction (pipeline.extract on Ray): volumes/s with 1 and 2 workers (scaling efficiency), and the
+end-to-end rate (steady state: first to last result batch, actor start-up excluded and noted)
+as a fraction of the encoder-only ceiling (forward passes/s on in-memory tensors at
+the same batch size and threads), all on one generated store in one run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.harness import BenchContext, Figure, Timing, measure
+
+PHASES = ("arterial", "portal", "delayed")
+
+
+def _store(root: Path, n: int, shape: tuple[int, int, int], grid: tuple[int, int, int], seed: int) -> Path:
+    """volumes.zarr + ingest/studies.parquet + intensity stats + a seeded (untrained) encoder checkpoint."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    import zarr
+    from safetensors.torch import save_file
+
+    from models import build_encoder, card_hash
+    from pipeline.loaders import RoiConfig
+
+    grp = zarr.open_group(root / "volumes.zarr", mode="w")
+    rows = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        pid, center = f"B{i:05d}", "ABC"[i % 3]
+        c = rng.uniform(np.array(shape) * 0.3, np.array(shape) * 0.7)
+        r = rng.uniform(np.array(shape) * 0.08, np.array(shape) * 0.15)
+        ii = np.indices(shape, dtype=np.float32)
+        mask = (sum(((ii[a] - c[a]) / r[a]) ** 2 for a in range(3)) <= 1).astype(np.uint8)
+        g = grp.create_group(pid)
+        sha = {}
+        for k, ph in enumerate(PHASES):
+            vol = (200 + 30 * k + rng.normal(0, 25, shape) + mask * 90).astype(np.int16)
+            g.create_array(ph, shape=shape, chunks=(32, 32, 8), dtype="int16")[...] = vol
+            sha[ph] = hashlib.sha256(vol.tobytes()).hexdigest()
+        g.create_array("mask", shape=shape, chunks=(32, 32, 8), dtype="uint8")[...] = mask
+        nz = np.nonzero(mask)
+        bbox = [int(a.min()) for a in nz] + [int(a.max()) + 1 for a in nz]
+        g.attrs.update({"patient_id": pid, "center": center, "phases": list(PHASES), "bbox_vox": bbox,
+                        "spacing": [0.8, 0.8, 3.0]})
+        msha = hashlib.sha256(mask.tobytes()).hexdigest()
+        rows += [{"patient_id": pid, "center": center, "phase": ph, "dtype": "int16", "source_sha256": sha[ph],
+                  "mask_sha256": msha, "status": "ok"} for ph in PHASES]
+    (root / "ingest").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), root / "ingest" / "studies.parquet")
+    stats = [{"phase": ph, "center": c, "region": "body", "n": 1, "mean": 230.0, "std": 50.0, "p01": 0.0,
+              "p50": 0.0, "p99": 0.0} for ph in PHASES for c in "ABC"]
+    pq.write_table(pa.Table.from_pylist(stats), root / "ingest" / "intensity_stats.parquet")
+    torch.manual_seed(seed)
+    m = build_encoder("resnet10", 3, embed_dim=256, width=16).eval()
+    card = {"architecture": m.arch, "in_channels": 3, "embed_dim": 256,
+            "preprocess": RoiConfig(phases=PHASES, grid=grid).to_dict(), "augmentations": None,
+            "training_rows_hash": "benchmark", "candidates": {}, "seed": seed, "software": {}}
+    card["card_hash"] = card_hash(card)
+    d = root / "encoders" / card["card_hash"]
+    d.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(d / "model.safetensors"))
+    (d / "model_card.json").write_text(json.dumps(card))
+    return d
+
+
+def _ceiling(encoder_dir: Path, grid, batch: int, threads: int, repeats: int, gpu: bool) -> tuple[Timing, dict]:
+    """Encoder-only forward passes/s on tensors already in memory (same batch size, same threads)."""
+    import torch
+
+    from models import load_encoder
+
+    torch.set_num_threads(threads)
+    m, _ = load_encoder(encoder_dir)
+    x = torch.randn(batch, 3, *grid)
+    info = {}
+    if gpu:
+        m = m.cuda().to(memory_format=torch.channels_last_3d)
+        x = x.cuda().contiguous(memory_format=torch.channels_last_3d)
+        info["gpu"] = torch.cuda.get_device_name(0)
+
+    def fwd():
+        with torch.inference_mode():
+            for _ in range(4):
+                if gpu:
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        m(x)
+                else:
+                    m(x)
+            if gpu:
+                torch.cuda.synchronize()
+
+    return measure(fwd, repeats).rate(4 * batch), info
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    import ray
+
+    from pipeline.extract import ExtractConfig, extract_features
+
+    gpu = os.environ.get("DLTR_BENCH_GPU") == "1"
+    n, shape, grid, batch = ((48, (64, 64, 24), (32, 32, 16), 4) if ctx.quick else
+                             (max(16, int(96 * ctx.scale)), (128, 128, 40), (32, 32, 16), 8))
+    if gpu:
+        n, grid, batch = max(n, 256), (64, 64, 32), 32
+    root = ctx.work / "store"
+    if root.exists():  # a previous run's scratch store
+        import shutil
+
+        shutil.rmtree(root)
+    enc = _store(root, n, shape, grid, ctx.seed)
+    repeats = 1 if ctx.quick else 2
+    ceiling, info = _ceiling(enc, grid, batch, 1, ctx.repeats, gpu)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    rates: dict[int, list[float]] = {}
+    notes: dict[int, dict] = {}
+    try:
+        k = 0
+        for workers in (1, 2):
+            for _ in range(repeats + 1):  # first run per size: warm-up (imports, page cache)
+                k += 1
+                cfg = ExtractConfig(name=f"bench{k}", workers=workers, batch_size=batch,
+                                    gpus_per_worker=(1.0 / workers) if gpu else 0.0)
+                t0 = time.perf_counter()
+                rep = extract_features(root, enc, cfg)
+                wall = time.perf_counter() - t0
+                if _ == 0:
+                    continue
+                rates.setdefault(workers, []).append(rep.steady_volumes_per_s)
+                busy = rep.load_s + rep.encode_s
+                notes[workers] = {"studies": rep.n_computed, "mb_per_s": round(rep.mb_per_s, 2),
+                                  "load_share": round(rep.load_s / busy, 3) if busy else None,
+                                  "call_wall_s": round(wall, 2),
+                                  "vol_s_incl_actor_startup": round(rep.volumes_per_s, 2),
+                                  "per_worker_vol_s": [round(s["volumes_per_s"], 2) for s in rep.per_worker.values()]}
+    finally:
+        ray.shutdown()
+    one, two = Timing(tuple(rates[1])), Timing(tuple(rates[2]))
+    scaling = two.median / (2 * one.median)
+    common = {"grid": list(grid), "batch_size": batch, "volume_shape": list(shape), "encoder": "resnet10 w16 d256",
+              "cpus": os.cpu_count(), **info}
+    return [
+        Figure("extraction", f"Ray extraction, 1 worker ({n} studies)", "volumes/s", one,
+               ceiling=ceiling, ceiling_name="encoder-only forward, same batch and threads",
+               notes={**common, **notes[1]}),
+        Figure("extraction", f"Ray extraction, 2 workers ({n} studies)", "volumes/s", two,
+               baseline=Timing(tuple(2 * r for r in rates[1])), baseline_name="2 x one worker (linear scaling)",
+               ceiling=Timing(tuple(2 * v for v in ceiling.values)), ceiling_name="2 x encoder-only ceiling",
+               notes={**common, **notes[2], "scaling_efficiency": round(scaling, 3)}),
+    ]

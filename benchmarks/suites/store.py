@@ -1,0 +1,165 @@
+"""Store suite: publish, point-in-time frame and typical queries, ours (Parquet + DuckDB) vs pandas.
+
+Sizes: 25k / 50k / 100k patients x 512 dims x 3 versions, 20 lab rows per patient (2 M at 100k);
+``--quick``: 1k / 2.5k / 5k x 128. Both sides start from the same Parquet files on disk; the pandas
+side reads them with ``pd.read_parquet`` and computes the same result in memory. Peak memory is the
+largest RSS increase over the call (sampled every 5 ms). Feast: see ``FEAST_NOTE``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from benchmarks.harness import Figure, Timing, growth_exponent, measure
+
+FEAST_NOTE = ("feast 0.67 downloads from PyPI; it was not wired in as a third column in this round "
+              "(see the store issue's closing note)")
+
+
+def _rss() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _peak_mb(fn) -> float:
+    base, peak, stop = _rss(), [0.0], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.005)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        fn()
+    finally:
+        stop.set()
+        t.join()
+    return max(peak[0], _rss()) - base
+
+
+def _data(n: int, dim: int, seed: int):
+    rng = np.random.default_rng(seed)
+    pids = np.array([f"P{i:07d}" for i in range(n)])
+    centers = np.array(["A", "B", "C"])[rng.integers(0, 3, n)]
+    tace = pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 900, n), unit="D")
+    clin = pd.DataFrame({"patient_id": pids, "center": centers, "tace_date": tace.date, "response": "PR",
+                         "pfs_days": rng.integers(30, 900, n).astype(float), "pfs_event": rng.integers(0, 2, n),
+                         "split": np.where(centers == "A", "train", "external"),
+                         "label": pd.array(rng.integers(0, 2, n), dtype="Int8"), "age": rng.integers(35, 85, n)})
+    k = 20
+    lp = np.repeat(np.arange(n), k)
+    meas = tace[lp] - pd.to_timedelta(rng.integers(-30, 400, n * k), unit="D")
+    labs = pd.DataFrame({"patient_id": pids[lp], "name": np.array(["afp", "albumin", "bilirubin", "inr"])[
+        rng.integers(0, 4, n * k)], "value": rng.normal(50, 10, n * k), "unit": "u", "measured_at": meas,
+        "recorded_at": meas + pd.to_timedelta(rng.integers(0, 10, n * k), unit="D")})
+    versions = []
+    for _ in range(3):
+        emb = rng.normal(size=(n, dim)).astype(np.float32)
+        versions.append(pa.table({
+            "patient_id": pids, "center": centers, "phases": pa.array([["arterial", "portal"]] * n),
+            "roi_box": pa.array([[0, 0, 0, 8, 8, 8]] * n, pa.list_(pa.int32())), "input_checksum": pids,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)}))
+    return clin, labs, versions
+
+
+def _pandas_frame(feat_dir: Path, clin: pd.DataFrame, labs: pd.DataFrame) -> pd.DataFrame:
+    f = pd.read_parquet(feat_dir)[["patient_id", "embedding"]]
+    c = clin.copy()
+    c["tace_ts"] = pd.to_datetime(c["tace_date"])
+    m = labs.merge(c[["patient_id", "tace_ts"]], on="patient_id")
+    m = m[(m.measured_at <= m.tace_ts) & (m.recorded_at <= m.tace_ts)]
+    m = m.sort_values(["patient_id", "name", "measured_at", "recorded_at", "value"])
+    last = m.groupby(["patient_id", "name"], sort=False).tail(1)
+    wide = last.pivot(index="patient_id", columns="name", values="value").add_prefix("lab_").reset_index()
+    return f.merge(c, on="patient_id").merge(wide, on="patient_id", how="left").sort_values("patient_id")
+
+
+def _queries(store, name: str, dim: int, pid: str, feat_dir: Path, clin: pd.DataFrame):
+    means = ", ".join(f"avg(embedding[{i + 1}])" for i in range(dim))
+    ours = {
+        "per-center mean of every dimension": lambda: store.sql(f"SELECT center, {means} FROM {name} GROUP BY center"),
+        "nearest neighbours (k=10)": lambda: store.nearest(name, pid, 10),
+        "join with clinical": lambda: store.sql(
+            f"SELECT f.patient_id, f.center, c.age, c.label FROM {name} f JOIN clinical c USING (patient_id) "
+            "WHERE c.split = 'train'"),
+    }
+
+    def pd_means():
+        f = pd.read_parquet(feat_dir, columns=["center", "embedding"])
+        x = np.stack(f["embedding"].to_numpy())
+        return pd.DataFrame(x).groupby(f["center"].to_numpy()).mean()
+
+    def pd_nearest():
+        f = pd.read_parquet(feat_dir, columns=["patient_id", "embedding"])
+        x = np.stack(f["embedding"].to_numpy())
+        q = x[np.flatnonzero(f["patient_id"].to_numpy() == pid)[0]]
+        cos = x @ q / (np.linalg.norm(x, axis=1) * np.linalg.norm(q))
+        return f["patient_id"].to_numpy()[np.argsort(-cos)[1:11]]
+
+    def pd_join():
+        f = pd.read_parquet(feat_dir, columns=["patient_id", "center"])
+        return f.merge(clin.loc[clin.split == "train", ["patient_id", "age", "label"]], on="patient_id")
+
+    return ours, {"per-center mean of every dimension": pd_means, "nearest neighbours (k=10)": pd_nearest,
+                  "join with clinical": pd_join}
+
+
+def _one_size(ctx, n: int, dim: int, out: dict) -> None:
+    from features import FeatureStore
+
+    work = ctx.work / f"n{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    clin, labs, versions = _data(n, dim, ctx.seed)
+    store = FeatureStore(work / "store")
+    import types
+
+    store.add_cohort(types.SimpleNamespace(clinical=clin, labs=labs, expression=None, root="bench",
+                                           config=types.SimpleNamespace(expression_scale="log2tpm1")))
+    rec = out.setdefault(n, {})
+    reps = max(1, min(ctx.repeats, 3))
+    t_pub, t_pd = [], []
+    for i, table in enumerate(versions):
+        t0 = time.perf_counter()
+        store.publish("bench", table, "bench", {"inputs_hash": f"v{i}"})
+        t_pub.append(time.perf_counter() - t0)
+        pdir = work / f"pandas_v{i}"
+        t0 = time.perf_counter()
+        table.to_pandas().to_parquet(pdir, partition_cols=["center"])
+        t_pd.append(time.perf_counter() - t0)
+    rec["publish a version"] = (Timing(tuple(t_pub)), Timing(tuple(t_pd)), float("nan"), float("nan"))
+    feat_dir = work / "pandas_v2"
+    frame = lambda: store.training_frame("bench", clinical=["age"], labs=["afp", "albumin", "bilirubin", "inr"])  # noqa: E731
+    pdf = lambda: _pandas_frame(feat_dir, clin, labs)  # noqa: E731
+    rec["point-in-time training frame"] = (measure(frame, reps), measure(pdf, reps), _peak_mb(frame), _peak_mb(pdf))
+    ours, theirs = _queries(store, "bench", dim, str(clin.patient_id.iloc[n // 2]), feat_dir, clin)
+    for k in ours:
+        rec[k] = (measure(ours[k], reps), measure(theirs[k], reps), _peak_mb(ours[k]), _peak_mb(theirs[k]))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run(ctx) -> list[Figure]:
+    sizes = ctx.sizes((25_000, 50_000, 100_000), (1_000, 2_500, 5_000))
+    dim = 128 if ctx.quick else 512
+    out: dict[int, dict] = {}
+    for n in sizes:
+        _one_size(ctx, n, dim, out)
+    figs = []
+    for work in out[sizes[-1]]:
+        ours, base, m_ours, m_base = out[sizes[-1]][work]
+        times = [out[n][work][0].median for n in sizes]
+        figs.append(Figure(
+            suite="store", workload=f"{work} ({sizes[-1]} x {dim}, 3 versions, {20 * sizes[-1]} lab rows)",
+            unit="s", ours=ours, baseline=base, baseline_name="pandas + pyarrow", higher_is_better=False,
+            notes={"growth_exponent": round(growth_exponent(list(sizes), times), 2), "sizes": list(sizes),
+                   "peak_mb_ours": round(m_ours, 1), "peak_mb_pandas": round(m_base, 1), "feast": FEAST_NOTE}))
+    return figs

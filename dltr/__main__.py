@@ -1,0 +1,5 @@
+import sys
+
+from dltr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""``dltr demo``: the whole system on a synthetic cohort, end to end, on embedded defaults.
+
+synthesise -> validate -> ingest (Dask) -> register the cohort -> train and select the encoder (DALI)
+-> extract features (Ray + DALI) -> heads and evaluation -> survival -> radiogenomics -> report.
+
+Each stage is recorded in ``OUT/stages.json`` with the hash of its inputs; a re-run with the same
+inputs reuses the output and says so (``dltr._stages.StageLog``). Everything lands under ``OUT``:
+``OUT/synthetic/{cohort,truth}``, ``OUT/store`` (volumes, tables, features, encoders, heads, figures)
+and ``OUT/report/{report.html,report.md}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dltr._stages import StageLog
+from dltr.exceptions import CohortError
+from dltr.hashing import content_hash
+
+_SHARED_HALLMARK = Path(__file__).resolve().parents[2] / "shared/data/genesets/h.all.v7.0.symbols.gmt"
+
+
+def default_gene_sets() -> Path | None:
+    """MSigDB Hallmark sets beside the checkout when present (real symbols), else None (synthetic ones)."""
+    return _SHARED_HALLMARK if _SHARED_HALLMARK.exists() else None
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs. ``profile='tiny'`` is the test-suite size."""
+
+    profile: str = "default"
+    seed: int = 0
+    gene_sets: str | None = None
+    candidates: tuple[str, ...] = ("resnet10", "densenet", "plain")
+    folds: int = 3
+    epochs: int = 12
+    width: int = 8
+    extract_workers: int = 2
+    ingest_workers: int = 2
+    synth_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["candidates"] = list(self.candidates)
+        return d
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report_html: Path
+    report_md: Path
+    stages: list[dict[str, Any]]
+    seconds: float
+
+
+def run_demo(out: str | Path, config: DemoConfig | None = None,
+             log: Callable[[str], None] = print) -> DemoResult:
+    """Run (or resume) every stage under ``out`` and write the report."""
+    from dltr.synth import SynthConfig, synthesize
+    from features import FeatureStore
+
+    cfg = config or DemoConfig()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = StageLog(out / "stages.json", log=log)
+    t_start = time.perf_counter()
+    synth_dir, store_root = out / "synthetic", out / "store"
+    cohort = synth_dir / "cohort"
+    gene_sets = cfg.gene_sets or (str(default_gene_sets()) if default_gene_sets() else None)
+    scfg = SynthConfig.profile(cfg.profile, seed=cfg.seed, gene_sets=gene_sets, **cfg.synth_overrides)
+    records = []
+
+    def synth_stage():
+        res = synthesize(synth_dir, scfg)
+        return {"cohort": str(res.cohort), "truth": str(res.truth), "patients": res.n_patients,
+                "files": res.n_files, "centers": res.centers}, {"patients": res.n_patients}
+
+    records.append(ledger.run("synthesise", scfg.to_dict(), synth_stage, done=lambda o: cohort.exists()))
+    synth_hash = records[-1].inputs_hash
+
+    def validate_stage():
+        from dltr.cohort import validate_cohort
+
+        rep = validate_cohort(cohort)
+        if not rep.ok:
+            raise CohortError(f"the synthetic cohort failed validation: {rep.summary}")
+        return {"errors": 0, "summary": str(rep.summary)}, {}
+
+    records.append(ledger.run("validate", synth_hash, validate_stage))
+
+    def ingest_stage():
+        from pipeline.ingest import IngestConfig, ingest_cohort
+
+        rep = ingest_cohort(cohort, store_root, IngestConfig(workers=cfg.ingest_workers))
+        s = rep.summary
+        return {k: s[k] for k in ("patients", "volumes", "source_mb", "written_mb", "ok", "failed")}, \
+            {"volumes": s["volumes"], "MB": s["source_mb"]}
+
+    records.append(ledger.run("ingest", [synth_hash, cfg.ingest_workers], ingest_stage,
+                              done=lambda o: (store_root / "ingest/studies.parquet").exists()))
+
+    def register_stage():
+        FeatureStore(store_root).add_cohort(cohort)
+        return {"tables": ["clinical", "labs", "expression", "studies"]}, {}
+
+    records.append(ledger.run("register cohort", [synth_hash, records[-1].inputs_hash], register_stage))
+
+    def encoder_stage():
+        from models.training import EncoderTrainConfig, train_encoder
+
+        tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs,
+                                  width=cfg.width, seed=cfg.seed, num_threads=os.cpu_count() or 2)
+        res = train_encoder(store_root, tcfg, log=log)
+        return {"card_hash": res.card_hash, "path": str(res.path), "candidates": res.summary,
+                "architecture": res.card["architecture"]["name"]}, {"patients": len(res.rows_seen)}
+
+    enc_inputs = [synth_hash, list(cfg.candidates), cfg.folds, cfg.epochs, cfg.width, cfg.seed]
+    records.append(ledger.run("train encoder", enc_inputs, encoder_stage,
+                              done=lambda o: Path(o["path"]).exists()))
+    card_hash = records[-1].outputs["card_hash"]
+
+    def extract_stage():
+        from pipeline.extract import ExtractConfig, extract_features
+
+        rep = extract_features(store_root, card_hash, ExtractConfig(workers=cfg.extract_workers))
+        d = dataclasses.asdict(rep)
+        keep = {k: d[k] for k in ("version_id", "status", "n_scope", "n_computed", "n_reused", "n_errors",
+                                  "seconds", "startup_s", "mb_read", "load_s", "encode_s",
+                                  "steady_volumes_per_s", "per_worker")}
+        return keep | {"volumes_per_s": rep.volumes_per_s}, {"patients": rep.n_computed}
+
+    records.append(ledger.run("extract features", [card_hash, cfg.extract_workers], extract_stage))
+    fs_version = records[-1].outputs.get("version_id")
+
+    def heads_stage():
+        from analysis.evaluation import evaluate
+        from models.heads import train_heads
+
+        store = FeatureStore(store_root)
+        res = train_heads(store, feature_set=f"dltr@{fs_version}" if fs_version else "dltr", seed=cfg.seed)
+        evaluate(store, out=store_root / "figures", seed=cfg.seed)
+        return {"heads": res.versions}, {}
+
+    records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed], heads_stage))
+
+    def survival_stage():
+        from analysis.survival import run_survival
+
+        run_survival(FeatureStore(store_root), head="dltr_mlp", out=store_root / "figures")
+        return {"head": "dltr_mlp"}, {}
+
+    records.append(ledger.run("survival", records[-1].outputs, survival_stage))
+
+    def genes_stage():
+        from analysis.genes import run_genes
+
+        if gene_sets is None:
+            gmt = Path(synth_dir / "truth" / "gene_sets.gmt")
+        else:
+            gmt = Path(gene_sets)
+        res = run_genes(FeatureStore(store_root), feature_set=f"dltr@{fs_version}" if fs_version else "dltr",
+                        gene_sets=gmt, out=store_root / "figures")
+        return {"n_significant": int(len(res.significant)), "gene_sets": str(gmt)}, {}
+
+    records.append(ledger.run("radiogenomics", [fs_version, gene_sets], genes_stage))
+
+    stages = [dataclasses.asdict(r) for r in records]
+    from dltr.report import build_report
+
+    html, md = build_report(store_root, out / "report", truth_dir=synth_dir / "truth", stages=stages,
+                            run_info={"demo_config": cfg.to_dict(), "demo_hash": content_hash(cfg.to_dict())})
+    total = time.perf_counter() - t_start
+    log(f"[report] {html}")
+    return DemoResult(out, html, md, stages, total)

@@ -1,0 +1,32 @@
+"""The feature store: Parquet feature sets with a DuckDB catalog, versions, lineage,
+point-in-time training frames and SQL (docs/architecture.md, "Store layout").
+
+>>> store = FeatureStore("STORE")
+>>> v = store.publish("radiomics", rows, producer="my-script", lineage={"inputs_hash": "..."})
+>>> store.sql("SELECT center, avg(embedding[17]) FROM radiomics GROUP BY center")
+>>> frame = store.training_frame("dltr", clinical=["age"], labs=["afp"], max_age_days=90)
+>>> X = frame.embedding_matrix()   # (N, D) float32 view of the Arrow buffer
+
+SQL view names: each table by its name; each feature set ``NAME`` (latest version) and every
+version as ``NAME__<version_id>`` and ``"NAME@<version_id>"``.
+"""
+
+from features._catalog import CATALOG_NAME
+from features._frames import TrainingFrame, embedding_matrix, table_hash
+from features._registry import REGISTRY_NAME, FeatureSetVersion
+from features._rows import feature_schema
+from features._store import FeatureStore
+from features._writer import FeatureWriter, version_id_of
+
+__all__ = [
+    "CATALOG_NAME",
+    "REGISTRY_NAME",
+    "FeatureSetVersion",
+    "FeatureStore",
+    "FeatureWriter",
+    "TrainingFrame",
+    "embedding_matrix",
+    "feature_schema",
+    "table_hash",
+    "version_id_of",
+]

@@ -1,0 +1,163 @@
+"""``STORE/catalog.duckdb``: one view per table, per feature set (latest) and per pinned version.
+
+View names: a table ``clinical`` -> ``clinical``; a feature set ``dltr`` -> ``dltr`` (latest
+version), and each version ``v`` -> ``dltr__v`` (plain identifier) and ``"dltr@v"`` (quoted).
+The catalog is derived from the registry: after each registry commit it is rebuilt into a temporary
+file and renamed into place, so a reader (``read_only=True``) never waits on a writer. It records the
+store root and registry revision it was built from; a reader that finds either different (the store
+was moved, or a writer died between its commit and the rebuild) refreshes it, or, when a writer
+holds the lock, builds a private copy for itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+from dltr._io import fsync_dir
+from features._lock import try_lock
+from features._registry import FeatureSetVersion, Registry
+
+CATALOG_NAME = "catalog.duckdb"
+META = "_dltr_catalog"
+MANAGED = "_dltr_views"
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def version_glob(root: Path, v: FeatureSetVersion) -> str:
+    return (Path(root).resolve() / v.path / "*" / "*.parquet").as_posix()
+
+
+def version_select(root: Path, v: FeatureSetVersion) -> str:
+    """The SELECT behind a version's view: Parquet lists -> DuckDB ``FLOAT[D]`` arrays."""
+    return ("SELECT patient_id, center, phases, roi_box, input_checksum, "
+            f"CAST(embedding AS FLOAT[{int(v.dim)}]) AS embedding "
+            f"FROM read_parquet({literal(version_glob(root, v))}, hive_partitioning = false)")
+
+
+def table_select(root: Path, entry: dict) -> str:
+    return f"SELECT * FROM read_parquet({literal((Path(root).resolve() / entry['path']).as_posix())})"
+
+
+def view_statements(root: Path, reg: Registry) -> list[tuple[str, str]]:
+    """(view name, SELECT) for every table, feature set and version in the registry."""
+    out = [(name, table_select(root, entry)) for name, entry in sorted(reg.tables().items())]
+    for name in reg.feature_sets():
+        for v in reg.versions(name):
+            sel = version_select(root, v)
+            out += [(f"{name}@{v.version_id}", sel), (f"{name}__{v.version_id}", sel)]
+        out.append((name, version_select(root, reg.resolve(name))))
+    return out
+
+
+def build_catalog(root: Path, reg: Registry, dest: Path) -> None:
+    """Write a catalog for ``reg`` to ``dest`` atomically, keeping objects users created with --write."""
+    dest = Path(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        if dest.exists():
+            shutil.copyfile(dest, tmp)
+        try:
+            con = duckdb.connect(tmp)
+        except duckdb.Error:  # an unreadable old catalog: start afresh
+            os.unlink(tmp)
+            con = duckdb.connect(tmp)
+        try:
+            _fill(con, root, reg)
+        finally:
+            con.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
+    finally:
+        for p in (tmp, tmp + ".wal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
+def _fill(con: duckdb.DuckDBPyConnection, root: Path, reg: Registry) -> None:
+    con.execute(f"CREATE TABLE IF NOT EXISTS {MANAGED} (name VARCHAR)")
+    for (name,) in con.execute(f"SELECT name FROM {MANAGED}").fetchall():
+        con.execute(f"DROP VIEW IF EXISTS {ident(name)}")
+    con.execute(f"DELETE FROM {MANAGED}")
+    stmts = view_statements(root, reg)
+    for name, sel in stmts:
+        con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS {sel}")
+    if stmts:
+        con.executemany(f"INSERT INTO {MANAGED} VALUES (?)", [[n] for n, _ in stmts])
+    con.execute(f"CREATE OR REPLACE TABLE {META} AS SELECT ? AS root, ?::BIGINT AS revision",
+                [str(Path(root).resolve()), reg.revision])
+    con.execute("CHECKPOINT")
+
+
+def catalog_state(path: Path) -> tuple[str, int] | None:
+    """(root, registry revision) the catalog at ``path`` was built from; None if unreadable."""
+    if not Path(path).exists():
+        return None
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        row = con.execute(f"SELECT root, revision FROM {META}").fetchone()
+        return (row[0], int(row[1])) if row else None
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def fresh_catalog(root: Path):
+    """Yield the path of a catalog matching the current registry.
+
+    The shared catalog when it is fresh (a writer mid-publish is given a moment to finish its
+    rebuild); when the store was moved, the shared catalog is rebuilt if no writer holds the lock;
+    otherwise a private temporary catalog, removed afterwards. Readers never wait on the lock.
+    """
+    root = Path(root)
+    shared = root / CATALOG_NAME
+    here = str(root.resolve())
+    for attempt in range(4):
+        reg = Registry.load(root)
+        state = catalog_state(shared)
+        if state == (here, reg.revision):
+            yield shared
+            return
+        if state is not None and state[0] != here:
+            break
+        time.sleep(0.02 * (attempt + 1))
+    if state is None or state[0] != here:
+        lock = try_lock(root, "refresh the catalog of a moved store")
+        if lock is not None:
+            try:
+                build_catalog(root, Registry.load(root), shared)
+            finally:
+                lock.release()
+            yield shared
+            return
+    tmpdir = tempfile.mkdtemp(prefix="dltr-catalog-")
+    try:
+        private = Path(tmpdir) / CATALOG_NAME
+        build_catalog(root, reg, private)
+        yield private
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""Point-in-time training frames, computed inside DuckDB.
+
+For each patient with a feature row: the embedding, the clinical columns asked for, and per lab
+the latest value (by measured_at, then recorded_at) whose ``measured_at`` and ``recorded_at`` are both
+at or before the patient's ``tace_date`` (the date read as midnight starting that day: a value
+stamped later on the day of treatment is not known "as of" it) and, with ``max_age_days``, measured
+no earlier than that many days before it. One window (QUALIFY row_number) over the labs joined to
+the clinical table; no Python loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dltr.exceptions import StoreError
+from features._catalog import ident, literal
+
+BASE_COLUMNS = ("patient_id", "center", "split", "tace_date", "label", "pfs_days", "pfs_event", "embedding")
+
+
+@dataclass(frozen=True)
+class TrainingFrame:
+    """One row per patient: ``table`` (Arrow) and its ``lineage`` (version, SQL, row hash)."""
+
+    table: pa.Table
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def embedding_matrix(self) -> np.ndarray:
+        """(N, D) float32 NumPy view of the embedding column's Arrow buffer (no copy when the
+        column is one chunk, which frames built by the store always are)."""
+        return embedding_matrix(self.table)
+
+    def embedding_tensor(self):
+        """The embedding matrix as a torch tensor sharing the same memory."""
+        import torch
+
+        return torch.from_numpy(self.embedding_matrix())
+
+    def to_pandas(self):
+        """Every column except the embedding, as pandas."""
+        return self.table.drop_columns(["embedding"]).to_pandas()
+
+    @property
+    def row_hash(self) -> str:
+        return str(self.lineage.get("row_hash", ""))
+
+
+def embedding_matrix(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    col = table.column(column)
+    arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    dim = arr.type.list_size
+    flat = arr.flatten()  # respects the array's offset; zero-copy
+    if flat.null_count:
+        raise StoreError(f"column {column!r} holds null embedding values; cannot build a dense matrix")
+    view = flat.to_numpy(zero_copy_only=True).reshape(len(arr), dim)
+    return view
+
+
+def table_hash(table: pa.Table) -> str:
+    """SHA-256 of the table's Arrow IPC stream (one chunk per column, no metadata)."""
+    t = table.combine_chunks().replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, t.schema) as w:
+        w.write_table(t)
+    return hashlib.sha256(sink.getvalue()).hexdigest()
+
+
+def frame_sql(features_view: str, *, label: str, clinical: list[str], labs: list[str],
+              max_age_days: int | None, has_pfs: bool = True) -> str:
+    """The SELECT that builds a training frame from the catalog's views (runnable in `dltr sql`)."""
+    label_expr = "c.label" if label == "response" else f"c.{ident(label)}"
+    clin = [c for c in dict.fromkeys(clinical) if c not in BASE_COLUMNS]
+    tace = "CAST(c.tace_date AS TIMESTAMP)"
+    lab_cte = lab_cols = lab_join = ""
+    if labs:
+        age = f"\n      AND l.measured_at >= {tace} - INTERVAL ({int(max_age_days)}) DAY" if max_age_days is not None else ""
+        names = ", ".join(literal(n) for n in labs)
+        pivots = ",\n    ".join(f"max(value) FILTER (WHERE name = {literal(n)}) AS {ident('lab_' + n)}" for n in labs)
+        lab_cte = (
+            ",\nlab_pit AS (\n"
+            "  SELECT l.patient_id, l.name, l.value\n"
+            "  FROM labs AS l JOIN clinical AS c ON l.patient_id = c.patient_id\n"
+            f"  WHERE l.name IN ({names}) AND l.value IS NOT NULL\n"
+            f"    AND l.measured_at <= {tace} AND l.recorded_at <= {tace}{age}\n"
+            "  QUALIFY row_number() OVER (PARTITION BY l.patient_id, l.name\n"
+            "                             ORDER BY l.measured_at DESC, l.recorded_at DESC, l.value DESC) = 1\n"
+            "),\n"
+            f"lab_wide AS (\n  SELECT patient_id,\n    {pivots}\n  FROM lab_pit GROUP BY patient_id\n)")
+        lab_cols = "".join(f",\n  w.{ident('lab_' + n)}" for n in labs)
+        lab_join = "\nLEFT JOIN lab_wide AS w ON w.patient_id = f.patient_id"
+    pfs = "c.pfs_days, c.pfs_event" if has_pfs else "NULL::DOUBLE AS pfs_days, NULL::TINYINT AS pfs_event"
+    clin_cols = "".join(f",\n  c.{ident(col)}" for col in clin)
+    return (
+        f"WITH f AS (SELECT patient_id, center, embedding FROM {ident(features_view)}){lab_cte}\n"
+        "SELECT f.patient_id, f.center, c.split, c.tace_date,\n"
+        f"  CAST({label_expr} AS TINYINT) AS label, {pfs}, f.embedding{clin_cols}{lab_cols}\n"
+        f"FROM f JOIN clinical AS c ON c.patient_id = f.patient_id{lab_join}\n"
+        "ORDER BY f.patient_id"
+    )
+
+
+def check_request(clinical_cols: list[str], lab_names: set[str] | None, *, label: str, clinical: list[str],
+                  labs: list[str]) -> None:
+    missing = [c for c in [*clinical, *(() if label == "response" else (label,))] if c not in clinical_cols]
+    for base in ("split", "tace_date", "label"):
+        if base not in clinical_cols:
+            missing.append(base)
+    if missing:
+        raise StoreError(f"training frame: clinical table has no column(s) {missing}; known: {clinical_cols}")
+    if labs:
+        if lab_names is None:
+            raise StoreError(f"training frame: labs {labs} asked for but the store has no labs table; "
+                             "run `dltr store add-cohort` with a cohort that has labs.csv")
+        unknown = [n for n in labs if n not in lab_names]
+        if unknown:
+            raise StoreError(f"training frame: no lab named {unknown} in the labs table; known: {sorted(lab_names)}")

@@ -1,0 +1,42 @@
+"""Prediction heads on top of the feature store: clinical model, DLTR, DLTR_MLP, XGBoost fusion.
+
+Every head follows the estimator contract (keyword-only hyper-parameters, ``fit(X, y)`` returns
+self, learned state ends in ``_``, ``predict_proba``). ``train_heads(store)`` trains them from a
+point-in-time training frame and registers them under ``STORE/heads`` with lineage.
+"""
+
+from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
+from ._linear import DLTRHead
+from ._mlp import DLTRMLP
+from ._registry import HeadRegistry, serialize_head
+from ._train import (
+    DISPLAY_NAMES,
+    HEAD_NAMES,
+    FrameHead,
+    HeadsResult,
+    fit_heads,
+    frame_arrays,
+    score_heads,
+    train_heads,
+)
+from ._xgb import XGBFusionHead
+
+__all__ = [
+    "DISPLAY_NAMES",
+    "DLTRMLP",
+    "HEAD_NAMES",
+    "ClinicalDesign",
+    "ClinicalModel",
+    "DLTRHead",
+    "FrameHead",
+    "HeadRegistry",
+    "HeadsResult",
+    "LogisticFit",
+    "XGBFusionHead",
+    "fit_heads",
+    "fit_logistic",
+    "frame_arrays",
+    "score_heads",
+    "serialize_head",
+    "train_heads",
+]

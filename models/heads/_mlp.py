@@ -1,0 +1,147 @@
+"""DLTR_MLP: a multilayer perceptron over deep features fused with the selected clinical factors.
+
+Standardisation is fitted on the training rows only. Regularisation: dropout, decoupled weight
+decay (AdamW), and early stopping chosen *within cross-validation on the training split*: each
+of ``n_folds`` stratified folds trains with a validation-loss patience rule and records its best
+epoch; the final network trains on all training rows for the median best epoch. Large-batch
+Adam over a shuffled index (no per-sample Python loop); CPU runs are deterministic (a forked,
+seeded torch RNG, the global RNG left untouched; a fixed thread count, ``n_threads``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dltr.exceptions import ModelError
+
+from ._linear import _check_xy, limited_threads
+
+__all__ = ["DLTRMLP"]
+
+
+def _build(d_in: int, hidden: tuple[int, ...], dropout: float):
+    import torch.nn as nn
+
+    layers, d = [], d_in
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+        d = h
+    layers.append(nn.Linear(d, 1))
+    return nn.Sequential(*layers)
+
+
+class DLTRMLP:
+    """MLP classifier (torch) with the scikit-learn estimator contract."""
+
+    def __init__(self, *, hidden: tuple[int, ...] = (64,), dropout: float = 0.3, weight_decay: float = 1e-2,
+                 lr: float = 1e-3, batch_size: int = 256, max_epochs: int = 100, patience: int = 6,
+                 n_folds: int = 3, n_threads: int = 1, seed: int = 0):
+        self.hidden = hidden
+        self.dropout = dropout
+        self.weight_decay = weight_decay
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.n_folds = n_folds
+        self.n_threads = n_threads
+        self.seed = seed
+
+    def _train(self, Xt, yt, Xv, yv, epochs: int, seed: int):
+        """Train one network; returns (state, best_epoch, val losses)."""
+        import torch
+        import torch.nn.functional as F
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            net = _build(Xt.shape[1], tuple(self.hidden), self.dropout)
+            opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            n, best, best_epoch, bad, losses = Xt.shape[0], np.inf, epochs, 0, []
+            for epoch in range(1, epochs + 1):
+                net.train()
+                perm = torch.randperm(n, generator=gen)
+                for i in range(0, n, self.batch_size):
+                    idx = perm[i:i + self.batch_size]
+                    loss = F.binary_cross_entropy_with_logits(net(Xt[idx]).squeeze(1), yt[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                if Xv is None:
+                    continue
+                net.eval()
+                with torch.no_grad():
+                    vl = float(F.binary_cross_entropy_with_logits(net(Xv).squeeze(1), yv))
+                losses.append(vl)
+                if vl < best - 1e-6:
+                    best, best_epoch, bad = vl, epoch, 0
+                else:
+                    bad += 1
+                    if bad >= self.patience:
+                        break
+            net.eval()
+            return net, best_epoch, losses
+
+    def fit(self, X, y) -> DLTRMLP:
+        with limited_threads(self.n_threads):
+            return self._fit(X, y)
+
+    def _fit(self, X, y) -> DLTRMLP:
+        import torch
+        from sklearn.metrics import roc_auc_score
+        from sklearn.model_selection import StratifiedKFold
+
+        X, y = _check_xy(X, y, "DLTRMLP")
+        self.mean_ = X.mean(0)
+        sd = X.std(0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        Z = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
+        t = torch.from_numpy(y.astype(np.float32))
+        n_folds = int(min(self.n_folds, np.bincount(y).min()))
+        epochs, aucs = [], []
+        if n_folds >= 2:
+            skf = StratifiedKFold(n_folds, shuffle=True, random_state=self.seed)
+            for k, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
+                tr_i, va_i = torch.from_numpy(tr), torch.from_numpy(va)
+                net, be, _ = self._train(Z[tr_i], t[tr_i], Z[va_i], t[va_i], self.max_epochs, self.seed + 1 + k)
+                epochs.append(be)
+                with torch.no_grad():
+                    aucs.append(float(roc_auc_score(y[va], net(Z[va_i]).squeeze(1).numpy())))
+        self.cv_epochs_ = epochs
+        self.cv_auc_ = float(np.mean(aucs)) if aucs else float("nan")
+        self.n_epochs_ = int(np.median(epochs)) if epochs else self.max_epochs
+        net, _, _ = self._train(Z, t, None, None, max(1, self.n_epochs_), self.seed)
+        self.state_ = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+        self.n_features_in_ = X.shape[1]
+        self._net = None
+        return self
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_net"] = None                       # the torch module is rebuilt from state_
+        return d
+
+    def _module(self):
+        import torch
+
+        if getattr(self, "_net", None) is None:
+            net = _build(self.n_features_in_, tuple(self.hidden), self.dropout)
+            net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state_.items()})
+            self._net = net.eval()
+        return self._net
+
+    def decision_function(self, X) -> np.ndarray:
+        import torch
+
+        if not hasattr(self, "state_"):
+            raise ModelError("DLTRMLP is not fitted; call fit(X, y) first")
+        X = np.asarray(X, np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ModelError(f"DLTRMLP: X has shape {X.shape}, expected (n, {self.n_features_in_})")
+        Z = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
+        with limited_threads(self.n_threads), torch.no_grad():
+            return self._module()(Z).squeeze(1).double().numpy()
+
+    def predict_proba(self, X) -> np.ndarray:
+        p1 = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1 - p1, p1])

@@ -1,0 +1,230 @@
+"""``train_encoder``: k-fold CV of each candidate on the training split, selection by CV AUC,
+refit of the winner on the whole training split, checkpoint + model card in the store.
+
+Only rows with ``clinical.split == "train"`` and a label are used; every patient the DALI
+loaders deliver is recorded (``EncoderTrainResult.rows_seen``) so that tests can prove no
+internal or external row was touched. Early stopping: validation BCE per epoch, patience
+``patience``; the fold's AUC is taken at its best epoch. The refit runs the median best
+epoch count. CPU runs are deterministic (seeded, ``torch.use_deterministic_algorithms``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dltr.exceptions import ModelError
+from dltr.hashing import content_hash
+from models._checkpoint import save_encoder, software_versions
+from models.encoders import Encoder3d, build_encoder
+from pipeline.loaders import AugmentConfig, DaliRoiLoader, DaliRoiPipeline, RoiConfig
+
+
+@dataclass(frozen=True)
+class EncoderTrainConfig:
+    candidates: tuple[str, ...] = ("resnet10", "densenet", "plain")
+    folds: int = 3
+    epochs: int = 12
+    patience: int = 4
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    embed_dim: int = 256
+    width: int = 16
+    seed: int = 0
+    roi: RoiConfig = field(default_factory=RoiConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    num_threads: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.update(candidates=list(self.candidates), roi=self.roi.to_dict(), augment=self.augment.to_dict())
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderTrainConfig:
+        d = dict(d)
+        d["candidates"] = tuple(d.get("candidates", cls.candidates))
+        if "roi" in d:
+            d["roi"] = RoiConfig.from_dict(d["roi"])
+        if "augment" in d:
+            d["augment"] = AugmentConfig.from_dict(d["augment"])
+        return cls(**d)
+
+
+@dataclass
+class EncoderTrainResult:
+    card: dict[str, Any]
+    path: Path
+    rows_seen: tuple[str, ...]
+    seconds: float = 0.0
+
+    @property
+    def card_hash(self) -> str:
+        return self.card["card_hash"]
+
+    @property
+    def summary(self) -> list[dict[str, Any]]:
+        return [{"candidate": k, "cv_auc_mean": v["cv_auc_mean"], "cv_auc_sd": v["cv_auc_sd"],
+                 "selected": k == self.card["architecture"]["name"]} for k, v in self.card["candidates"].items()]
+
+
+def training_rows(store_root: str | Path) -> tuple[list[str], np.ndarray]:
+    """Sorted patient ids and labels of the labelled ``split == "train"`` rows of tables/clinical.parquet."""
+    import pyarrow.parquet as pq
+
+    path = Path(store_root) / "tables" / "clinical.parquet"
+    if not path.is_file():
+        raise ModelError(f"{path}: missing; register the cohort first (`dltr store add-cohort`)")
+    t = pq.read_table(path, columns=["patient_id", "split", "label"]).to_pylist()
+    rows = sorted((str(r["patient_id"]), int(r["label"])) for r in t
+                  if r["split"] == "train" and r["label"] is not None)
+    labels = np.array([y for _, y in rows], dtype=np.int64)
+    if len(rows) < 4 or labels.min() == labels.max():
+        raise ModelError(f"{path}: {len(rows)} labelled training rows with classes {sorted(set(labels.tolist()))}; "
+                         "encoder training needs both classes")
+    return [p for p, _ in rows], labels
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int, threads: int):
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0])
+        torch.set_num_threads(prev[1])
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, s)) if len(set(y.tolist())) == 2 else float("nan")
+
+
+class _Trainer:
+    """Trains one model on a set of patients, reading batches through the DALI loader."""
+
+    def __init__(self, store_root: Path, cfg: EncoderTrainConfig, device: torch.device, seen: set[str]):
+        self.store_root, self.cfg, self.device, self.seen = store_root, cfg, device, seen
+        self.dali_device = 0 if device.type == "cuda" else None
+
+    def fit(self, name: str, ids: list[str], y: dict[str, int], seed: int, epochs: int,
+            val: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[Encoder3d, list[float], list[float]]:
+        cfg = self.cfg
+        torch.manual_seed(seed)
+        model = build_encoder(name, cfg.roi.n_channels, cfg.embed_dim, cfg.width).to(self.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        npos = sum(y[p] for p in ids)
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(ids) - npos) / max(npos, 1),
+                                                                     device=self.device))
+        loader = DaliRoiLoader(self.store_root, ids, cfg.roi, batch_size=cfg.batch_size, augment=cfg.augment,
+                               seed=seed, shuffle=True, device=self.dali_device, num_threads=cfg.num_threads)
+        val_losses, val_aucs, best, best_state = [], [], math.inf, None
+        amp = self.device.type == "cuda"
+        try:
+            for _ in range(epochs):
+                model.train()
+                for b in loader:
+                    self.seen.update(b["patient_id"])
+                    target = torch.tensor([y[p] for p in b["patient_id"]], dtype=torch.float32, device=self.device)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                        _, logit = model(b["x"].to(self.device))
+                    loss = loss_fn(logit.float(), target)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                if val is None:
+                    continue
+                vl, va = self._evaluate(model, val, loss_fn)
+                val_losses.append(vl)
+                val_aucs.append(va)
+                if vl < best - 1e-6:
+                    best, best_state = vl, {k: v.detach().clone() for k, v in model.state_dict().items()}
+                elif len(val_losses) - 1 - int(np.argmin(val_losses)) >= cfg.patience:
+                    break
+        finally:
+            loader.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return model.eval(), val_losses, val_aucs
+
+    @torch.no_grad()
+    def _evaluate(self, model, val, loss_fn) -> tuple[float, float]:
+        x, yv = val
+        model.eval()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            _, logit = model(x.to(self.device))
+        logit = logit.float()
+        loss = float(loss_fn(logit, torch.as_tensor(yv, dtype=torch.float32, device=self.device)))
+        return loss, _auc(yv, logit.cpu().numpy())
+
+
+def _device(cfg: EncoderTrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = None,
+                  log: Callable[[str], None] | None = None) -> EncoderTrainResult:
+    """Select the encoder by k-fold CV AUC on the training split, refit it, publish it in the store."""
+    import time
+
+    from sklearn.model_selection import StratifiedKFold
+
+    cfg, store_root, log = config or EncoderTrainConfig(), Path(store_root), log or (lambda _m: None)
+    t0 = time.perf_counter()
+    ids, labels = training_rows(store_root)
+    if cfg.folds < 2 or min(np.bincount(labels)) < cfg.folds:
+        raise ModelError(f"folds={cfg.folds}: need 2 <= folds <= the smaller class count ({min(np.bincount(labels))})")
+    y = dict(zip(ids, labels.tolist(), strict=True))
+    device, seen = _device(cfg), set()
+    trainer = _Trainer(store_root, cfg, device, seen)
+    with _deterministic(cfg.seed, cfg.num_threads):
+        pipe = DaliRoiPipeline(store_root, cfg.roi, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
+                               device=trainer.dali_device)
+        x_all = pipe.run(ids)[0].cpu()
+        pipe.close()
+        seen.update(ids)
+        folds = list(StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed).split(ids, labels))
+        cands: dict[str, dict[str, Any]] = {}
+        for name in cfg.candidates:
+            aucs, epochs = [], []
+            for k, (tr, va) in enumerate(folds):
+                _, losses, va_auc = trainer.fit(name, [ids[i] for i in tr], y, cfg.seed + 1000 * k, cfg.epochs,
+                                                val=(x_all[va], labels[va]))
+                best = int(np.argmin(losses))
+                aucs.append(va_auc[best])
+                epochs.append(best + 1)
+                log(f"{name} fold {k + 1}/{cfg.folds}: AUC {va_auc[best]:.3f} at epoch {best + 1}")
+            cands[name] = {"cv_auc_mean": float(np.mean(aucs)), "cv_auc_sd": float(np.std(aucs, ddof=1)),
+                           "folds": [float(a) for a in aucs], "best_epochs": epochs}
+            log(f"{name}: CV AUC {cands[name]['cv_auc_mean']:.3f} +/- {cands[name]['cv_auc_sd']:.3f}")
+        chosen = max(cfg.candidates, key=lambda c: (np.nan_to_num(cands[c]["cv_auc_mean"], nan=-1.0),))
+        n_ep = int(np.median(cands[chosen]["best_epochs"]))
+        model, _, _ = trainer.fit(chosen, ids, y, cfg.seed + 999_999, n_ep)
+        log(f"selected {chosen}; refit on {len(ids)} training rows for {n_ep} epochs")
+    card = {
+        "architecture": model.arch, "in_channels": cfg.roi.n_channels, "embed_dim": cfg.embed_dim,
+        "preprocess": cfg.roi.to_dict(), "preprocess_hash": cfg.roi.content_hash(),
+        "augmentations": cfg.augment.to_dict(),
+        "training_rows_hash": content_hash([[p, int(v)] for p, v in zip(ids, labels.tolist(), strict=True)]),
+        "n_training_rows": len(ids), "candidates": cands, "refit_epochs": n_ep, "seed": cfg.seed,
+        "train_config": cfg.to_dict(), "software": software_versions(),
+    }
+    path = save_encoder(store_root, model.cpu(), card)
+    card = __import__("json").loads((path / "model_card.json").read_text())
+    return EncoderTrainResult(card, path, tuple(sorted(seen)), time.perf_counter() - t0)

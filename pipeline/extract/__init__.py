@@ -1,0 +1,13 @@
+"""Distributed deep-feature extraction: Ray Data actors (DALI ROI pipeline + DLTR encoder) -> feature set.
+
+``extract_features`` runs on an embedded local Ray or a cluster (``ExtractConfig.address``) and
+publishes one version of the ``dltr`` feature set (docs/architecture.md, "Feature rows");
+``extract_local`` is the single-process reference with the same loader and encoder.
+"""
+
+from pipeline.extract._config import ExtractConfig, ExtractReport
+from pipeline.extract._driver import ERRORS_TABLE, extract_features, extract_local
+from pipeline.extract._scope import input_checksum, resolve_encoder
+
+__all__ = ["ERRORS_TABLE", "ExtractConfig", "ExtractReport", "extract_features", "extract_local",
+           "input_checksum", "resolve_encoder"]

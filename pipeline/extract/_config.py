@@ -1,0 +1,126 @@
+"""``ExtractConfig`` (how to run an extraction) and ``ExtractReport`` (what it did)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from dltr.exceptions import DltrError
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How an extraction runs; none of it changes the feature values (lineage is the encoder's).
+
+    - ``name``: the feature set (``dltr``).
+    - ``address``: a Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ...); ``None`` starts an
+      embedded local Ray sized to the machine and shuts it down at the end.
+    - ``workers``: actors in the pool, each with one DALI pipeline and one encoder copy.
+    - ``gpus_per_worker``: 0 runs DALI and torch on the CPU; > 0 puts both on the actor's GPU
+      (bf16 autocast, channels-last-3d).
+    - ``cpus_per_worker``: CPUs reserved per actor (torch intra-op threads follow it).
+    - ``batch_size``: studies per batch (one DALI run, one forward pass, one staged Parquet part).
+    - ``dali_threads``: DALI CPU threads per actor (ROI reads run on as many threads).
+    - ``allow_partial``: publish even when some studies failed (recorded in the registry).
+    - ``max_restarts`` / ``max_task_retries``: Ray restarts of a crashed actor and retries of its batch.
+    """
+
+    name: str = "dltr"
+    address: str | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    batch_size: int = 8
+    dali_threads: int = 1
+    allow_partial: bool = False
+    max_restarts: int = 3
+    max_task_retries: int = 3
+
+    def __post_init__(self) -> None:
+        bad = []
+        if not self.name or "/" in self.name:
+            bad.append(f"name={self.name!r} (a non-empty name without '/')")
+        if self.workers < 1:
+            bad.append(f"workers={self.workers} (>= 1)")
+        if self.batch_size < 1:
+            bad.append(f"batch_size={self.batch_size} (>= 1)")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
+            bad.append(f"gpus_per_worker={self.gpus_per_worker}, cpus_per_worker={self.cpus_per_worker} "
+                       "(gpus >= 0, cpus > 0)")
+        if self.dali_threads < 1:
+            bad.append(f"dali_threads={self.dali_threads} (>= 1)")
+        if bad:
+            raise DltrError("ExtractConfig: " + "; ".join(bad))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExtractConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise DltrError(f"ExtractConfig.from_dict: unknown field(s) {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+@dataclass
+class ExtractReport:
+    """What one ``extract_features`` call did.
+
+    ``status``: ``published`` (a new version), ``exists`` (the version was already published:
+    no work done), ``partial`` (published with ``allow_partial`` although studies failed) or
+    ``incomplete`` (studies failed; rows stay staged, nothing published).
+    """
+
+    name: str
+    version_id: str
+    status: str
+    lineage: dict[str, str]
+    n_scope: int
+    n_reused: int = 0
+    n_resumed: int = 0
+    n_computed: int = 0
+    n_errors: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    startup_s: float = 0.0
+    mb_read: float = 0.0
+    load_s: float = 0.0
+    encode_s: float = 0.0
+    per_worker: dict[str, dict[str, float]] = field(default_factory=dict)
+    backend: str = "ray"
+    steady_volumes_per_s: float = 0.0  # between the first and the last result batch (no actor start-up)
+
+    @property
+    def volumes_per_s(self) -> float:
+        return self.n_computed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.mb_read / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.update(volumes_per_s=self.volumes_per_s, mb_per_s=self.mb_per_s)
+        return d
+
+    def summary(self) -> str:
+        """Human-readable lines: what happened, rates, load/encode split, per worker."""
+        lines = [f"{self.name}@{self.version_id}: {self.status} ({self.n_scope} studies in scope: "
+                 f"{self.n_computed} computed, {self.n_reused} reused from an earlier version, "
+                 f"{self.n_resumed} already staged, {self.n_errors} failed)"]
+        if self.n_computed:
+            busy = self.load_s + self.encode_s
+            share = self.load_s / busy if busy > 0 else 0.0
+            lines.append(f"  {self.volumes_per_s:.2f} volumes/s, {self.mb_per_s:.2f} MB/s read over "
+                         f"{self.seconds:.2f} s ({self.steady_volumes_per_s:.2f} volumes/s after the first batch; "
+                         f"Ray start-up {self.startup_s:.2f} s); "
+                         f"actor time: loading {self.load_s:.2f} s ({share:.0%}), encoding {self.encode_s:.2f} s")
+            for w, s in sorted(self.per_worker.items()):
+                lines.append(f"  worker {w}: {s['studies']:.0f} studies, {s['volumes_per_s']:.2f} volumes/s busy, "
+                             f"load {s['load_s']:.2f} s, encode {s['encode_s']:.2f} s")
+        for e in self.errors[:10]:
+            lines.append(f"  error {e['patient_id']}: {e['reason']}")
+        return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""The driver: scope -> reuse / resume -> Ray (or a plain loop) -> staged parts -> one published version."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dltr.exceptions import StoreError
+from pipeline.extract._config import ExtractConfig, ExtractReport
+from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
+from pipeline.extract._scope import Scope, build_scope
+
+ERRORS_TABLE = "extract_errors"
+Progress = Callable[[int, int], None]
+
+
+def _open_store(store_root: str | Path):
+    from features import FeatureStore
+
+    return FeatureStore(store_root)
+
+
+def _field(v: Any, key: str, default: Any = None) -> Any:
+    return v.get(key, default) if isinstance(v, dict) else getattr(v, key, default)
+
+
+def _versions(store, name: str) -> list[Any]:
+    try:
+        return list(store.versions(name))
+    except (StoreError, KeyError):
+        return []
+
+
+def _version_id(v: Any) -> str:
+    return str(_field(v, "version_id") or _field(v, "version") or _field(v, "id"))
+
+
+class _Sink:
+    """Driver side of the stream: staged writes, errors, progress, per-worker figures."""
+
+    def __init__(self, writer, scope: Scope, total: int, progress: Progress | None, skip: set[str]):
+        self.writer, self.scope, self.total, self.progress = writer, scope, total, progress
+        self.seen = set(skip)
+        self.errors: list[dict[str, Any]] = []
+        self.n_written = 0
+        self.mb = self.load_s = self.encode_s = 0.0
+        self.per_worker: dict[str, dict[str, float]] = {}
+        self.t_first = self.t_last = 0.0
+        self.n_after_first = 0
+
+    def __call__(self, work: pa.Table) -> None:
+        ids = work.column("patient_id").to_pylist()
+        fresh = pa.array([p not in self.seen for p in ids])
+        work = work.filter(fresh)  # a retried batch never stages a study twice
+        if work.num_rows == 0:
+            return
+        now = time.perf_counter()
+        if not self.t_first:
+            self.t_first = now
+        else:
+            self.n_after_first += work.num_rows
+        self.t_last = now
+        ok, bad = split_work(work, self.scope.embed_dim)
+        if ok.num_rows:
+            self.writer.write(ok)
+        self.seen.update(work.column("patient_id").to_pylist())
+        self.n_written += ok.num_rows
+        self.errors += [{"patient_id": r["patient_id"], "center": r["center"], "stage": r["stage"],
+                         "reason": r["error"]} for r in bad.select(["patient_id", "center", "stage", "error"])
+                        .to_pylist()]
+        self._account(work, ok)
+        if self.progress:
+            self.progress(work.num_rows, self.total)
+
+    def _account(self, work: pa.Table, ok: pa.Table) -> None:
+        if ok.num_rows:
+            boxes = np.asarray(ok.column("roi_box").to_pylist(), dtype=np.int64).reshape(-1, 6)
+            vox = np.prod(boxes[:, 3:] - boxes[:, :3], axis=1)
+            good = pc.invert(pc.is_valid(work.column("error")))
+            size = work.filter(good).column("itemsize").to_numpy()
+            self.mb += float((vox * size).sum()) * len(self.scope.card["preprocess"]["phases"]) / 1e6
+        for r in work.select(["worker", "load_s", "encode_s"]).to_pylist():
+            s = self.per_worker.setdefault(r["worker"], {"studies": 0.0, "load_s": 0.0, "encode_s": 0.0})
+            s["studies"] += 1
+            s["load_s"] += r["load_s"]
+            s["encode_s"] += r["encode_s"]
+        self.load_s = sum(s["load_s"] for s in self.per_worker.values())
+        self.encode_s = sum(s["encode_s"] for s in self.per_worker.values())
+
+
+def _reuse(store, scope: Scope, done: set[str], writer) -> int:
+    """Copy rows of earlier versions (same encoder and preprocessing) whose inputs did not change."""
+    want = {r["patient_id"]: r["input_checksum"]
+            for r in scope.table.select(["patient_id", "input_checksum"]).to_pylist() if r["patient_id"] not in done}
+    n = 0
+    for v in sorted(_versions(store, scope.name), key=lambda v: str(_field(v, "created_at", "")), reverse=True):
+        lin = _field(v, "lineage") or {}
+        if not want or _version_id(v) == scope.version_id or any(
+                lin.get(k) != scope.lineage[k] for k in ("encoder_card_hash", "preprocess_hash")):
+            continue
+        rows = store.read(scope.name, _version_id(v))
+        keep = [want.get(p) == c for p, c in zip(rows.column("patient_id").to_pylist(),
+                                                 rows.column("input_checksum").to_pylist(), strict=True)]
+        rows = rows.filter(pa.array(keep)).select(list(feature_schema(scope.embed_dim).names))
+        if rows.num_rows:
+            writer.write(rows.cast(feature_schema(scope.embed_dim)))
+            n += rows.num_rows
+            for p in rows.column("patient_id").to_pylist():
+                want.pop(p, None)
+    return n
+
+
+def _record_errors(store, scope: Scope, errors: list[dict[str, Any]]) -> None:
+    new, dropped = error_rows(scope.name, scope.version_id, errors), 0
+    try:
+        old = store.table(ERRORS_TABLE)
+        keep = pc.invert(pc.and_(pc.equal(old.column("feature_set"), scope.name),
+                                 pc.equal(old.column("version_id"), scope.version_id)))
+        dropped = old.num_rows - int(pc.sum(keep.cast(pa.int64())).as_py() or 0)
+        new = pa.concat_tables([old.filter(keep).cast(new.schema), new])
+    except (StoreError, KeyError, FileNotFoundError):
+        pass
+    if errors or dropped:  # this version's errors replace its earlier ones; other versions' stay
+        store.write_table(ERRORS_TABLE, new, lineage={"feature_set": scope.name, "version_id": scope.version_id})
+
+
+def extract_features(store_root: str | Path, encoder: str | Path | None = None,
+                     config: ExtractConfig | None = None, *, progress: Progress | None = None) -> ExtractReport:
+    """Extract the encoder's embeddings of every study in scope on Ray and publish one feature-set version.
+
+    Incremental: studies already staged for this version are skipped, rows of earlier versions
+    with the same encoder and preprocessing and unchanged inputs are copied, and an existing
+    version makes this a no-op (``status="exists"``).
+    """
+    cfg = config or ExtractConfig()
+    store = _open_store(store_root)
+    scope = build_scope(store, store_root, encoder, cfg.name)
+    report = ExtractReport(cfg.name, scope.version_id, "exists", dict(scope.lineage), scope.table.num_rows)
+    if any(_version_id(v) == scope.version_id for v in _versions(store, cfg.name)):
+        return report
+    writer = store.feature_writer(cfg.name, scope.version_id, scope.producer, scope.lineage, scope.embed_dim)
+    try:
+        return _run(store, store_root, scope, cfg, writer, report, progress)
+    finally:
+        writer.close()  # releases the store's writer lock; staged parts stay for a resume
+
+
+def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: ExtractReport,
+         progress: Progress | None) -> ExtractReport:
+    done = set(writer.done_keys())
+    report.n_resumed = len(done & set(scope.table.column("patient_id").to_pylist()))
+    report.n_reused = _reuse(store, scope, done, writer)
+    done = set(writer.done_keys()) if report.n_reused else done
+    pending = scope.table.filter(pc.invert(pc.is_in(scope.table.column("patient_id"), pa.array(sorted(done),
+                                                                                              pa.string()))))
+    sink = _Sink(writer, scope, pending.num_rows, progress, done)
+    if pending.num_rows:
+        from pipeline.extract._ray_job import ray_session, run_ray
+
+        with ray_session(cfg.address) as startup:
+            report.startup_s = startup
+            t0 = time.perf_counter()
+            run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)
+            report.seconds = time.perf_counter() - t0
+    return _finish(store, scope, cfg, writer, sink, report)
+
+
+def _finish(store, scope: Scope, cfg: ExtractConfig, writer, sink: _Sink, report: ExtractReport) -> ExtractReport:
+    report.n_computed, report.mb_read = sink.n_written, sink.mb
+    span = sink.t_last - sink.t_first
+    report.steady_volumes_per_s = sink.n_after_first / span if span > 0 else 0.0
+    report.load_s, report.encode_s = sink.load_s, sink.encode_s
+    report.per_worker = {w: dict(s, volumes_per_s=s["studies"] / max(s["load_s"] + s["encode_s"], 1e-9))
+                         for w, s in sink.per_worker.items()}
+    failed = sink.errors
+    report.errors, report.n_errors = scope.excluded + failed, len(failed)
+    _record_errors(store, scope, report.errors)
+    if failed and not cfg.allow_partial:
+        report.status = "incomplete"
+        return report
+    writer.publish(allow_partial=bool(failed))
+    report.status = "partial" if failed else "published"
+    return report
+
+
+def extract_local(store_root: str | Path, encoder: str | Path | None = None, *, batch_size: int = 8,
+                  patient_ids: list[str] | None = None, torch_threads: int = 1) -> pa.Table:
+    """The single-process reference: the same scope, loader and encoder in a plain loop, no Ray.
+
+    Returns the feature rows of the studies that succeeded, sorted by ``patient_id``.
+    """
+    from pipeline.extract._worker import EmbedWorker
+
+    scope = build_scope(_open_store(store_root), store_root, encoder, "dltr")
+    table = scope.table
+    if patient_ids is not None:
+        table = table.filter(pc.is_in(table.column("patient_id"), pa.array(list(patient_ids), pa.string())))
+    worker = EmbedWorker(str(store_root), str(scope.encoder_dir), batch_size, torch_threads=torch_threads)
+    parts = [split_work(worker(table.slice(s, batch_size)), scope.embed_dim)[0]
+             for s in range(0, table.num_rows, batch_size)]
+    out = pa.concat_tables(parts) if parts else feature_schema(scope.embed_dim).empty_table()
+    return canonical(out)

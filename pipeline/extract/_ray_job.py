@@ -1,0 +1,80 @@
+"""The Ray Data job: scope rows -> actor pool of ``EmbedWorker`` -> streamed result batches."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+
+from dltr.exceptions import DltrError
+from pipeline.extract._config import ExtractConfig
+from pipeline.extract._worker import EmbedWorker
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[float]:
+    """Join ``address``, reuse a running session, or start an embedded Ray (shut down on exit).
+
+    Yields the start-up seconds (paid once per run, not per batch).
+    """
+    import ray
+
+    t0 = time.perf_counter()
+    started = False
+    if not ray.is_initialized():
+        kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                  configure_logging=False)
+        try:
+            if address:
+                ray.init(address=address, **kw)
+            else:
+                ray.init(num_cpus=os.cpu_count(), **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise DltrError(f"Ray at {address or 'embedded'}: cannot start or connect ({e}); check --address "
+                            "or run without it for an embedded instance") from None
+        started = True
+    try:
+        yield time.perf_counter() - t0
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractConfig,
+            on_batch: Callable[[pa.Table], None]) -> None:
+    """Stream the work rows of ``pending`` through the actor pool into ``on_batch`` (driver side)."""
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    torch_threads = max(1, int(cfg.cpus_per_worker))
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates passing actor options through **ray_remote_args but has no named
+        # parameter for max_restarts / max_task_retries yet (its default is -1: retry forever).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        ds = _dataset(ray.data, ActorPoolStrategy, pending, store_root, encoder_dir, cfg, torch_threads)
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
+        on_batch(batch)
+
+
+def _dataset(data, pool, pending, store_root, encoder_dir, cfg, torch_threads):
+    # one block per batch: every actor of the pool gets its own inputs (a single block is one task)
+    blocks = [pending.slice(s, cfg.batch_size) for s in range(0, pending.num_rows, cfg.batch_size)]
+    return data.from_arrow(blocks).map_batches(
+        EmbedWorker,
+        fn_constructor_kwargs=dict(store_root=str(store_root), encoder_dir=str(encoder_dir),
+                                   batch_size=cfg.batch_size, gpu=cfg.gpus_per_worker > 0,
+                                   dali_threads=cfg.dali_threads, torch_threads=torch_threads),
+        batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
+        compute=pool(size=cfg.workers),
+        num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker or None,
+        max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
+        udf_modifying_row_count=False,
+    )

@@ -1,0 +1,101 @@
+"""Encoder candidates, CV selection on the training split only, checkpoint and card hash."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from _loader_store import build_store
+
+from dltr.exceptions import ModelError
+from models import ENCODERS, build_encoder, card_hash, load_encoder
+from models.training import EncoderTrainConfig, train_encoder
+from pipeline.loaders import DaliRoiPipeline, RoiConfig
+
+AUC_FLOOR = 0.75  # "clearly above chance" on the fixture: chance is 0.5, its fold-AUC sd ~0.1
+
+TINY = EncoderTrainConfig(candidates=("plain", "resnet10"), folds=2, epochs=3, patience=2, batch_size=8,
+                          embed_dim=32, width=8, seed=3, roi=RoiConfig(grid=(16, 16, 8)))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # centers A (train 75 % / internal 25 %), B and C external; labels alternate within a center
+    return build_store(tmp_path_factory.mktemp("enc") / "store", n_patients=30, seed=5, centers=("A", "B", "C"),
+                       train_fraction=0.75, border_every=4)
+
+
+@pytest.fixture(scope="module")
+def trained(store):
+    return train_encoder(store, TINY)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoder_outputs_are_batch_invariant(name):
+    torch.manual_seed(0)
+    m = build_encoder(name, in_channels=2, embed_dim=24, width=4).eval()
+    x = torch.randn(3, 2, 16, 16, 8)
+    with torch.no_grad():
+        e, logit = m(x)
+        singles = [m(x[i:i + 1]) for i in range(3)]
+    assert e.shape == (3, 24) and logit.shape == (3,)
+    torch.testing.assert_close(e, torch.cat([s[0] for s in singles]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logit, m.head(e).squeeze(1))  # the logit is read from the embedding
+    with pytest.raises(ModelError, match="unknown"):
+        build_encoder("vit", 2)
+
+
+def test_selection_uses_only_training_rows_and_beats_chance(store, trained):
+    clin = pq.read_table(store / "tables" / "clinical.parquet").to_pylist()
+    train_ids = {r["patient_id"] for r in clin if r["split"] == "train"}
+    other = {r["patient_id"] for r in clin if r["split"] != "train"}
+    assert other and {r["split"] for r in clin} == {"train", "internal", "external"}
+    assert set(trained.rows_seen) == train_ids and not set(trained.rows_seen) & other
+    card = trained.card
+    assert card["n_training_rows"] == len(train_ids)
+    assert set(card["candidates"]) == set(TINY.candidates)
+    best = card["candidates"][card["architecture"]["name"]]
+    assert best["cv_auc_mean"] == max(c["cv_auc_mean"] for c in card["candidates"].values())
+    assert best["cv_auc_mean"] >= AUC_FLOOR
+    assert np.isclose(best["cv_auc_mean"], np.mean(best["folds"]))
+
+
+def test_checkpoint_round_trip(store, trained):
+    module, card = load_encoder(store, trained.card_hash)
+    assert card == trained.card and (store / "encoders" / card["card_hash"]).is_dir()
+    module2, _ = load_encoder(trained.path)
+    with DaliRoiPipeline(store, RoiConfig.from_dict(card["preprocess"]), batch_size=4) as p:
+        x, _ = p.run(["P000", "P001", "P002"])
+    with torch.no_grad():
+        e1, l1 = module(x)
+        e2, l2 = module2(x)
+    assert torch.equal(e1, e2) and e1.shape[1] == card["embed_dim"] and torch.isfinite(l1).all()
+    bad = dict(card, seed=card["seed"] + 1)
+    (trained.path / "model_card.json").write_text(json.dumps(bad))
+    try:
+        with pytest.raises(ModelError, match="does not match its content"):
+            load_encoder(trained.path)
+    finally:
+        (trained.path / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+
+
+def test_card_hash_tracks_every_field(trained):
+    card = trained.card
+    h = card_hash(card)
+    assert h == card["card_hash"]
+    assert card_hash(dict(reversed(list(card.items())))) == h  # key order is not content
+    for key in ("architecture", "in_channels", "embed_dim", "preprocess", "augmentations",
+                "training_rows_hash", "candidates", "seed", "software"):
+        changed = json.loads(json.dumps(card))
+        v = changed[key]
+        changed[key] = (v + 1 if isinstance(v, int) else dict(v, _x=1) if isinstance(v, dict) else v + "x")
+        assert card_hash(changed) != h, key
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_on_cpu(store, trained):
+    again = train_encoder(store, TINY)
+    assert again.card_hash == trained.card_hash

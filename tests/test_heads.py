@@ -1,0 +1,199 @@
+"""Heads: the logistic core against scikit-learn, clinical selection of planted variables,
+determinism, the no-leakage guarantee (byte-identical heads), registry lineage, and the
+planted fusion advantage. Data are generated here with known latent traits (an image trait
+seen through noisy deep features and a clinical trait seen through clinical variables)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from dltr.exceptions import ModelError
+from models.heads import (
+    DLTRMLP,
+    ClinicalModel,
+    DLTRHead,
+    HeadRegistry,
+    XGBFusionHead,
+    fit_heads,
+    fit_logistic,
+    serialize_head,
+)
+
+
+def planted(n=900, d=48, seed=0):
+    """Cohort with response = f(image trait, clinical trait); returns frame, embedding, oracle logit."""
+    rng = np.random.default_rng(seed)
+    center = rng.choice(["A", "B", "C"], n, p=[0.6, 0.2, 0.2])
+    split = np.where(center != "A", "external", np.where(rng.random(n) < 0.7, "train", "internal"))
+    t_img, t_cl = rng.normal(size=n), rng.normal(size=n)
+    lp = 1.3 * t_img + 1.1 * t_cl - 0.2
+    y = (rng.random(n) < expit(lp)).astype(int)
+    emb = (t_img[:, None] * rng.normal(size=(1, d)) + rng.normal(size=(n, d)) * 1.5).astype(np.float32)
+    df = pd.DataFrame({
+        "patient_id": [f"P{i:04d}" for i in range(n)], "center": center, "split": split, "label": y,
+        "age": rng.normal(60, 10, n),
+        "afp": np.exp(4 + 0.9 * t_cl + rng.normal(0, 0.5, n)),               # skewed: enters as log(afp)
+        "bclc": np.where(t_cl + rng.normal(0, 0.7, n) > 0, "A", "B"),
+        "sex": rng.choice(["F", "M"], n),
+    })
+    return df, emb, lp
+
+
+def test_fit_logistic_matches_sklearn_and_wald_se():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(50, 10, 500), rng.exponential(100, 500), rng.integers(0, 2, 500)])
+    y = (rng.random(500) < expit(-2 + 0.03 * x[:, 0] + 0.004 * x[:, 1] - 0.5 * x[:, 2])).astype(int)
+    f = fit_logistic(x, y)
+    ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(x, y)
+    assert np.allclose(f.coef, np.r_[ref.intercept_, ref.coef_[0]], rtol=1e-4, atol=1e-6)
+    a = np.column_stack([np.ones(500), x])
+    p = expit(a @ f.coef)
+    se_direct = np.sqrt(np.diag(np.linalg.inv((a * (p * (1 - p))[:, None]).T @ a)))
+    assert np.allclose(f.se, se_direct, rtol=1e-6)
+    assert f.aic == pytest.approx(2 * 4 - 2 * np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-9)
+
+
+def test_clinical_model_selects_planted_variables():
+    df, _, _ = planted(n=1500)
+    tr = df["split"] == "train"
+    m = ClinicalModel().fit(df.loc[tr, ["age", "afp", "bclc", "sex"]], df.loc[tr, "label"])
+    assert "afp" in m.selected_ and "age" not in m.univariable_.query("p < 0.01")["variable"].tolist()
+    assert set(m.selected_) <= set(m.screened_)
+    s = m.summary_.set_index("term")
+    assert "log(afp)" in s.index and s.loc["log(afp)", "odds_ratio"] > 1
+    lo, hi = s.loc["log(afp)", ["or_ci_low", "or_ci_high"]]
+    assert lo < s.loc["log(afp)", "odds_ratio"] < hi
+    p = m.predict_proba(df.loc[~tr, ["age", "afp", "bclc", "sex"]])[:, 1]
+    assert roc_auc_score(df.loc[~tr, "label"], p) > 0.6
+    with pytest.raises(ModelError, match="not fitted"):
+        ClinicalModel().design_matrix(df)
+
+
+@pytest.mark.parametrize("cls", [DLTRHead, DLTRMLP, XGBFusionHead])
+def test_estimator_contract_and_determinism(cls):
+    df, emb, _ = planted(n=400, d=16)
+    y = df["label"].to_numpy()
+    if cls is DLTRMLP:
+        cls = functools.partial(DLTRMLP, max_epochs=15, batch_size=128)
+    est = cls(seed=3)
+    assert est.seed == 3 and not [k for k in vars(est) if k.endswith("_")]
+    with pytest.raises(ModelError, match="not fitted"):
+        est.predict_proba(emb)
+    a = cls(seed=3).fit(emb, y)
+    b = cls(seed=3).fit(emb, y)
+    assert serialize_head(a) == serialize_head(b)
+    assert np.array_equal(a.predict_proba(emb), b.predict_proba(emb))
+    with pytest.raises(ModelError, match="both classes"):
+        cls().fit(emb[:10], np.zeros(10, int))
+
+
+def test_no_test_cohort_row_influences_training():
+    df, emb, _ = planted(n=500, d=24)
+    rng = np.random.default_rng(9)
+    a = fit_heads(df, emb, ["age", "afp", "bclc", "sex"], seed=1)
+    df2, emb2 = df.copy(), emb.copy()
+    test = (df2["split"] != "train").to_numpy()
+    df2.loc[test, "label"] = rng.permutation(df2.loc[test, "label"].to_numpy())
+    df2.loc[test, "afp"] = rng.permutation(df2.loc[test, "afp"].to_numpy())
+    emb2[test] = rng.normal(size=emb2[test].shape)
+    b = fit_heads(df2, emb2, ["age", "afp", "bclc", "sex"], seed=1)
+    for name in a:
+        assert serialize_head(a[name]) == serialize_head(b[name]), name
+
+
+def test_fusion_beats_single_sources_and_nears_oracle():
+    df, emb, lp = planted(n=2500, d=48, seed=2)
+    heads = fit_heads(df, emb, ["age", "afp", "bclc", "sex"], seed=0)
+    ext = (df["split"] == "external").to_numpy()
+    y = df.loc[ext, "label"].to_numpy()
+    auc = {n: roc_auc_score(y, h.predict_proba_frame(df.loc[ext], emb[ext])) for n, h in heads.items()}
+    oracle = roc_auc_score(y, lp[ext])
+    assert auc["dltr_mlp"] > auc["dltr"] + 0.03 and auc["dltr_mlp"] > auc["clinical"] + 0.03, auc
+    assert auc["xgb_fusion"] > max(auc["dltr"], auc["clinical"]), auc
+    assert oracle - auc["dltr_mlp"] < 0.05, (oracle, auc)
+
+
+def test_registry_round_trip_lineage_and_corruption(tmp_path):
+    df, emb, _ = planted(n=300, d=8)
+    head = DLTRHead(Cs=(0.1,)).fit(emb[:200], df["label"][:200])
+    reg = HeadRegistry(tmp_path)
+    lin = {"feature_set": "dltr", "feature_set_version": "abc", "frame_row_hash": "rows1"}
+    v = reg.publish("dltr", head, lineage=lin, hyperparameters={"Cs": [0.1]}, seed=0,
+                    metrics={"train_auc": 0.7}, cutoff=0.4)
+    assert reg.publish("dltr", head, lineage=lin, hyperparameters={"Cs": [0.1]}, seed=0,
+                       metrics={"train_auc": 0.7}, cutoff=0.4) == v          # content-addressed
+    v2 = reg.publish("dltr", head, lineage={**lin, "frame_row_hash": "rows2"}, hyperparameters={"Cs": [0.1]},
+                     seed=0, metrics={}, cutoff=0.4)
+    assert v2 != v and reg.latest("dltr") == v2 and reg.versions("dltr") == sorted([v, v2])
+    loaded, meta = reg.load("dltr", v)
+    assert np.array_equal(loaded.predict_proba(emb), head.predict_proba(emb))
+    assert meta["lineage"] == lin and meta["cutoff"] == 0.4 and meta["seed"] == 0
+    assert json.loads((tmp_path / "heads" / "dltr" / v / "head.json").read_text())["version"] == v
+    (tmp_path / "heads" / "dltr" / v / "head.pkl").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="does not match its recorded SHA-256"):
+        reg.load("dltr", v)
+    assert not [p for p in (tmp_path / "heads" / "dltr").iterdir() if p.name.startswith(".")]
+
+
+# --- through the real feature store ------------------------------------------------------------
+# The clinical table is registered with store.write_table and the features are the planted
+# cohort's noisy image-trait projection published with store.publish (no encoder involved).
+
+def _store(root, df, emb):
+    import pyarrow as pa
+
+    features = pytest.importorskip("features")
+    if not hasattr(features, "FeatureStore"):
+        pytest.skip("features.FeatureStore not available yet")
+    store = features.FeatureStore(root)
+    clin = df.assign(tace_date=pd.Timestamp("2020-01-01").date(), label=df["label"].astype("int8"),
+                     response=np.where(df["label"] == 1, "PR", "SD"), pfs_days=300.0, pfs_event=1)
+    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False))
+    n, d = emb.shape
+    rows = pa.table({
+        "patient_id": df["patient_id"], "center": df["center"],
+        "phases": pa.array([["arterial"]] * n, pa.list_(pa.string())),
+        "roi_box": pa.array([[0, 0, 0, 1, 1, 1]] * n, pa.list_(pa.int32())),
+        "input_checksum": [f"c{i}" for i in range(n)],
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), d)})
+    store.publish("dltr", rows, producer="test-planted-projection", lineage={"seed": 0})
+    return store
+
+
+@pytest.mark.slow
+def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
+    from analysis.evaluation import evaluate
+    from models.heads import train_heads
+
+    df, emb, _ = planted(n=500, d=24, seed=4)
+    s1 = _store(tmp_path / "s1", df, emb)
+    r1 = train_heads(s1, seed=0)
+    df2 = df.copy()
+    test = (df2["split"] != "train").to_numpy()
+    df2.loc[test, "label"] = np.random.default_rng(1).permutation(df2.loc[test, "label"].to_numpy())
+    s2 = _store(tmp_path / "s2", df2, emb)
+    r2 = train_heads(s2, seed=0)
+    reg1, reg2 = HeadRegistry(s1.root), HeadRegistry(s2.root)
+    for name in r1.versions:
+        b1 = (s1.root / "heads" / name / r1.versions[name] / "head.pkl").read_bytes()
+        b2 = (s2.root / "heads" / name / r2.versions[name] / "head.pkl").read_bytes()
+        assert b1 == b2, name
+        m1, m2 = reg1.meta(name), reg2.meta(name)
+        assert m1["lineage"]["frame_row_hash"] != m2["lineage"]["frame_row_hash"]   # the frames differ
+        assert m1["lineage"]["feature_set_version"] == s1.resolve("dltr").version_id
+        assert m1["cutoff"] == m2["cutoff"]
+    ev = evaluate(s1, out=tmp_path / "out", figures=False)
+    got = s1.sql("SELECT head, cohort, auc FROM eval_metrics WHERE cohort = 'external B' ORDER BY head")
+    sub = ev.metrics[ev.metrics["cohort"] == "external B"].sort_values("head")
+    assert got.column("auc").to_pylist() == pytest.approx(sub["auc"].tolist(), abs=1e-12)
+    n_scores = s1.sql("SELECT count(*) AS n FROM scores").column("n")[0].as_py()
+    assert n_scores == 4 * len(df)
+    assert (tmp_path / "out" / "model_comparison.csv").exists()

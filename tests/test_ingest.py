@@ -1,0 +1,144 @@
+"""Ingest end to end on a three-center cohort built in code (NIfTI LPS/RAS with masks in other
+orientations, pydicom-written DICOM series with NRRD masks), through a real local Dask cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+import zarr
+from _ingest_cohort import FAKE, make_cohort
+
+from pipeline.ingest import IngestConfig, ingest_cohort
+
+CFG = IngestConfig(workers=2, processes=False)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return make_cohort(tmp_path_factory.mktemp("cohort") / "c", per_center=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def store(cohort, tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    report = ingest_cohort(cohort[0], root, CFG)
+    return root, report
+
+
+def _centroid(g) -> np.ndarray:
+    m = g["mask"][...]
+    return (np.asarray(g.attrs["affine"]) @ np.r_[np.argwhere(m > 0).mean(axis=0), 1])[:3]
+
+
+def test_all_centers_land_in_one_canonical_frame(cohort, store):
+    root, report = store
+    assert report.ok == 6 and report.errors == []
+    for pid, t in cohort[1].items():
+        g = zarr.open_group(root / "volumes.zarr" / pid, mode="r")
+        a = np.asarray(g.attrs["affine"])
+        assert np.all(np.diag(a)[:3] > 0) and np.allclose(a[:3, :3], np.diag(np.diag(a)[:3]))  # RAS+ axes
+        np.testing.assert_allclose(_centroid(g), t["centroid"], atol=1e-6)
+        np.testing.assert_allclose(g.attrs["spacing"], t["spacing"], rtol=1e-6)
+
+
+def test_resampled_centroid_within_half_voxel(cohort, tmp_path):
+    cfg = IngestConfig(workers=2, processes=False, target_spacing=(1.0, 1.0, 2.0), stats=False)
+    ingest_cohort(cohort[0], tmp_path, cfg)
+    for pid, t in cohort[1].items():
+        g = zarr.open_group(tmp_path / "volumes.zarr" / pid, mode="r")
+        np.testing.assert_allclose(g.attrs["spacing"], [1.0, 1.0, 2.0], rtol=1e-9)
+        assert np.all(np.abs(_centroid(g) - t["centroid"]) <= 0.5 * np.asarray([1.0, 1.0, 2.0]))
+        assert g["arterial"].shape == g["mask"].shape
+
+
+def _identifiers(cohort_root: Path) -> set[bytes]:
+    out = set()
+    for f in cohort_root.rglob("*.dcm"):
+        ds = pydicom.dcmread(str(f))
+        for kw in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber",
+                   "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "ReferringPhysicianName"):
+            out.add(str(ds.get(kw)).encode())
+    return out
+
+
+def test_no_identifier_in_any_byte_of_the_store(cohort, store):
+    ids = _identifiers(cohort[0])
+    assert any(FAKE["name"].format(n=4).encode() == i for i in ids) and len(ids) > 20
+    files = [p for p in Path(store[0]).rglob("*") if p.is_file()]
+    assert len(files) > 20
+    for p in files:
+        blob = p.read_bytes()
+        found = [i for i in ids if i in blob]
+        assert not found, f"{p}: {found}"
+
+
+def test_studies_table_matches_store(store):
+    root, _ = store
+    t = pq.read_table(root / "ingest" / "studies.parquet")
+    assert t.num_rows == 12 and t.column_names[:3] == ["patient_id", "center", "phase"]
+    for r in t.to_pylist():
+        g = zarr.open_group(root / "volumes.zarr" / r["patient_id"], mode="r")
+        m = g["mask"][...]
+        assert list(g[r["phase"]].shape) == r["shape"] and r["n_tumour_voxels"] == int((m > 0).sum())
+        nz = np.argwhere(m > 0)
+        assert r["bbox_vox"] == list(nz.min(0)) + list(nz.max(0) + 1)
+        assert r["reader"] == ("dicom-series" if r["center"] == "C" else "nifti")
+    assert {str(d) for d in t.column("study_date").to_pylist() if d} == {"2020-01-02"}
+
+
+def test_dask_statistics_equal_numpy(store):
+    root, _ = store
+    stats = pq.read_table(root / "ingest" / "intensity_stats.parquet").to_pylist()
+    assert len(stats) == 2 * 3 * 2
+    grp = zarr.open_group(root / "volumes.zarr", mode="r")
+    for s in stats:
+        vals = []
+        for pid in sorted(grp.group_keys()):
+            g = grp[pid]
+            if g.attrs["center"] != s["center"]:
+                continue
+            v = g[s["phase"]][...].astype(np.float64)
+            vals.append(v[g["mask"][...] > 0] if s["region"] == "tumour" else v[v > 0])
+        v = np.concatenate(vals)
+        assert s["n"] == v.size
+        np.testing.assert_allclose([s["mean"], s["std"]], [v.mean(), v.std()], rtol=1e-10)
+        np.testing.assert_allclose([s["p01"], s["p50"], s["p99"]], np.percentile(v, [1, 50, 99]), rtol=1e-12)
+
+
+def test_rerun_skips_unchanged_and_rewrites_changed(cohort, tmp_path):
+    import shutil
+
+    src = tmp_path / "c"
+    shutil.copytree(cohort[0], src)
+    cfg = IngestConfig(workers=1, processes=False, stats=False)
+    ingest_cohort(src, tmp_path / "s", cfg)
+    before = pq.read_table(tmp_path / "s" / "ingest" / "studies.parquet")
+    rep = ingest_cohort(src, tmp_path / "s", cfg)
+    assert (rep.ok, rep.skipped) == (0, 6)
+    assert pq.read_table(tmp_path / "s" / "ingest" / "studies.parquet").equals(before)
+    import nibabel as nib
+
+    p = src / "images" / "P002" / "portal.nii"
+    img = nib.load(str(p))
+    data = np.asanyarray(img.dataobj).copy()
+    data[5, 5, 5] += 77
+    nib.save(nib.Nifti1Image(data, img.affine), str(p))
+    rep = ingest_cohort(src, tmp_path / "s", cfg)
+    assert (rep.ok, rep.skipped) == (1, 5)
+    g = zarr.open_group(tmp_path / "s" / "volumes.zarr" / "P002", mode="r")
+    assert g["portal"][5, 5, 5] == data[5, 5, 5]  # B is RAS: canonical indices equal the source's
+
+
+def test_pseudonym_replaces_patient_id(cohort, tmp_path):
+    rep = ingest_cohort(cohort[0], tmp_path, IngestConfig(workers=1, processes=False, stats=False,
+                                                          pseudonym_key="s3cret"))
+    assert rep.ok == 6
+    keys = sorted(p.name for p in (tmp_path / "volumes.zarr").iterdir() if p.is_dir())
+    assert all(k.startswith("PS") and len(k) == 18 for k in keys)
+    for p in (q for q in tmp_path.rglob("*") if q.is_file()):
+        blob = p.read_bytes()
+        assert not any(pid.encode() in blob for pid in cohort[1]), p

@@ -1,0 +1,170 @@
+"""DALI ROI pipeline against the NumPy reference; box geometry by hand; chunk-aligned reads;
+augmentation properties. DALI runs on the CPU (device_id=None)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import zarr
+from _loader_store import CHUNKS, PHASES, build_store
+from scipy.ndimage import map_coordinates
+from zarr.storage import LocalStore, WrapperStore
+
+from dltr.exceptions import StoreError
+from pipeline.loaders import DaliRoiLoader, DaliRoiPipeline, RoiConfig, reference_roi, requested_box
+
+TOL = 1e-4  # max |DALI - reference| after z-scoring (float32 warp vs float64 separable interpolation)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp("roi") / "store", n_patients=9, seed=7)
+
+
+IDS = [f"P{i:03d}" for i in range(9)]
+CONFIGS = [RoiConfig(),  # margin 0.25: downsampled in-plane, border tumours padded
+           RoiConfig(grid=(20, 12, 24), margin=0.1, min_extent_mm=60.0),  # boxes far past the border
+           RoiConfig(phases=("delayed", "arterial"), grid=(9, 7, 5), margin=0.5, normalisation="none")]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "wide", "coarse"])
+def test_dali_equals_reference(store, cfg):
+    with DaliRoiPipeline(store, cfg, batch_size=4, num_threads=2) as pipe:
+        x, boxes = pipe.run(IDS)
+    assert tuple(x.shape) == (len(IDS), cfg.n_channels, *cfg.grid)
+    crosses = 0
+    for i, pid in enumerate(IDS):
+        ref = reference_roi(store, pid, cfg)
+        np.testing.assert_array_equal(boxes[i], ref.roi_box)
+        assert np.abs(x[i].numpy() - ref.x).max() < TOL * max(1.0, np.abs(ref.x).max())
+        attrs = zarr.open_group(store / "volumes.zarr" / pid, mode="r").attrs
+        req = requested_box(attrs["bbox_vox"], attrs["spacing"], cfg)
+        crosses += bool(np.any(req[:3] < 0) or np.any(req[3:] > zarr.open_array(
+            store / "volumes.zarr" / pid / "portal", mode="r").shape))
+    assert crosses >= 2  # the parity covers boxes that cross the volume border
+
+
+def test_reference_equals_scipy_on_whole_volume(store):
+    """Independent check of the box, sampling points and padding: scipy on the full volume."""
+    cfg = RoiConfig(grid=(16, 16, 8), margin=0.3)
+    import pyarrow.parquet as pq
+
+    stats = {(r["center"], r["phase"]): (r["mean"], r["std"]) for r in
+             pq.read_table(store / "ingest" / "intensity_stats.parquet").to_pylist() if r["region"] == "body"}
+    for pid in IDS[:4]:
+        g = zarr.open_group(store / "volumes.zarr" / pid, mode="r")
+        b = np.asarray(g.attrs["bbox_vox"], float)
+        sp = g.attrs["spacing"]
+        lo, hi = b[:3].copy(), b[3:].copy()
+        for a in range(3):  # the documented rule, written out again
+            m = np.ceil(0.3 * (hi[a] - lo[a]))
+            lo[a] -= m
+            hi[a] += m
+            need = np.ceil(cfg.min_extent_mm / sp[a])
+            if hi[a] - lo[a] < need:
+                grow = need - (hi[a] - lo[a])
+                lo[a] -= grow // 2
+                hi[a] += grow - grow // 2
+        pts = np.meshgrid(*[lo[a] + (np.arange(cfg.grid[a]) + 0.5) * (hi[a] - lo[a]) / cfg.grid[a] - 0.5
+                            for a in range(3)], indexing="ij")
+        exp = []
+        for ph in cfg.phases:
+            mean, std = stats[(g.attrs["center"], ph)]
+            vol = (g[ph][...].astype(np.float64) - mean) / std
+            exp.append(map_coordinates(vol, pts, order=1, mode="grid-constant", cval=0.0))
+        got = reference_roi(store, pid, cfg).x
+        np.testing.assert_allclose(got, np.stack(exp), atol=1e-5)
+
+
+def test_requested_box_by_hand():
+    cfg = RoiConfig(margin=0.25, min_extent_mm=20.0)
+    # x: extent 8 -> margin 2; y: extent 3 -> margin 1 -> 5 voxels * 1 mm < 20 -> grown to 20 (7 below, 8 above)
+    # z: extent 2 * 5 mm = 10 mm -> margin 1 -> 4 slices = 20 mm, kept
+    box = requested_box([10, 5, 3, 18, 8, 5], [4.0, 1.0, 5.0], cfg)
+    assert box.tolist() == [8, -3, 2, 20, 17, 6]
+    with pytest.raises(StoreError, match="empty tumour box"):
+        requested_box([4, 4, 4, 4, 6, 6], [1, 1, 1], cfg)
+
+
+class CountingStore(WrapperStore):
+    """A real zarr store wrapper that records every key read."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.keys: list[str] = []
+
+    async def get(self, key, prototype, byte_range=None):
+        self.keys.append(key)
+        return await self._store.get(key, prototype, byte_range)
+
+
+def _chunks_by_hand(pid, rbox, phases):
+    ranges = [range(rbox[a] // CHUNKS[a], (rbox[3 + a] - 1) // CHUNKS[a] + 1) for a in range(3)]
+    return {f"{pid}/{ph}/c/{i}/{j}/{k}" for ph in phases for i, j, k in itertools.product(*ranges)}
+
+
+def test_only_overlapping_chunks_are_read(store):
+    cfg = RoiConfig(grid=(16, 16, 8), margin=0.1, min_extent_mm=5.0)
+    counting = CountingStore(LocalStore(store / "volumes.zarr", read_only=True))
+    with DaliRoiPipeline(store, cfg, batch_size=3, num_threads=1, read_threads=1, zarr_store=counting) as pipe:
+        _, boxes = pipe.run(IDS)
+    chunk_reads = [k for k in counting.keys if "/c/" in k]
+    expected = set().union(*(_chunks_by_hand(p, boxes[i].tolist(), cfg.phases) for i, p in enumerate(IDS)))
+    assert sorted(chunk_reads) == sorted(expected)  # each overlapping chunk once, nothing else
+    n_total = sum(np.prod([-(-s // c) for s, c in zip(zarr.open_array(store / "volumes.zarr" / p / "portal",
+                                                                       mode="r").shape, CHUNKS, strict=True)])
+                  for p in IDS) * len(cfg.phases)
+    assert len(chunk_reads) < n_total  # the ROI read is a strict subset of the volumes
+    counting.keys.clear()
+    ref = reference_roi(store, IDS[1], cfg, zarr_store=counting)
+    assert {k for k in counting.keys if "/c/" in k} == _chunks_by_hand(IDS[1], ref.roi_box.tolist(), cfg.phases)
+
+
+def test_augmentation_changes_sample_and_keeps_tumour(store):
+    cfg = RoiConfig()
+    with DaliRoiPipeline(store, cfg, batch_size=5, with_mask=True) as plain:
+        x0, _, m0 = plain.run(IDS)
+        x0b, _, _ = plain.run(IDS)
+    assert np.array_equal(x0.numpy(), x0b.numpy())  # augmentation off: identical runs
+    with DaliRoiPipeline(store, cfg, batch_size=5, augment=True, seed=11, with_mask=True) as aug:
+        x1, _, m1 = aug.run(IDS)
+        x2, _, _ = aug.run(IDS)
+    with DaliRoiPipeline(store, cfg, batch_size=5, augment=True, seed=11, with_mask=True) as again:
+        x1b, _, _ = again.run(IDS)
+    assert np.array_equal(x1.numpy(), x1b.numpy())  # seeded: reproducible
+    for a, b in ((x0, x1), (x1, x2)):
+        assert (a - b).abs().amax(dim=(1, 2, 3, 4)).min() > 0.05  # every sample changed
+    m1 = m1.numpy()[:, 0]
+    faces = [m1[:, 0], m1[:, -1], m1[:, :, 0], m1[:, :, -1], m1[:, :, :, 0], m1[:, :, :, -1]]
+    assert max(f.max() for f in faces) == 0.0  # the tumour never reaches the crop's faces
+    ratio = m1.sum(axis=(1, 2, 3)) / m0.numpy().sum(axis=(1, 2, 3, 4))
+    assert np.all((ratio > 0.6) & (ratio < 1.6))  # scaled by at most 1.1^3, not cut off
+
+
+def test_loader_shards_cover_each_patient_once(store):
+    cfg = RoiConfig(grid=(16, 16, 8))
+    with DaliRoiPipeline(store, cfg, batch_size=4) as pipe:
+        ref, _ = pipe.run(IDS)
+    seen = {}
+    for shard in range(2):
+        loader = DaliRoiLoader(store, IDS, cfg, batch_size=2, shard_id=shard, num_shards=2)
+        for _epoch in range(2):
+            got = [(p, b["x"][i]) for b in loader for i, p in enumerate(b["patient_id"])]
+            assert len(got) == len(loader.patient_ids)
+        loader.close()
+        seen.update(got)
+    assert sorted(seen) == IDS
+    for i, p in enumerate(IDS):
+        assert np.array_equal(seen[p].numpy(), ref[i].numpy())
+
+
+def test_missing_phase_is_a_typed_error(store):
+    with pytest.raises(StoreError, match=r"P000: phase\(s\) \['t2'\] missing"):
+        reference_roi(store, "P000", RoiConfig(phases=("arterial", "t2")))
+    with pytest.raises(StoreError, match="'PX' is not in the volume store"):
+        reference_roi(store, "PX", RoiConfig())
+    with pytest.raises(StoreError, match="region 'liver' not found"):
+        reference_roi(store, "P000", RoiConfig(norm_region="liver"))
+    assert set(PHASES) >= set(RoiConfig().phases)

@@ -1,0 +1,342 @@
+"""Feature store: point-in-time frames, round trips, validation, SQL read-only, lock, catalog."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import shutil
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from dltr.exceptions import ReadOnlyQueryError, StoreError, StoreLockedError
+from features import FeatureStore, embedding_matrix, feature_schema, table_hash, version_id_of
+
+REPO = Path(__file__).resolve().parents[1]
+LABS = ("afp", "albumin")
+
+
+def make_cohort(n: int = 30, seed: int = 0):
+    """A cohort object as dltr.cohort.load_cohort returns it, built in code, with planted
+    late-recorded lab values (value >= 9000) that must never reach a training frame."""
+    rng = np.random.default_rng(seed)
+    pids = [f"P{i:03d}" for i in range(n)]
+    tace = [dt.date(2020, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 600, n)]
+    resp = rng.choice(["CR", "PR", "SD", "PD", None], n)
+    clinical = pd.DataFrame({
+        "patient_id": pids, "center": [("A", "B", "C")[i % 3] for i in range(n)],
+        "tace_date": pd.to_datetime(tace), "response": resp,
+        "pfs_days": rng.integers(30, 900, n).astype(float), "pfs_event": rng.integers(0, 2, n),
+        "split": [("train", "internal", "external")[i % 3] for i in range(n)],
+        "label": pd.array([None if r is None else int(r in ("CR", "PR")) for r in resp], dtype="Int8"),
+        "age": rng.integers(35, 85, n), "sex": pd.Categorical(rng.choice(["F", "M"], n)),
+    })
+    rows, late = [], []
+    for pid, t in zip(pids, tace, strict=True):
+        t0 = pd.Timestamp(t)
+        for name in LABS:
+            for k in range(int(rng.integers(0, 5))):  # ordinary values, known before TACE
+                m = t0 - pd.Timedelta(days=int(rng.integers(1, 200)), hours=int(rng.integers(0, 20)))
+                rows.append((pid, name, float(rng.normal(50, 10)), m, m + pd.Timedelta(hours=k)))
+            m = t0 - pd.Timedelta(days=int(rng.integers(0, 5)), hours=1)  # measured before, recorded after
+            late.append((pid, name, 9000.0 + len(late), m, t0 + pd.Timedelta(days=int(rng.integers(1, 4)))))
+            late.append((pid, name, 9500.0 + len(late), t0 + pd.Timedelta(hours=9), t0 + pd.Timedelta(hours=10)))
+    if rows:  # an amendment: same measured_at, recorded later (but before TACE) -> the amended value wins
+        p, nm, v, m, r = rows[0]
+        rows.append((p, nm, v + 1.0, m, r + pd.Timedelta(minutes=5)))
+    labs = pd.DataFrame(rows + late, columns=["patient_id", "name", "value", "measured_at", "recorded_at"])
+    labs["unit"] = "u"
+    cohort = types.SimpleNamespace(clinical=clinical, labs=labs, expression=None, root="<in-code>",
+                                   config=types.SimpleNamespace(expression_scale="log2tpm1"))
+    return cohort, pd.DataFrame(late, columns=labs.columns[:5])
+
+
+def feature_rows(pids, centers, dim: int = 16, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(len(pids), dim)).astype(np.float32)
+    return pa.table({
+        "patient_id": list(pids), "center": list(centers), "phases": [["arterial", "portal"]] * len(pids),
+        "roi_box": [[1, 2, 3, 10, 11, 12]] * len(pids), "input_checksum": [f"c{p}" for p in pids],
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)})
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = FeatureStore(tmp_path / "store")
+    cohort, late = make_cohort()
+    s.add_cohort(cohort)
+    c = cohort.clinical
+    s.publish("dltr", feature_rows(c.patient_id, c.center), "test", {"inputs_hash": "v1"})
+    s.cohort, s.late = cohort, late
+    return s
+
+
+def expected_lab(labs: pd.DataFrame, pid: str, name: str, tace: pd.Timestamp, max_age: int | None):
+    """Plain-Python reference: latest value known at midnight of the TACE day."""
+    best = None
+    for r in labs.itertuples():
+        if r.patient_id != pid or r.name != name or r.measured_at > tace or r.recorded_at > tace:
+            continue
+        if max_age is not None and r.measured_at < tace - pd.Timedelta(days=max_age):
+            continue
+        key = (r.measured_at, r.recorded_at, r.value)
+        if best is None or key > best:
+            best = key
+    return None if best is None else best[2]
+
+
+@pytest.mark.parametrize("max_age", [None, 60])
+def test_point_in_time_frame_matches_hand_computation(store, max_age):
+    frame = store.training_frame("dltr", clinical=["age", "sex"], labs=list(LABS), max_age_days=max_age)
+    df = frame.to_pandas().set_index("patient_id")
+    labs, clin = store.cohort.labs, store.cohort.clinical.set_index("patient_id")
+    late = set(store.late.value)
+    n_values = 0
+    for pid in clin.index:
+        tace = pd.Timestamp(clin.loc[pid, "tace_date"])
+        for name in LABS:
+            got = df.loc[pid, f"lab_{name}"]
+            want = expected_lab(labs, pid, name, tace, max_age)
+            assert got not in late
+            if want is None:
+                assert math.isnan(got), (pid, name)
+            else:
+                assert got == want, (pid, name)
+                n_values += 1
+    assert n_values > 20  # the reference found real values, not only nulls
+    assert df["label"].dtype.name in ("Int8", "float64", "int8")
+    assert list(df["age"]) == list(clin.loc[df.index, "age"])
+    assert (df["tace_date"] == clin.loc[df.index, "tace_date"].dt.date).all()
+
+
+def test_frame_lineage_zero_copy_and_reproducible_sql(store):
+    frame = store.training_frame("dltr", clinical=["age"], labs=["afp"])
+    v = store.resolve("dltr")
+    assert frame.lineage["feature_set_version"] == v.version_id
+    assert frame.lineage["row_hash"] == table_hash(frame.table)
+    x = frame.embedding_matrix()
+    buf = frame.table.column("embedding").chunk(0).values.buffers()[1]
+    assert x.dtype == np.float32 and x.ctypes.data == buf.address  # a view, not a copy
+    ref = store.read("dltr").to_pandas().set_index("patient_id")
+    for i, pid in enumerate(frame.table.column("patient_id").to_pylist()):
+        np.testing.assert_array_equal(x[i], np.asarray(ref.loc[pid, "embedding"], dtype=np.float32))
+    again = store.sql(frame.lineage["sql"])  # the recorded SQL reruns against the catalog
+    assert table_hash(again.combine_chunks()) == frame.lineage["row_hash"]
+
+
+def test_planted_synthetic_cohort_if_available(tmp_path, request):
+    pytest.importorskip("dltr.synth")
+    try:
+        tiny = request.getfixturevalue("tiny_cohort")
+    except pytest.FixtureLookupError:
+        pytest.skip("tiny_cohort fixture not available yet")
+    s = FeatureStore(tmp_path / "s")
+    s.add_cohort(tiny.cohort)
+    clin = s.table("clinical").to_pandas()
+    s.publish("dltr", feature_rows(clin.patient_id, clin.center), "test", {"inputs_hash": "x"})
+    late = pd.read_csv(Path(tiny.truth) / "late_labs.csv")
+    names = sorted(set(late["name"]))
+    df = s.training_frame("dltr", labs=names).to_pandas()
+    for name in names:
+        planted = set(zip(late.patient_id[late.name == name], late.value[late.name == name], strict=True))
+        got = set(zip(df.patient_id, df[f"lab_{name}"], strict=True))
+        assert not planted & got
+
+
+def test_round_trip_bit_identical(tmp_path):
+    s = FeatureStore(tmp_path / "s")
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(5, 8)).astype(np.float32)
+    emb[0, :3] = [-0.0, np.float32(1e-45), np.finfo(np.float32).max]
+    t = pa.table({
+        "patient_id": [f"Q{i}" for i in range(5)], "center": ["A", "B", "A", "C", "B"],
+        "phases": [["t2"], None, ["a", "b"], [], ["x"]], "roi_box": [[0, 0, 0, 1, 1, 1]] * 4 + [None],
+        "input_checksum": ["a", None, "c", "d", "e"],
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 8)})
+    s.publish("rt", t, "test", {"k": 1})
+    back = s.read("rt").sort_by("patient_id")
+    assert back.equals(t.sort_by("patient_id").cast(feature_schema(8)))
+    via_sql = s.sql("SELECT * FROM rt ORDER BY patient_id")
+    got = embedding_matrix(via_sql.combine_chunks())
+    assert np.array_equal(got.view(np.uint32), emb.view(np.uint32))
+    assert via_sql.schema.field("embedding").type == pa.list_(pa.float32(), 8)
+    assert via_sql.column("phases").to_pylist() == t.column("phases").to_pylist()
+    res = pa.table({"d": pa.array([dt.date(2021, 1, 2), None, dt.date(1970, 1, 1)], pa.date32()),
+                    "ts": pa.array([dt.datetime(2021, 1, 2, 3, 4, 5, 6), None, dt.datetime(1999, 12, 31)],
+                                   pa.timestamp("us")),
+                    "cat": pa.array(["x", None, "y"]).dictionary_encode(),
+                    "f": pa.array([1.5, None, float("inf")]), "i8": pa.array([1, None, -1], pa.int8())})
+    s.write_table("result", res)
+    assert s.table("result").equals(res)
+    sq = s.sql("SELECT * FROM result")
+    for name in ("d", "ts", "f", "i8"):
+        assert sq.column(name).combine_chunks().equals(res.column(name).combine_chunks()), name
+    assert sq.column("cat").to_pylist() == res.column("cat").to_pylist()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda t: t.set_column(5, "embedding", pa.array([[1.0] * 16] * (t.num_rows - 1) + [[1.0] * 15],
+                                                      pa.list_(pa.float32()))), "dimensions"),
+    (lambda t: pa.concat_tables([t, t.slice(3, 1)]), "duplicate"),
+    (lambda t: _poke(t, 4, 7, float("nan")), r"embedding\[7\] = nan"),
+    (lambda t: _poke(t, 2, 0, float("inf")), r"embedding\[0\] = inf"),
+    (lambda t: t.set_column(0, "patient_id", pa.array(["NOPE"] + t.column(0).to_pylist()[1:])), "unknown patient"),
+])
+def test_bad_rows_publish_nothing(store, mutate, message):
+    before = (store.root / "registry.json").read_bytes()
+    c = store.cohort.clinical
+    bad = mutate(feature_rows(c.patient_id, c.center, seed=5))
+    with pytest.raises(StoreError, match=message):
+        store.publish("dltr", bad, "test", {"inputs_hash": "bad"})
+    assert (store.root / "registry.json").read_bytes() == before
+    assert sorted(p.name for p in (store.root / "features" / "dltr").iterdir()) == [store.resolve("dltr").version_id]
+
+
+def _poke(t: pa.Table, row: int, col: int, value: float) -> pa.Table:
+    m = embedding_matrix(t.combine_chunks()).copy()
+    m[row, col] = value
+    return t.set_column(5, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(m.ravel()), m.shape[1]))
+
+
+def test_versions_immutable_and_republish_noop(store):
+    c = store.cohort.clinical
+    again = store.publish("dltr", feature_rows(c.patient_id, c.center), "test", {"inputs_hash": "v1"})
+    assert again.new is False and len(store.versions("dltr")) == 1
+    v2 = store.publish("dltr", feature_rows(c.patient_id[:10], c.center[:10], seed=1), "test", {"inputs_hash": "v2"})
+    assert v2.version_id == version_id_of("dltr", "test", {"inputs_hash": "v2"})
+    v1 = store.versions("dltr")[0]
+    assert store.sql("SELECT count(*) AS n FROM dltr").column("n")[0].as_py() == 10
+    assert store.sql(f'SELECT count(*) AS n FROM "dltr@{v1.version_id}"').column("n")[0].as_py() == len(c)
+    assert store.sql(f"SELECT count(*) AS n FROM dltr__{v1.version_id}").column("n")[0].as_py() == len(c)
+    d = store.diff(v1.ref, v2.ref)
+    assert d["removed"] == sorted(c.patient_id[10:]) and d["added"] == []
+    a, b = embedding_matrix(store.read(v1.ref).combine_chunks()), embedding_matrix(store.read(v2.ref).combine_chunks())
+    np.testing.assert_allclose(d["drift"], b.mean(0, dtype=np.float64) - a.mean(0, dtype=np.float64))
+
+
+def test_sql_array_indexing_and_nearest(store):
+    t = store.read("dltr").combine_chunks()
+    x = embedding_matrix(t).astype(np.float64)
+    ids = t.column("patient_id").to_pylist()
+    e17 = store.sql("SELECT patient_id, embedding[5] AS e FROM dltr").to_pandas().set_index("patient_id")
+    assert np.allclose(e17.loc[ids, "e"].to_numpy(), x[:, 4])
+    got = store.nearest("dltr", ids[0], k=4).column("patient_id").to_pylist()
+    cos = x @ x[0] / np.linalg.norm(x, axis=1) / np.linalg.norm(x[0])
+    cos[0] = -np.inf
+    assert got == [ids[i] for i in np.argsort(-cos)[:4]]
+
+
+def test_writer_staged_resume_and_partitions(store):
+    c = store.cohort.clinical
+    rows = feature_rows(c.patient_id, c.center, seed=9)
+    lin = {"inputs_hash": "staged"}
+    vid = version_id_of("dltr", "test", lin)
+    with store.feature_writer("dltr", vid, "test", lin, 16) as w:
+        w.write(rows.slice(0, 12))
+    w2 = store.feature_writer("dltr", vid, "test", lin, 16)
+    assert w2.done_keys() == set(c.patient_id[:12])
+    with pytest.raises(StoreError, match="duplicate key"):
+        w2.write(rows.slice(10, 5))
+    w2.write(rows.slice(12))
+    v = w2.publish()
+    assert v.row_count == len(c) and v.status == "published"
+    assert sorted(p.name for p in (store.root / v.path).iterdir()) == ["center=A", "center=B", "center=C"]
+    assert store.read(v.ref).sort_by("patient_id").equals(rows.sort_by("patient_id").cast(feature_schema(16)))
+    assert not (store.root / "features" / "dltr" / "_staging" / vid).exists()
+    with pytest.raises(StoreError, match="content hash"):
+        store.feature_writer("dltr", "deadbeef", "test", lin, 16)
+
+
+HOLDER = """
+import sys, time
+from features import FeatureStore, version_id_of
+s = FeatureStore(sys.argv[1])
+w = s.feature_writer("other", version_id_of("other", "p", {}), "p", {}, 4)
+open(sys.argv[2], "w").write("locked")
+time.sleep(60)
+"""
+
+
+def test_second_writer_gets_store_locked_error(store, tmp_path):
+    mark = tmp_path / "mark"
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.root), str(mark)], cwd=REPO)
+    try:
+        for _ in range(300):
+            if mark.exists():
+                break
+            time.sleep(0.05)
+        assert mark.exists()
+        c = store.cohort.clinical
+        with pytest.raises(StoreLockedError, match="another writer"):
+            store.publish("dltr", feature_rows(c.patient_id, c.center, seed=2), "test", {"inputs_hash": "x"})
+        with pytest.raises(StoreLockedError):
+            store.write_table("t", pa.table({"a": [1]}))
+        assert store.sql("SELECT count(*) AS n FROM dltr").column("n")[0].as_py() == len(c)  # readers go on
+    finally:
+        p.kill()
+        p.wait()
+    store.write_table("t", pa.table({"a": [1]}))  # the lock died with its holder
+
+
+@pytest.mark.parametrize("stmt", [
+    "DROP VIEW dltr", "DELETE FROM clinical", "INSERT INTO clinical SELECT * FROM clinical",
+    "COPY (SELECT 1) TO '{root}/tables/leak.csv'", "COPY (SELECT 1) TO '{tmp}/leak.csv'",
+    "ATTACH '{tmp}/other.duckdb' AS o", "CREATE TABLE x AS SELECT 1", "SET threads = 1",
+    "SELECT 1; DROP VIEW dltr", "INSTALL httpfs", "PRAGMA enable_profiling",
+])
+def test_sql_cli_refuses_writes_without_flag(store, tmp_path, capsys, stmt):
+    from dltr.cli import main
+
+    q = stmt.format(root=store.root, tmp=tmp_path)
+    code = main(["sql", q, "--store", str(store.root)])
+    err = capsys.readouterr().err
+    assert code != 0 and "read-only" in err
+    assert not (store.root / "tables" / "leak.csv").exists() and not (tmp_path / "leak.csv").exists()
+    assert not (tmp_path / "other.duckdb").exists()
+    assert store.sql("SELECT count(*) AS n FROM dltr").column("n")[0].as_py() == len(store.cohort.clinical)
+
+
+def test_read_only_engine_refuses_reads_outside_store(store):
+    with pytest.raises(ReadOnlyQueryError):
+        store.sql("SELECT * FROM read_csv('/etc/passwd')")
+
+
+def test_sql_cli_formats_and_write(store, tmp_path, capsys):
+    from dltr.cli import main
+
+    out = tmp_path / "o.parquet"
+    assert main(["sql", "SELECT patient_id, age FROM clinical ORDER BY 1", "--store", str(store.root),
+                 "--format", "parquet", "--out", str(out)]) == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out).column("age").to_pylist() == list(store.cohort.clinical.sort_values("patient_id").age)
+    assert main(["sql", "CREATE TABLE notes AS SELECT 42 AS x", "--store", str(store.root), "--write"]) == 0
+    capsys.readouterr()
+    assert main(["sql", "SELECT x FROM notes", "--store", str(store.root), "--format", "json"]) == 0
+    assert '"x": 42' in capsys.readouterr().out
+    assert main(["store", "ls", "--store", str(store.root)]) == 0
+    assert "dltr" in capsys.readouterr().out
+
+
+def test_catalog_follows_a_moved_store(store, tmp_path, monkeypatch):
+    n = len(store.cohort.clinical)
+    dest = tmp_path / "moved"
+    shutil.copytree(store.root, dest)
+    shutil.rmtree(store.root)
+    monkeypatch.chdir(tmp_path)
+    moved = FeatureStore(dest)
+    assert moved.sql("SELECT count(*) AS n FROM dltr").column("n")[0].as_py() == n
+    import duckdb
+
+    con = duckdb.connect(str(dest / "catalog.duckdb"), read_only=True)  # refreshed for plain DuckDB too
+    try:
+        assert con.execute("SELECT count(*) FROM dltr").fetchone()[0] == n
+    finally:
+        con.close()

@@ -46,6 +46,12 @@ class DemoConfig:
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_profile(cls, profile: str = "default", **overrides: Any) -> DemoConfig:
+        """Defaults sized so the demo profile runs in minutes on 2 CPU cores, the tiny one in about one."""
+        base = {"tiny": {"epochs": 4, "folds": 2}}.get(profile, {})
+        return cls(profile=profile, **(base | {k: v for k, v in overrides.items() if v is not None}))
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["candidates"] = list(self.candidates)

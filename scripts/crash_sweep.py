@@ -236,10 +236,9 @@ class PublishTarget:
         self.victim(store)  # the retry
         final = diff(feature_store_snapshot(store), ref) + catalog_check(store)
         debris = [p.name for p in (store / "features" / "dltr").glob(".tmp-*")]
-        debris += [p.name for p in (store / "features" / "dltr" / "_staging").glob("*")]
-        if debris:
-            final.append(f"debris left: {debris}")
-        return {"after_kill": after, "window": [], "final": final}
+        debris += ["_staging/" + p.name for p in (store / "features" / "dltr" / "_staging").glob("*")]
+        return {"after_kill": after, "window": [], "final": final,
+                "debris": [f"invisible debris left: {debris}"] if debris else []}
 
 
 class StagedTarget(PublishTarget):
@@ -266,7 +265,44 @@ class StagedTarget(PublishTarget):
         return {"version": v.version_id}
 
 
-TARGETS = {t.name: t for t in (IngestTarget, IngestUpdateTarget, PublishTarget, StagedTarget)}
+class NonAtomicIngestTarget(IngestTarget):
+    """Harness self-test: a writer that builds groups in place (no temporary name) must be caught."""
+
+    name = "self-test-nonatomic"
+
+    def victim(self, store: Path) -> dict:
+        from pipeline.ingest import _writer
+
+        _writer.TMP_DIR = Path("volumes.zarr")  # mutation: write straight into the visible namespace
+        return self._ingest(store)
+
+
+TARGETS = {t.name: t for t in (IngestTarget, IngestUpdateTarget, PublishTarget, StagedTarget,
+                               NonAtomicIngestTarget)}
+
+# Kill just after a named step (not a count): the places where a two-step commit can be caught halfway.
+PROBES = {
+    # pipeline/ingest/_writer.py:_publish moves the old group aside, then renames the new one in
+    "between-group-renames": ("ingest-update", lambda ev, paths: ev == "replace" and ".old." in paths[-1]),
+    # features/_writer.py:commit_version: registry committed, catalog and staging cleanup not yet done
+    "after-registry-commit": ("staged", lambda ev, paths: ev == "replace" and paths[-1].endswith("registry.json")),
+}
+
+
+def probe(name: str, work: Path, timeout: float = 300.0) -> dict:
+    """Kill the target's victim just after the probe's step, then check and re-run as the sweep does."""
+    tname, when = PROBES[name]
+    work.mkdir(parents=True, exist_ok=True)
+    target = TARGETS[tname](work)
+    r = fork_call(target.reference, timeout=timeout, result_dir=work)
+    if r["status"] != "ok":
+        raise RuntimeError(f"{tname}: reference run failed: {r.get('error', r)}")
+    store = work / "probe"
+    target.prepare(store)
+    killed = fork_call(lambda: target.victim(store), switch=KillSwitch(store, kill_when=when), timeout=timeout,
+                       result_dir=work)
+    chk = fork_call(lambda: target.check(store), timeout=timeout, result_dir=work)
+    return {"probe": name, "target": tname, "victim": killed["status"], "check": chk}
 
 
 def sweep(name: str, work: Path, points: int | None, timeout: float = 300.0, log=print) -> dict:
@@ -296,38 +332,52 @@ def sweep(name: str, work: Path, points: int | None, timeout: float = 300.0, log
             res.update(after_kill=[f"check crashed: {chk.get('error', chk)}"], window=[], final=["not re-run"])
         else:
             res.update(chk["result"])
+        res.setdefault("debris", [])
         res["ok"] = killed["status"] == "killed" and not res["after_kill"] and not res["final"]
         results.append(res)
         shutil.rmtree(store, ignore_errors=True)
         log(f"{name} point {n}/{total}: {res['victim']}, "
             f"{'ok' if res['ok'] else 'FAIL'}{' (window: ' + res['window'][0] + ')' if res['window'] else ''}"
-            + ("" if res["ok"] else f" {res['after_kill'][:2]} {res['final'][:2]}"))
+            + ("" if res["ok"] else f" {res['after_kill'][:2]} {res['final'][:2]}")
+            + (f" (debris: {res['debris'][0]})" if res["debris"] else ""))
     return {"target": name, "events": total, "points": len(results), "killed": sum(r["victim"] == "killed"
             for r in results), "passed": all(r["ok"] for r in results),
-            "window_violations": sum(bool(r["window"]) for r in results), "results": results,
+            "window_violations": sum(bool(r["window"]) for r in results),
+            "debris_violations": sum(bool(r["debris"]) for r in results), "results": results,
             "seconds": round(time.monotonic() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("targets", nargs="+", choices=sorted(TARGETS), help="what to kill")
+    ap.add_argument("targets", nargs="*", help=f"what to kill: {sorted(TARGETS)}, each optionally NAME:POINTS")
     ap.add_argument("--points", type=int, default=None, help="kill points per target (default: every event)")
+    ap.add_argument("--probe", action="append", default=[], choices=sorted(PROBES),
+                    help="also kill just after a named step (see PROBES)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/dltr-crash-sweep"), help="scratch folder (emptied)")
     ap.add_argument("--json", type=Path, default=None, help="write the full report here")
     ap.add_argument("--quiet", action="store_true", help="no per-point lines")
     args = ap.parse_args(argv)
     shutil.rmtree(args.work, ignore_errors=True)
     _preload()
-    reports = [sweep(t, args.work / t, args.points, log=(lambda *_: None) if args.quiet else print)
-               for t in args.targets]
-    summary = {"targets": reports, "kill_points": sum(r["points"] for r in reports),
-               "passed": all(r["passed"] for r in reports)}
+    reports = []
+    for spec in args.targets:
+        name, _, k = spec.partition(":")
+        if name not in TARGETS:
+            ap.error(f"unknown target {name!r}; choose from {sorted(TARGETS)}")
+        reports.append(sweep(name, args.work / name, int(k) if k else args.points,
+                             log=(lambda *_: None) if args.quiet else print))
+    probes = [probe(p, args.work / f"probe-{p}") for p in args.probe]
+    summary = {"targets": reports, "probes": probes, "kill_points": sum(r["points"] for r in reports) + len(probes),
+               "passed": all(r["passed"] for r in reports if not r["target"].startswith("self-test"))}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     for r in reports:
         print(f"{r['target']}: {r['points']} kill points of {r['events']} events, {r['killed']} killed, "
-              f"{'PASS' if r['passed'] else 'FAIL'}, window violations {r['window_violations']}, {r['seconds']} s")
+              f"{'PASS' if r['passed'] else 'FAIL'}, window violations {r['window_violations']}, "
+              f"debris {r['debris_violations']}, {r['seconds']} s")
+    for p in probes:
+        print(f"probe {p['probe']}: victim {p['victim']}, check {json.dumps(p['check'].get('result', p['check']))}")
     return 0 if summary["passed"] else 1
 
 

@@ -45,7 +45,8 @@ class KillSwitch:
     """
 
     def __init__(self, root: str | Path, kill_at: int | None = None,
-                 kill_when: Callable[[str, list[str]], bool] | None = None):
+                 kill_when: Callable[[str, list[str]], bool] | None = None, sig: int = signal.SIGKILL):
+        self.sig = sig  # SIGSTOP instead: freeze the process there (a concurrency test resumes it)
         self.root = os.path.realpath(root)
         self.kill_at = kill_at
         self.kill_when = kill_when
@@ -88,10 +89,10 @@ class KillSwitch:
                 if len(self.trace) < 100000:
                     self.trace.append(f"{n} {name} {' -> '.join(p.replace(self.root, '$S') for p in paths)}")
             if self.kill_at is not None and n == self.kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), self.sig)
             out = fn(*args, **kw)
             if self.kill_when is not None and self.kill_when(name, paths):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), self.sig)
             return out
 
         return wrapped
@@ -295,16 +296,27 @@ def kill_session(sid: int) -> int:
     return n
 
 
+def process_state(pid: int) -> str:
+    """The one-letter state of a process (``T`` when stopped), ``""`` when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
 def _exec_main(argv: list[str]) -> None:
-    """``exec --root STORE [--kill-at N] [--count-file F] -- -m module args...``: run with the switch."""
+    """``exec --root STORE [--kill-at N | --stop-at N] [--count-file F] -- -m module args...``."""
     import runpy
 
     sep = argv.index("--")
     opts, rest = argv[:sep], argv[sep + 1:]
     root = opts[opts.index("--root") + 1]
     kill_at = int(opts[opts.index("--kill-at") + 1]) if "--kill-at" in opts else None
+    sig = signal.SIGKILL
+    if "--stop-at" in opts:
+        kill_at, sig = int(opts[opts.index("--stop-at") + 1]), signal.SIGSTOP
     count_file = opts[opts.index("--count-file") + 1] if "--count-file" in opts else None
-    sw = KillSwitch(root, kill_at).install()
+    sw = KillSwitch(root, kill_at, sig=sig).install()
     if count_file:
         import atexit
 

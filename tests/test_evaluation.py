@@ -125,19 +125,16 @@ def _store_or_skip(request, tmp_path):
         cohort = request.getfixturevalue("tiny_cohort")
     except pytest.FixtureLookupError:
         pytest.skip("tiny_cohort fixture (tests/conftest.py) not available yet")
-    from pathlib import Path
-
-    cohort = Path(getattr(cohort, "root", cohort))
     store = features.FeatureStore(tmp_path / "store")
-    store.add_cohort(cohort)
+    store.add_cohort(cohort.cohort)
     return store, cohort
 
 
 def _truth_features(cohort, d: int = 32, seed: int = 0):
     import pyarrow as pa
 
-    truth = pd.read_csv(cohort / "truth" / "patients.csv")
-    clin = pd.read_csv(cohort / "clinical.csv")[["patient_id", "center"]]
+    truth = pd.read_csv(cohort.truth / "patients.csv")
+    clin = pd.read_csv(cohort.cohort / "clinical.csv")[["patient_id", "center"]]
     truth = clin.merge(truth, on="patient_id", how="inner", suffixes=("", "_truth"))
     num = truth.select_dtypes("number")
     traits = [c for c in num.columns if any(k in c.lower() for k in ("image", "img", "imaging"))] or list(num.columns)
@@ -206,7 +203,7 @@ def _oracle_aucs(obj, center=None, out=None):
 def _check_oracle(cohort, metrics):
     """Stated margin: DLTR_MLP's external AUC >= oracle AUC - (2 DeLong SE + 0.05) per external center
     (the tiny cohort is small; the margin scales with its sampling error)."""
-    path = cohort / "truth" / "centers.json"
+    path = cohort.truth / "centers.json"
     if not path.exists():
         return
     oracle = _oracle_aucs(path.read_text())

@@ -208,6 +208,11 @@ class ClinicalModel:
         se = f.se
         uni = dict(zip(self.univariable_["variable"], self.univariable_["p"], strict=True))
         owner = ["(intercept)"] + [c for c in self.selected_ for _ in self.design_.spec_[c]["terms"]]
+        with np.errstate(over="ignore"):           # a quasi-separated term gets an infinite CI bound
+            return self._table(terms, owner, f, se, z, uni)
+
+    @staticmethod
+    def _table(terms, owner, f, se, z, uni) -> pd.DataFrame:
         return pd.DataFrame({
             "term": terms, "variable": owner, "coef": f.coef, "se": se,
             "odds_ratio": np.exp(f.coef), "or_ci_low": np.exp(f.coef - z * se),

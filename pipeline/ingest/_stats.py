@@ -4,11 +4,13 @@ Regions (``region`` column):
 - ``tumour``: voxels where the patient's mask is non-zero;
 - ``body``: voxels with intensity > 0 (MRI magnitude images are 0 in the air around the body).
 
-The Zarr arrays are opened as ``dask.array`` and reduced block by block (one Zarr chunk per block),
-so no volume, let alone the cohort, is held in memory. Percentiles are exact (NumPy's default
-"linear" method), not sketches: pass 1 counts, sums and finds min/max, pass 2 takes the centred sum
-of squares and a 4096-bin histogram, pass 3 pulls only the values in the bins that hold the wanted
-order statistics and sorts those.
+One pass: each task reads one patient's mask and phases from Zarr through ``dask.array`` (a volume
+at a time, chunk by chunk for volumes over 16 M voxels) and returns, per (phase, region), the
+distinct values with their counts. The driver merges those tables as they arrive, so memory is
+bounded by the number of distinct values, not by the cohort. From the merged table the mean, the
+standard deviation and the percentiles are exact: the percentiles equal NumPy's default "linear"
+method on the concatenated voxels. (An earlier three-pass version re-read every array three times;
+Zarr's per-read overhead made it 3x slower.)
 """
 
 from __future__ import annotations
@@ -21,36 +23,32 @@ import numpy as np
 
 QUANTILES = (("p01", 1.0), ("p50", 50.0), ("p99", 99.0))
 REGIONS = ("body", "tumour")
-BINS = 4096
+BLOCK_VOXELS = 1 << 24
+_MERGE_EVERY = 32
 
 
-def _values(img: np.ndarray, mask: np.ndarray, region: str) -> np.ndarray:
-    v = np.asarray(img).ravel()
-    sel = np.asarray(mask).ravel() > 0 if region == "tumour" else v > 0
-    return v[sel].astype(np.float64)
+def _counts(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    vals, counts = np.unique(v.astype(np.float64), return_counts=True)
+    return vals, counts.astype(np.int64)
 
 
-def _moments(img, mask, region):
-    v = _values(img, mask, region)
-    if not v.size:
-        return 0, 0.0, np.inf, -np.inf
-    return v.size, float(v.sum()), float(v.min()), float(v.max())
+def _patient_tables(mask: np.ndarray, *imgs: np.ndarray) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per phase image: {region: (distinct values, counts)}."""
+    sel_t = np.asarray(mask).ravel() > 0
+    out = []
+    for img in imgs:
+        v = np.asarray(img).ravel()
+        out.append({"body": _counts(v[v > 0]), "tumour": _counts(v[sel_t])})
+    return out
 
 
-def _bin(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        return np.zeros(v.shape, np.int64)
-    return np.clip(np.floor((v - lo) * (BINS / (hi - lo))).astype(np.int64), 0, BINS - 1)
-
-
-def _pass2(img, mask, region, mean, lo, hi):
-    v = _values(img, mask, region)
-    return float(((v - mean) ** 2).sum()), np.bincount(_bin(v, lo, hi), minlength=BINS)
-
-
-def _pass3(img, mask, region, lo, hi, bins):
-    v = _values(img, mask, region)
-    return v[np.isin(_bin(v, lo, hi), bins)]
+def _merge(a: tuple[np.ndarray, np.ndarray] | None, b: tuple[np.ndarray, np.ndarray]):
+    if a is None:
+        return b
+    vals = np.concatenate([a[0], b[0]])
+    counts = np.concatenate([a[1], b[1]])
+    u, inv = np.unique(vals, return_inverse=True)
+    return u, np.bincount(inv, weights=counts, minlength=u.size).astype(np.int64)
 
 
 def _lerp(a: float, b: float, t: float) -> float:  # numpy's _lerp (function_base.py)
@@ -58,13 +56,27 @@ def _lerp(a: float, b: float, t: float) -> float:  # numpy's _lerp (function_bas
     return b - d * (1 - t) if t >= 0.5 else a + d * t
 
 
-def _blocks(store_root: Path, key: str, phase: str) -> list[tuple[Any, Any]]:
+def _row(vals: np.ndarray, counts: np.ndarray) -> dict[str, float]:
+    n = int(counts.sum())
+    mean = float((vals * counts).sum() / n)
+    std = float(np.sqrt((counts * (vals - mean) ** 2).sum() / n))
+    cum = np.cumsum(counts)
+    row = {"n": n, "mean": mean, "std": std}
+    for name, q in QUANTILES:
+        pos = q / 100.0 * (n - 1)
+        lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+        a = float(vals[np.searchsorted(cum, lo, side="right")])
+        b = float(vals[np.searchsorted(cum, hi, side="right")])
+        row[name] = _lerp(a, b, pos - np.floor(pos))
+    return row
+
+
+def _dask_volume(root, path: str):
     import dask.array as da
 
-    img = da.from_zarr(str(store_root / "volumes.zarr"), component=f"{key}/{phase}")
-    mask = da.from_zarr(str(store_root / "volumes.zarr"), component=f"{key}/mask")
-    mask = mask.rechunk(img.chunks)
-    return list(zip(img.to_delayed().ravel(), mask.to_delayed().ravel(), strict=True))
+    arr = root[path]
+    chunks = arr.shape if arr.size <= BLOCK_VOXELS else arr.chunks
+    return da.from_array(arr, chunks=chunks, name=f"dltr-stats-{path}", lock=False)
 
 
 def intensity_stats(store_root: str | Path, volumes: list[tuple[str, str, str]], compute) -> list[dict[str, Any]]:
@@ -72,53 +84,30 @@ def intensity_stats(store_root: str | Path, volumes: list[tuple[str, str, str]],
 
     ``compute`` is ``dask.compute`` or a distributed client's ``compute``-and-gather.
     """
+    import zarr
     from dask import delayed
 
-    store_root = Path(store_root)
-    groups: dict[tuple[str, str], list] = defaultdict(list)
+    root = zarr.open_group(str(Path(store_root) / "volumes.zarr"), mode="r")
+    by_patient: dict[tuple[str, str], list[str]] = defaultdict(list)
     for key, center, phase in volumes:
-        groups[(phase, center)].extend(_blocks(store_root, key, phase))
-    keys = [(ph, c, r) for (ph, c) in sorted(groups) for r in REGIONS]
-    m = compute([[delayed(_moments)(i, k, r) for i, k in groups[(ph, c)]] for ph, c, r in keys])
-    agg = {}
-    for g, parts in zip(keys, m, strict=True):
-        n = sum(p[0] for p in parts)
-        if n:
-            agg[g] = {"n": n, "mean": sum(p[1] for p in parts) / n,
-                      "lo": min(p[2] for p in parts), "hi": max(p[3] for p in parts)}
-    live = [g for g in keys if g in agg]
-    p2 = compute([[delayed(_pass2)(i, k, g[2], agg[g]["mean"], agg[g]["lo"], agg[g]["hi"])
-                   for i, k in groups[g[:2]]] for g in live])
-    need = {}
-    for g, parts in zip(live, p2, strict=True):
-        a = agg[g]
-        a["std"] = float(np.sqrt(sum(p[0] for p in parts) / a["n"]))
-        cum = np.cumsum(np.sum([p[1] for p in parts], axis=0))
-        a["cum"], ranks = cum, []
-        for _name, q in QUANTILES:
-            pos = q / 100.0 * (a["n"] - 1)
-            ranks += [int(np.floor(pos)), int(np.ceil(pos))]
-        a["ranks"] = ranks
-        need[g] = sorted({int(np.searchsorted(cum, r, side="right")) for r in ranks})
-    p3 = compute([[delayed(_pass3)(i, k, g[2], agg[g]["lo"], agg[g]["hi"], need[g])
-                   for i, k in groups[g[:2]]] for g in live])
+        by_patient[(key, center)].append(phase)
+    tasks, meta = [], []
+    for (key, center), phases in sorted(by_patient.items()):
+        mask = _dask_volume(root, f"{key}/mask")
+        imgs = [_dask_volume(root, f"{key}/{ph}") for ph in phases]
+        tasks.append(delayed(_patient_tables)(mask, *imgs))
+        meta.append((center, phases))
+    merged: dict[tuple[str, str, str], Any] = {}
+    for start in range(0, len(tasks), _MERGE_EVERY):
+        results = compute(tasks[start:start + _MERGE_EVERY])
+        for (center, phases), tables in zip(meta[start:start + _MERGE_EVERY], results, strict=True):
+            for phase, regions in zip(phases, tables, strict=True):
+                for region, table in regions.items():
+                    merged[(phase, center, region)] = _merge(merged.get((phase, center, region)), table)
     rows = []
-    for g, parts in zip(live, p3, strict=True):
-        a = agg[g]
-        vals = np.sort(np.concatenate(parts))
-
-        def at(rank: int, a=a, vals=vals, g=g) -> float:
-            b = int(np.searchsorted(a["cum"], rank, side="right"))
-            before = int(a["cum"][b - 1]) if b > 0 else 0
-            # values of the needed bins are sorted together; skip the needed bins below b
-            skipped = sum(int(a["cum"][x] - (a["cum"][x - 1] if x > 0 else 0)) for x in need[g] if x < b)
-            return float(vals[skipped + rank - before])
-
-        row = {"phase": g[0], "center": g[1], "region": g[2], "n": int(a["n"]), "mean": float(a["mean"]),
-               "std": a["std"]}
-        for (name, q), (r0, r1) in zip(QUANTILES, zip(a["ranks"][::2], a["ranks"][1::2], strict=True),
-                                       strict=True):
-            pos = q / 100.0 * (a["n"] - 1)
-            row[name] = _lerp(at(r0), at(r1), pos - np.floor(pos))
-        rows.append(row)
+    for (phase, center, region) in sorted(merged):
+        vals, counts = merged[(phase, center, region)]
+        if counts.sum() == 0:
+            continue
+        rows.append({"phase": phase, "center": center, "region": region, **_row(vals, counts)})
     return rows

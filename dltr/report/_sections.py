@@ -1,0 +1,200 @@
+"""One function per report section: store tables in, a :class:`Section` out."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dltr.report._document import Section
+
+MODELS = {"clinical": "Clinical", "dltr": "DLTR", "dltr_mlp": "DLTR_MLP", "xgb_fusion": "XGBoost fusion"}
+
+
+def _auc_cell(r) -> str:
+    if not np.isfinite(r["auc"]):
+        return "NA"
+    return f"{r['auc']:.3f} [{r['ci_low']:.3f}-{r['ci_high']:.3f}]"
+
+
+def cohort_section(t: dict[str, pd.DataFrame]) -> Section:
+    c = t["clinical"]
+    rows = []
+    for center, g in c.groupby("center", sort=True):
+        lab = g["label"].dropna()
+        row = {"center": center, "split": "/".join(sorted(g["split"].dropna().unique())),
+               "patients": len(g), "objective response rate": float(lab.mean()) if len(lab) else np.nan}
+        for col, name in (("age", "age, median"), ("afp", "AFP ng/mL, median"),
+                          ("largest_diameter_mm", "largest diameter mm, median"), ("pfs_days", "PFS days, median")):
+            if col in g:
+                row[name] = float(pd.to_numeric(g[col], errors="coerce").median())
+        if "pfs_event" in g:
+            row["PFS events"] = int(pd.to_numeric(g["pfs_event"], errors="coerce").fillna(0).sum())
+        rows.append(row)
+    text = ("Patients per center of the registered cohort; the split column says which rows trained the models "
+            "(train), which checked them inside the training center (internal) and which tested them (external).")
+    return Section("Cohort", text, tables=[("", pd.DataFrame(rows))])
+
+
+def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
+    m = t["eval_metrics"]
+    m = m.assign(model=m["head"].map(MODELS).fillna(m["head"]), cell=m.apply(_auc_cell, axis=1))
+    cohorts = list(dict.fromkeys(m["cohort"]))
+    models = [v for k, v in MODELS.items() if k in set(m["head"])]
+    table = m.pivot(index="model", columns="cohort", values="cell").loc[models, cohorts].reset_index()
+    d = t.get("eval_delong", pd.DataFrame())
+    prow = []
+    for _, r in d.iterrows():
+        if "dltr_mlp" in (r["head1"], r["head2"]):
+            other = r["head2"] if r["head1"] == "dltr_mlp" else r["head1"]
+            prow.append({"model": MODELS.get(other, other), "cohort": r["cohort"], "p": float(r["p_value"])})
+    tables = [("AUC [95 % CI] (DeLong) per model and cohort", table)]
+    if prow:
+        p = pd.DataFrame(prow).pivot(index="model", columns="cohort", values="p")
+        tables.append(("Paired DeLong P against DLTR_MLP", p[[c for c in cohorts if c in p]].reset_index()))
+    cut = m[["model", "cohort", "accuracy", "sensitivity", "specificity", "ppv", "npv", "brier",
+             "calibration_slope", "calibration_intercept"]].copy()
+    cut = cut[[c for c in cut.columns if c in m.columns or c in ("model",)]]
+    tables.append(("Metrics at the cutoff fixed on the training split (Youden), and calibration", cut))
+    text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "
+            "encoder's deep features. DLTR_MLP: a multilayer perceptron on deep features plus the selected clinical "
+            "factors. XGBoost fusion: gradient-boosted trees on the same inputs as DLTR_MLP.")
+    return Section("Model comparison", text, tables=tables)
+
+
+def _figs(fig_dir: Path, pattern: str) -> list[Path]:
+    return sorted(fig_dir.glob(pattern))
+
+
+def _caption(p: Path) -> str:
+    return p.stem.replace("_", " ")
+
+
+def curves_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
+    figs = [(_caption(p), p) for kind in ("roc", "calibration", "decision_curve")
+            for p in _figs(fig_dir, f"{kind}_*.png")]
+    text = ("ROC curves with DeLong confidence bands, calibration curves (predicted against observed response in "
+            "bins) and decision curves (net benefit against threshold probability, with treat-all and treat-none).")
+    return Section("ROC, calibration and decision curves", text, figures=figs)
+
+
+def survival_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
+    s = t.get("survival_summary")
+    tables = []
+    if s is not None and not s.empty:
+        cols = [c for c in ("cohort", "n", "events", "n_low", "n_high", "median_pfs_low", "median_pfs_high",
+                            "logrank_p", "hr_group", "hr_group_lower", "hr_group_upper", "c_index", "ph_p_group")
+                if c in s.columns]
+        tables.append(("PFS by DLTR_MLP risk group (cutoff fixed on the training split)", s[cols]))
+    figs = [(_caption(p), p) for p in _figs(fig_dir, "km_*.png")]
+    text = ("Risk groups from DLTR_MLP's predicted probability of objective response: high risk = predicted "
+            "non-responder (score below the training cutoff). Kaplan-Meier curves with 95 % bands and numbers at "
+            "risk; log-rank test; Cox hazard ratio high vs low.")
+    return Section("Progression-free survival", text, tables=tables, figures=figs)
+
+
+def genes_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
+    sig = t.get("genes_significant", pd.DataFrame())
+    enr = t.get("genes_enrichment", pd.DataFrame())
+    tables = []
+    if not enr.empty:
+        e = enr[enr["method"] == "hypergeometric"] if "method" in enr else enr
+        cols = [c for c in ("gene_set", "set_size", "overlap", "p_value", "q_value") if c in e.columns]
+        tables.append(("Top gene sets (over-representation, hypergeometric, BH-adjusted)",
+                       e.sort_values("p_value").head(10)[cols]))
+    figs = [(_caption(p), p) for p in _figs(fig_dir, "genes_*.png")]
+    text = (f"{len(sig)} genes correlate significantly with the deep features (Spearman; per-gene minimum P "
+            "Bonferroni-adjusted across features, then Benjamini-Hochberg across genes, q < 0.05).")
+    return Section("Radiogenomics", text, tables=tables, figures=figs)
+
+
+def _ext_auc(m: pd.DataFrame, head: str) -> list[float]:
+    r = m[(m["head"] == head) & m["cohort"].str.startswith("external")]
+    return [float(x) for x in r.sort_values("cohort")["auc"]]
+
+
+def paper_section(t: dict[str, pd.DataFrame], paper: dict[str, Any], truth: dict[str, Any] | None) -> Section:
+    m = t["eval_metrics"]
+    rows = []
+    for head, name in (("dltr_mlp", "DLTR_MLP"), ("dltr", "DLTR"), ("clinical", "Clinical")):
+        ours = _ext_auc(m, head)
+        rows.append({"figure": f"external AUC, {name}", "paper": " / ".join(f"{v:.3f}" for v in paper["external_auc"][name]),
+                     "this run": " / ".join(f"{v:.3f}" for v in ours)})
+    s = t.get("survival_summary")
+    if s is not None and "logrank_p" in s:
+        ext = s[s["cohort"].astype(str).str.startswith("external")]
+        rows.append({"figure": "PFS log-rank P (external)", "paper": f"{paper['pfs_logrank_p']}",
+                     "this run": " / ".join(f"{c}: {p:.3g}" for c, p in zip(ext["cohort"], ext["logrank_p"],
+                                                                          strict=True))})
+    sig = t.get("genes_significant", pd.DataFrame())
+    rows.append({"figure": "genes correlated with deep features", "paper": str(paper["n_genes"]),
+                 "this run": str(len(sig))})
+    enr = t.get("genes_enrichment", pd.DataFrame())
+    if not enr.empty:
+        e = enr[enr["method"] == "hypergeometric"] if "method" in enr else enr
+        top = ", ".join(e.sort_values("p_value").head(4)["gene_set"].str.replace("HALLMARK_", ""))
+        rows.append({"figure": "top enriched pathways", "paper": ", ".join(paper["pathways"]), "this run": top})
+    tables = [("This run beside Chen et al. (BMC Cancer 25:1810, 2025)", pd.DataFrame(rows))]
+    if truth:
+        o = []
+        for center, c in sorted(truth["centers"].items()):
+            o.append({"center": center, "oracle AUC (true probability)": c["oracle_auc"],
+                      "oracle image-only": c["image_only_auc"], "oracle clinical-only": c["clinical_only_auc"]})
+        tables.append(("The generator's oracle: AUC of the true response probability per center", pd.DataFrame(o)))
+        if truth.get("genes"):
+            g = truth["genes"]
+            tables.append(("Planted radiogenomic signal", pd.DataFrame(
+                [{"planted genes": len(g["planted_genes"]), "planted pathways": ", ".join(
+                    p if isinstance(p, str) else str(p.get("name", p)) for p in g["planted_pathways"])}])))
+    text = ("The cohort is synthetic, so its numbers are not the paper's patients; the comparison shows whether "
+            "the pipeline recovers the structure the generator planted (the oracle) the way the paper reports "
+            "it for real patients.")
+    return Section("This run beside the paper and the oracle", text, tables=tables)
+
+
+def performance_section(stages: list[dict[str, Any]]) -> Section:
+    rows = []
+    for s in stages:
+        work = s.get("work") or {}
+        row = {"stage": s["name"], "seconds": round(float(s["seconds"]), 2), "reused": bool(s.get("reused"))}
+        for unit, n in work.items():
+            if n and s["seconds"] > 0:
+                row["rate"] = f"{n / s['seconds']:.2f} {unit}/s"
+        rows.append(row)
+    total = sum(float(s["seconds"]) for s in stages)
+    text = (f"Time per stage of the run that produced the results ({total:.0f} s in all); a reused stage shows the "
+            "time of the run that computed it.")
+    return Section("Performance", text, tables=[("", pd.DataFrame(rows))])
+
+
+def lineage_section(store_root: Path, t: dict[str, pd.DataFrame], stages: list[dict[str, Any]],
+                    run_info: dict[str, Any]) -> Section:
+    import importlib.metadata as md
+
+    rows = [{"item": "stage " + s["name"], "hash or version": s.get("inputs_hash", "")} for s in stages]
+    reg = t.get("_registry", pd.DataFrame())
+    for _, r in reg.iterrows():
+        lin = r.get("lineage") or {}
+        rows.append({"item": f"feature set {r['name']}@{r['version']}",
+                     "hash or version": f"encoder {lin.get('encoder_card_hash', '?')}, preprocess "
+                                        f"{lin.get('preprocess_hash', '?')}, inputs {lin.get('inputs_hash', '?')}"})
+    for name in ("demo_hash",):
+        if name in run_info:
+            rows.append({"item": name, "hash or version": run_info[name]})
+    cfg = run_info.get("demo_config", {})
+    if cfg:
+        rows.append({"item": "seed", "hash or version": str(cfg.get("seed"))})
+    soft = []
+    for pkg in ("dltr", "torch", "nvidia-dali-cuda120", "ray", "zarr", "dask", "duckdb", "pyarrow", "xgboost",
+                "scikit-learn", "lifelines"):
+        try:
+            soft.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            continue
+    rows.append({"item": "software", "hash or version": f"Python {platform.python_version()}; " + ", ".join(soft)})
+    text = (f"Everything above was read from the store at {store_root.name}/ (its registry, tables and figures); "
+            "`dltr report --store` rebuilds this page without recomputing.")
+    return Section("Lineage", text, tables=[("", pd.DataFrame(rows))])

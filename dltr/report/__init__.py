@@ -106,4 +106,5 @@ def _stages_beside(store_root: Path) -> list[dict[str, Any]]:
     if not f.exists():
         return []
     recs = json.loads(f.read_text())
-    return [{"name": k, **v, "reused": True} for k, v in recs.items()]
+    ordered = sorted(recs.items(), key=lambda kv: kv[1].get("order", 0))
+    return [{"name": k, **v, "reused": True} for k, v in ordered]

@@ -148,7 +148,7 @@ def paper_section(t: dict[str, pd.DataFrame], paper: dict[str, Any], truth: dict
             g = truth["genes"]
             tables.append(("Planted radiogenomic signal", pd.DataFrame(
                 [{"planted genes": len(g["planted_genes"]), "planted pathways": ", ".join(
-                    p if isinstance(p, str) else str(p.get("name", p)) for p in g["planted_pathways"])}])))
+                    p if isinstance(p, str) else str(p.get("pathway", p)) for p in g["planted_pathways"])}])))
     text = ("The cohort is synthetic, so its numbers are not the paper's patients; the comparison shows whether "
             "the pipeline recovers the structure the generator planted (the oracle) the way the paper reports "
             "it for real patients.")
@@ -178,7 +178,7 @@ def lineage_section(store_root: Path, t: dict[str, pd.DataFrame], stages: list[d
     reg = t.get("_registry", pd.DataFrame())
     for _, r in reg.iterrows():
         lin = r.get("lineage") or {}
-        rows.append({"item": f"feature set {r['name']}@{r['version']}",
+        rows.append({"item": f"feature set {r['name']}@{r['version_id']}",
                      "hash or version": f"encoder {lin.get('encoder_card_hash', '?')}, preprocess "
                                         f"{lin.get('preprocess_hash', '?')}, inputs {lin.get('inputs_hash', '?')}"})
     for name in ("demo_hash",):

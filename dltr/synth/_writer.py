@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dltr._io import fsync_dir
+from dltr._io import publish_dir
 from dltr.exceptions import DltrError
 
 from ._anatomy import render_study
@@ -111,19 +111,6 @@ def _cohort_toml(cfg: SynthConfig) -> str:
             '\n[units]\nafp = "ng/mL"\nlargest_diameter_mm = "mm"\npfs_days = "days"\n')
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """``dltr._io.publish_dir`` without its per-file fsync (thousands of DICOM slices made it the slowest
-    step): a reader still sees the old folder or the new one, never a mixture."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    fsync_dir(out.parent)
-
-
 def _check_target(out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / "truth" / "params.json").exists():
         raise DltrError(f"{out}: folder exists and is not a synthetic cohort; give an empty or new folder")
@@ -163,7 +150,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig | None = None, *, progre
         (truth / "params.json").write_text(json.dumps({"config": cfg.to_dict(), "response_model": RESPONSE_MODEL},
                                                       **dump) + "\n")
         n_files = sum(len(f) for _, _, f in os.walk(tmp))
-        _publish(tmp, out)
+        publish_dir(tmp, out, fsync=False)  # thousands of DICOM slices; regenerable
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

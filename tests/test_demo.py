@@ -1,0 +1,143 @@
+"""``dltr demo`` end to end on the tiny profile, the report it writes, and its idempotence."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dltr.demo import DemoConfig, run_demo
+from features import FeatureStore
+
+pytestmark = pytest.mark.slow
+
+SECTIONS = ("Cohort", "Model comparison", "ROC, calibration and decision curves", "Progression-free survival",
+            "Radiogenomics", "This run beside the paper and the oracle", "Performance", "Lineage")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    logs: list[str] = []
+    res = run_demo(out, DemoConfig.for_profile("tiny", seed=0), log=logs.append)
+    return res, logs
+
+
+def _sections(md: str) -> dict[str, str]:
+    parts = re.split(r"^## ", md, flags=re.M)[1:]
+    return {p.splitlines()[0].strip(): p for p in parts}
+
+
+def _md_table(block: str, after: str) -> pd.DataFrame:
+    """The first Markdown table following the line containing ``after``."""
+    lines = block[block.index(after):].splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = []
+    for ln in lines[start:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([c.strip() for c in ln.strip("|").split("|")])
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def test_report_holds_every_section_with_numbers(demo):
+    res, _ = demo
+    md = res.report_md.read_text()
+    secs = _sections(md)
+    assert list(secs) == list(SECTIONS)
+    # Model comparison: every model has an "AUC [lo-hi]" cell in every external cohort, and the
+    # numbers equal the store's eval_metrics table (the report is a rendering of the store).
+    table = _md_table(secs["Model comparison"], "AUC [95 % CI]")
+    metrics = FeatureStore(res.out / "store").table("eval_metrics").to_pandas()
+    ext = [c for c in table.columns if c.startswith("external")]
+    assert len(ext) == 2
+    for _, row in table.iterrows():
+        for c in ext:
+            m = re.fullmatch(r"(\d\.\d{3}) \[(\d\.\d{3})-(\d\.\d{3})\]", row[c])
+            assert m, f"{row['model']} / {c}: {row[c]!r}"
+            lo, auc, hi = float(m[2]), float(m[1]), float(m[3])
+            assert lo <= auc <= hi
+            head = {"Clinical": "clinical", "DLTR": "dltr", "DLTR_MLP": "dltr_mlp",
+                    "XGBoost fusion": "xgb_fusion"}[row["model"]]
+            ref = metrics[(metrics["head"] == head) & (metrics["cohort"] == c)]["auc"].item()
+            assert abs(ref - auc) < 5e-4
+    # Survival: a log-rank P per external center, each a probability.
+    surv = _md_table(secs["Progression-free survival"], "PFS by DLTR_MLP")
+    ext_rows = surv[surv["cohort"].str.startswith("external")]
+    assert len(ext_rows) >= 2
+    assert all(0.0 <= float(p) <= 1.0 for p in ext_rows["logrank_p"])
+    # Radiogenomics: the gene count in the text equals the store's table.
+    n_sig = FeatureStore(res.out / "store").table("genes_significant").num_rows
+    assert re.search(rf"^{n_sig} genes correlate", secs["Radiogenomics"], flags=re.M)
+    # Paper side by side: the paper's own numbers, and this run's external AUCs.
+    paper = secs["This run beside the paper and the oracle"]
+    for number in ("0.800 / 0.818", "0.649 / 0.629", "0.648 / 0.659", "0.035", "149"):
+        assert number in paper
+    oracle = json.loads((res.out / "synthetic/truth/centers.json").read_text())
+    assert f"{oracle['B']['oracle_auc']:.3g}" in paper
+    # Performance: one row per stage with its seconds; lineage names the published feature version.
+    perf = _md_table(secs["Performance"], "| stage")
+    assert len(perf) == len(res.stages) and all(float(s) >= 0 for s in perf["seconds"])
+    version = FeatureStore(res.out / "store").versions("dltr")[-1].version_id
+    assert version in secs["Lineage"]
+    # Figures referenced by the Markdown exist beside it.
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (res.report_md.parent / rel).stat().st_size > 1000
+
+
+def test_rerun_reuses_every_stage_and_gives_the_same_report(demo):
+    res, _ = demo
+    before = res.report_md.read_text()
+    logs: list[str] = []
+    again = run_demo(res.out, DemoConfig.for_profile("tiny", seed=0), log=logs.append)
+    assert all(s["reused"] for s in again.stages), [s["name"] for s in again.stages if not s["reused"]]
+    assert sum("up to date" in m for m in logs) == len(again.stages)
+    assert again.report_md.read_text() == before
+
+
+def test_report_command_rebuilds_without_recomputing(demo, tmp_path):
+    from dltr.cli import main
+
+    res, _ = demo
+    code = main(["report", "--store", str(res.out / "store"), "--out", str(tmp_path / "r")])
+    assert code == 0
+    rebuilt = _sections((tmp_path / "r/report.md").read_text())
+    original = _sections(res.report_md.read_text())
+    for name in ("Model comparison", "Progression-free survival", "Radiogenomics"):
+        assert rebuilt[name] == original[name]
+
+
+def test_report_renders_in_a_real_browser(demo, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium on this machine (CI installs Debian's chromium package in .ci/run)")
+    from playwright.sync_api import sync_playwright
+
+    res, _ = demo
+    errors: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=chromium, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        page = ctx.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(res.report_html.resolve().as_uri())
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight])")
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        ctx.close()
+    assert errors == []
+    assert headings == list(SECTIONS)
+    figures_in_md = re.findall(r"!\[", res.report_md.read_text())
+    assert len(images) == len(figures_in_md) > 5
+    for alt, complete, w, h in images:
+        assert complete and w > 0 and h > 0, alt

@@ -72,8 +72,8 @@ def _needles(planted: dict[str, str]) -> dict[str, bytes]:
     out = {}
     for kw, v in planted.items():
         out[kw] = v.encode()
-        if kw == "PatientBirthDate":
-            out["PatientBirthDate-iso"] = b"1941-11-23"
+        if kw.endswith("PatientBirthDate"):
+            out[kw + "-iso"] = b"1941-11-23"
     return out
 
 
@@ -112,7 +112,7 @@ def deid_run(tmp_path_factory):
 def test_planted_identifiers_really_are_in_the_sources(deid_run):
     root, _, planted, _ = deid_run
     blob = b"".join(f.read_bytes() for f in (root / "images").rglob("*.dcm"))
-    missing = [k for k, v in _needles(planted).items() if v not in blob]
+    missing = [k for k, v in _needles(planted).items() if v not in blob and not k.endswith("-iso")]
     assert missing == [] and len(planted) >= 2 * 45  # the check below is not vacuous
 
 

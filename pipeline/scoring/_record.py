@@ -1,0 +1,54 @@
+"""Scoring records: ``record=True`` appends the scored patient's features and result to the store's
+``scoring_records`` table (``FeatureStore.write_table``; the whole table is rewritten atomically with
+the new row appended, so a reader sees the old table or the new one, never a half-written one).
+
+A separate table rather than a feature-set version: feature-set versions are immutable and
+content-addressed by their inputs, while scoring records grow one patient at a time.
+Columns: record_id, scored_at (UTC), patient_id (the manifest's id from the CLI's cohort folder, or
+null for service uploads), center, head, head_version, feature_set, feature_set_version,
+encoder_card_hash, preprocess_hash, input_checksum, probability, cutoff, predicted, embedding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["RECORDS_TABLE", "append_record", "records_schema"]
+
+RECORDS_TABLE = "scoring_records"
+
+
+def records_schema(dim: int) -> pa.Schema:
+    s = pa.string()
+    return pa.schema([("record_id", s), ("scored_at", pa.timestamp("us", tz="UTC")), ("patient_id", s),
+                      ("center", s), ("head", s), ("head_version", s), ("feature_set", s),
+                      ("feature_set_version", s), ("encoder_card_hash", s), ("preprocess_hash", s),
+                      ("input_checksum", s), ("probability", pa.float64()), ("cutoff", pa.float64()),
+                      ("predicted", pa.int8()), ("embedding", pa.list_(pa.float32(), dim))])
+
+
+def append_record(store_root: str | Path, pred: Any, patient_id: str | None, emb: np.ndarray) -> str:
+    """Append one record (the caller serialises concurrent appends); returns its record_id."""
+    from features import FeatureStore
+
+    store = FeatureStore(store_root)
+    schema = records_schema(int(emb.shape[0]))
+    rid = uuid.uuid4().hex
+    lin = pred.lineage
+    row = {"record_id": rid, "scored_at": dt.datetime.now(dt.UTC), "patient_id": patient_id,
+           "center": pred.center, "head": lin["head"], "head_version": lin["head_version"],
+           "feature_set": lin["feature_set"], "feature_set_version": lin["feature_set_version"],
+           "encoder_card_hash": lin["encoder_card_hash"], "preprocess_hash": lin["preprocess_hash"],
+           "input_checksum": pred.input_checksum, "probability": pred.probability, "cutoff": pred.cutoff,
+           "predicted": pred.predicted, "embedding": emb.astype(np.float32).tolist()}
+    new = pa.Table.from_pylist([row], schema=schema)
+    if RECORDS_TABLE in store.tables():
+        new = pa.concat_tables([store.table(RECORDS_TABLE).cast(schema), new])
+    store.write_table(RECORDS_TABLE, new, lineage={"producer": "pipeline.scoring", "append": True})
+    return rid

@@ -1,0 +1,168 @@
+"""``Scorer``: a registered head, its encoder and preprocessing, loaded once; one patient per call.
+
+Per call: a work folder (``tempfile.mkdtemp`` under ``work_dir``) holds the de-identified cohort copy
+and the temporary store; it is removed in ``finally`` whatever happens. Stages and their timings:
+``ingest`` (reader, canonical frame, Zarr), ``preprocess`` (DALI ROI pipeline with the training
+statistics), ``encoder`` (torch, eval mode), ``head`` (point-in-time frame + head).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dltr.exceptions import IngestError
+
+from ._lineage import ScoringLineage, resolve_lineage, training_stats
+from ._prediction import Prediction, interval_for, pfs_group
+from ._stage import SCORING_KEY, StagedPatient, normalisation_table, stage_cohort
+
+__all__ = ["Scorer", "predict_patient"]
+
+
+class Scorer:
+    """Scores single patients with ``head`` (NAME or NAME@VERSION) of the store at ``store_root``."""
+
+    def __init__(self, store_root: str | Path, head: str = "dltr_mlp", *, work_dir: str | Path | None = None,
+                 torch_threads: int = 1):
+        from models import load_encoder
+
+        self.store_root = Path(store_root).resolve()
+        self.lineage, self.head = resolve_lineage(self.store_root, head)
+        self.module, self.card = load_encoder(self.store_root / "encoders" / self.lineage.encoder_card_hash)
+        self.stats = training_stats(self.store_root)
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.torch_threads = torch_threads
+        self._record_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+
+    # -- public -----------------------------------------------------------------------------------
+    def new_work(self) -> Path:
+        """A fresh private work folder (the caller removes it, or uses ``score_folder``)."""
+        if self.work_dir is not None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="dltr-score-", dir=self.work_dir))
+
+    def score_folder(self, patient_dir: str | Path, *, record: bool = False) -> Prediction:
+        """Score a one-patient cohort folder (copied, de-identified, into a temporary store)."""
+        work = self.new_work()
+        try:
+            t0 = time.perf_counter()
+            staged = stage_cohort(patient_dir, work)
+            return self.score_staged(staged, work, record=record, t_start=t0)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def score_staged(self, staged: StagedPatient, work: Path, *, record: bool = False,
+                     t_start: float | None = None) -> Prediction:
+        """Score a patient already staged as ``work/cohort`` (the service writes uploads there)."""
+        t = [time.perf_counter() if t_start is None else t_start]
+        tmp_store = work / "store"
+        norm = self._ingest(staged, tmp_store)
+        t.append(time.perf_counter())
+        x, box = self._preprocess(tmp_store)
+        t.append(time.perf_counter())
+        emb = self._encode(x)
+        t.append(time.perf_counter())
+        checksum = _input_checksum(tmp_store, self.lineage.preprocess["phases"])
+        row = _feature_row(staged.center, self.lineage.preprocess["phases"], box, checksum, emb)
+        from ._frame import head_frame
+
+        df, e = head_frame(tmp_store, staged.cohort, self.lineage, row, self.store_root)
+        p = float(self.head.predict_proba_frame(df, e)[0])
+        interval, method = interval_for(self.head, df, e)
+        t.append(time.perf_counter())
+        pred = self._prediction(p, interval, method, staged.center, norm, checksum)
+        pred.timings = {"ingest_s": t[1] - t[0], "preprocess_s": t[2] - t[1], "encoder_s": t[3] - t[2],
+                        "head_s": t[4] - t[3], "total_s": t[4] - t[0]}
+        if record:
+            from ._record import append_record
+
+            with self._record_lock:
+                pred.record_id = append_record(self.store_root, pred, staged.patient_id, emb)
+        return pred
+
+    # -- stages ------------------------------------------------------------------------------------
+    def _ingest(self, staged: StagedPatient, tmp_store: Path) -> dict[str, Any]:
+        from pipeline.ingest import IngestConfig, ingest_cohort
+
+        cfg = dict(self.lineage.ingest_config)
+        if cfg.get("target_spacing") is not None:
+            cfg["target_spacing"] = tuple(cfg["target_spacing"])
+        from nibabel.filebasedimages import ImageFileError
+
+        try:
+            ingest_cohort(staged.cohort, tmp_store, IngestConfig(**cfg, workers=1, stats=False, strict=True),
+                          executor="serial")
+        except ImageFileError as e:  # the NIfTI reader lets this one through (reported to ingest)
+            msg = str(e).replace(str(staged.cohort) + "/", "")
+            raise IngestError(f"the patient's images could not be read: {msg}") from None
+        table, norm = normalisation_table(self.stats, self.store_root, staged.center)
+        pq.write_table(table, tmp_store / "ingest" / "intensity_stats.parquet")
+        return norm
+
+    def _preprocess(self, tmp_store: Path):
+        from pipeline.loaders import DaliRoiPipeline, RoiConfig
+
+        roi = RoiConfig.from_dict(self.lineage.preprocess)
+        with DaliRoiPipeline(tmp_store, roi, batch_size=1, device=None, num_threads=1) as pipe:
+            x, boxes = pipe.run([SCORING_KEY])
+        return x, np.asarray(boxes)[0]
+
+    def _encode(self, x) -> np.ndarray:
+        import torch
+
+        with self._encode_lock, torch.inference_mode():
+            prev = torch.get_num_threads()
+            torch.set_num_threads(self.torch_threads)
+            try:
+                emb, _ = self.module(x)
+            finally:
+                torch.set_num_threads(prev)
+        return emb.float().cpu().numpy()[0]
+
+    def _prediction(self, p: float, interval, method: str, center: str, norm: dict[str, Any],
+                    checksum: str) -> Prediction:
+        lin: ScoringLineage = self.lineage
+        group, pfs = pfs_group(self.store_root, lin.head, lin.head_version, p)
+        predicted = int(p >= lin.cutoff)
+        keep = ("head", "head_version", "feature_set", "feature_set_version", "encoder_card_hash",
+                "preprocess_hash", "ingest_config_hash")
+        return Prediction(
+            probability=p, interval=interval, interval_method=method,
+            risk_group="predicted responder" if predicted else "predicted non-responder", predicted=predicted,
+            cutoff=lin.cutoff, pfs_group=group, pfs=pfs, center=center,
+            lineage={k: getattr(lin, k) for k in keep}, normalisation=norm, input_checksum=checksum)
+
+
+def _input_checksum(tmp_store: Path, phases: list[str]) -> str:
+    from pipeline.extract import input_checksum
+
+    attrs = json.loads((tmp_store / "volumes.zarr" / SCORING_KEY / "zarr.json").read_text())["attributes"]
+    sums = attrs["source_sha256"]
+    return input_checksum({p: sums[p] for p in phases}, sums["mask"])
+
+
+def _feature_row(center: str, phases: list[str], box: np.ndarray, checksum: str, emb: np.ndarray) -> pa.Table:
+    from features import feature_schema
+
+    dim = int(emb.shape[0])
+    return pa.table({"patient_id": [SCORING_KEY], "center": [center], "phases": [list(phases)],
+                     "roi_box": [box.astype(np.int32).tolist()], "input_checksum": [checksum],
+                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32)), dim)},
+                    schema=feature_schema(dim))
+
+
+def predict_patient(store_root: str | Path, patient_dir: str | Path, head: str = "dltr_mlp",
+                    record: bool = False, *, work_dir: str | Path | None = None) -> Prediction:
+    """Score one patient (a one-patient cohort folder) with a registered head of the store."""
+    return Scorer(store_root, head, work_dir=work_dir).score_folder(patient_dir, record=record)

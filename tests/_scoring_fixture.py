@@ -1,0 +1,78 @@
+"""A small trained store for the scoring tests, built once per test process and shared by
+tests/test_scoring.py and tests/test_serve.py (``shared_demo`` caches it at module level; each test
+module wraps it in its own fixture), plus one-patient cohort folders cut from it."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+
+class ScoringDemo(NamedTuple):
+    out: Path
+    store: Path
+    cohort: Path
+
+
+def build_demo(root: Path) -> ScoringDemo:
+    from dltr.demo import DemoConfig, run_demo
+    from dltr.exceptions import DltrWarning
+
+    out = root / "demo"
+    # One encoder candidate ("plain") keeps the fixture near 2 minutes on 2 shared cores; the scoring
+    # path does not depend on which candidate won. Statistical caveats of the tiny cohort (a survival
+    # group with no patient) are not what these tests are about.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DltrWarning)
+        run_demo(out, DemoConfig.for_profile("tiny", seed=0, candidates=("plain",)), log=lambda _m: None)
+    return ScoringDemo(out, out / "store", out / "synthetic" / "cohort")
+
+
+_CACHE: dict[str, ScoringDemo] = {}
+
+
+def shared_demo(tmp_path_factory: pytest.TempPathFactory) -> ScoringDemo:
+    """The demo store of this test process (built on first use; module fixtures call this)."""
+    if "demo" not in _CACHE:
+        _CACHE["demo"] = build_demo(tmp_path_factory.mktemp("scoring"))
+    return _CACHE["demo"]
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as f:
+        r = csv.DictReader(f)
+        return list(r.fieldnames or []), list(r)
+
+
+def one_patient_cohort(cohort: Path, patient_id: str, dst: Path, **clinical_overrides: str) -> Path:
+    """Copy one patient's manifest rows, files, clinical row and lab rows into a cohort folder."""
+    dst.mkdir(parents=True)
+    for name in ("manifest.csv", "clinical.csv", "labs.csv"):
+        header, rows = read_rows(cohort / name)
+        rows = [r for r in rows if r["patient_id"] == patient_id]
+        if name == "clinical.csv":
+            rows = [r | clinical_overrides for r in rows]
+        with (dst / name).open("w", newline="") as f:
+            w = csv.DictWriter(f, header)
+            w.writeheader()
+            w.writerows(rows)
+        if name == "manifest.csv":
+            for r in rows:
+                for rel in {r["image"], r["mask"]}:
+                    s, d = cohort / rel, dst / rel
+                    d.parent.mkdir(parents=True, exist_ok=True)
+                    if s.is_dir():
+                        shutil.copytree(s, d, dirs_exist_ok=True)
+                    else:
+                        shutil.copyfile(s, d)
+    shutil.copyfile(cohort / "cohort.toml", dst / "cohort.toml")
+    return dst
+
+
+def patients_of(cohort: Path, split: str) -> list[str]:
+    return [r["patient_id"] for r in read_rows(cohort / "clinical.csv")[1] if r["split"] == split]

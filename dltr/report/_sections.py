@@ -159,7 +159,7 @@ def performance_section(stages: list[dict[str, Any]]) -> Section:
     rows = []
     for s in stages:
         work = s.get("work") or {}
-        row = {"stage": s["name"], "seconds": round(float(s["seconds"]), 2), "reused": bool(s.get("reused"))}
+        row = {"stage": s["name"], "seconds": round(float(s["seconds"]), 2)}
         for unit, n in work.items():
             if n and s["seconds"] > 0:
                 row["rate"] = f"{n / s['seconds']:.2f} {unit}/s"

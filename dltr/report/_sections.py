@@ -160,9 +160,8 @@ def performance_section(stages: list[dict[str, Any]]) -> Section:
     for s in stages:
         work = s.get("work") or {}
         row = {"stage": s["name"], "seconds": round(float(s["seconds"]), 2)}
-        for unit, n in work.items():
-            if n and s["seconds"] > 0:
-                row["rate"] = f"{n / s['seconds']:.2f} {unit}/s"
+        rates = [f"{n / s['seconds']:.2f} {unit}/s" for unit, n in sorted(work.items()) if n and s["seconds"] > 0]
+        row["rate"] = ", ".join(rates) if rates else "-"
         rows.append(row)
     total = sum(float(s["seconds"]) for s in stages)
     text = (f"Time per stage of the run that produced the results ({total:.0f} s in all); a reused stage shows the "

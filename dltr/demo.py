@@ -80,7 +80,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     t_start = time.perf_counter()
     synth_dir, store_root = out / "synthetic", out / "store"
     cohort = synth_dir / "cohort"
-    gene_sets = cfg.gene_sets or (str(default_gene_sets()) if default_gene_sets() else None)
+    hallmark = default_gene_sets()
+    gene_sets = cfg.gene_sets or (str(hallmark) if hallmark else None)
     scfg = SynthConfig.profile(cfg.profile, seed=cfg.seed, gene_sets=gene_sets, **cfg.synth_overrides)
     records = []
 
@@ -145,13 +146,14 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
 
     records.append(ledger.run("extract features", [card_hash, cfg.extract_workers], extract_stage))
     fs_version = records[-1].outputs.get("version_id")
+    feature_set = f"dltr@{fs_version}" if fs_version else "dltr"
 
     def heads_stage():
         from analysis.evaluation import evaluate
         from models.heads import train_heads
 
         store = FeatureStore(store_root)
-        res = train_heads(store, feature_set=f"dltr@{fs_version}" if fs_version else "dltr", seed=cfg.seed)
+        res = train_heads(store, feature_set=feature_set, seed=cfg.seed)
         evaluate(store, out=store_root / "figures", seed=cfg.seed)
         return {"heads": res.versions}, {}
 
@@ -172,8 +174,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
             gmt = Path(synth_dir / "truth" / "gene_sets.gmt")
         else:
             gmt = Path(gene_sets)
-        res = run_genes(FeatureStore(store_root), feature_set=f"dltr@{fs_version}" if fs_version else "dltr",
-                        gene_sets=gmt, out=store_root / "figures")
+        res = run_genes(FeatureStore(store_root), feature_set=feature_set, gene_sets=gmt, out=store_root / "figures")
         return {"n_significant": int(len(res.significant)), "gene_sets": str(gmt)}, {}
 
     records.append(ledger.run("radiogenomics", [fs_version, gene_sets], genes_stage))

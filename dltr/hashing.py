@@ -40,6 +40,19 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
 
 
+def from_dict_checked(cls: type, d: dict[str, Any], error: type[Exception]) -> Any:
+    """``cls(**d)`` for a config dataclass, refusing unknown keys with ``error`` naming them.
+
+    Configs round-trip through ``to_dict`` / ``from_dict`` so that each artefact stores the exact recipe
+    that made it; a key this version does not know is an error, never silently dropped.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise error(f"{cls.__name__}.from_dict: unknown field(s) {unknown}; known: {sorted(names)}")
+    return cls(**d)
+
+
 def content_hash(obj: Any, length: int = 16) -> str:
     """Short hex SHA-256 of an object's canonical JSON (dataclasses and dicts alike)."""
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]

@@ -75,9 +75,8 @@ def _add_patients(root: Path, ids: list[str], seed: int) -> None:
 def _save_encoder(root: Path) -> Path:
     """An untrained, seeded checkpoint in the contract format (no training: the test stays fast)."""
     import torch
-    from safetensors.torch import save_file
 
-    from models import build_encoder, card_hash
+    from models import build_encoder, save_encoder
     from pipeline.loaders import RoiConfig
 
     torch.manual_seed(0)
@@ -85,12 +84,7 @@ def _save_encoder(root: Path) -> Path:
     card = {"architecture": m.arch, "in_channels": 3, "embed_dim": 16,
             "preprocess": RoiConfig(phases=PHASES, grid=(16, 16, 8)).to_dict(), "augmentations": None,
             "training_rows_hash": "none", "candidates": {}, "seed": 0, "software": {}}
-    card["card_hash"] = card_hash(card)
-    d = root / "encoders" / card["card_hash"]
-    d.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(d / "model.safetensors"))
-    (d / "model_card.json").write_text(json.dumps(card))
-    return d
+    return save_encoder(root, m, card)
 
 
 @pytest.fixture(scope="module")

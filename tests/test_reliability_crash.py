@@ -88,9 +88,8 @@ def test_kill_after_registry_commit_leaves_no_staging(sweep_report):
 # -- dltr extract on Ray --------------------------------------------------------------------------------
 def _encoder(root: Path) -> None:
     import torch
-    from safetensors.torch import save_file
 
-    from models import build_encoder, card_hash
+    from models import build_encoder, save_encoder
     from pipeline.loaders import RoiConfig
 
     torch.manual_seed(0)
@@ -98,11 +97,7 @@ def _encoder(root: Path) -> None:
     card = {"architecture": m.arch, "in_channels": 2, "embed_dim": 8,
             "preprocess": RoiConfig(phases=("arterial", "portal"), grid=(16, 16, 8)).to_dict(),
             "augmentations": None, "training_rows_hash": "none", "candidates": {}, "seed": 0, "software": {}}
-    card["card_hash"] = card_hash(card)
-    d = root / "encoders" / card["card_hash"]
-    d.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(d / "model.safetensors"))
-    (d / "model_card.json").write_text(json.dumps(card))
+    save_encoder(root, m, card)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ the same batch size and threads), all on one generated store in one run."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -24,9 +23,8 @@ def _store(root: Path, n: int, shape: tuple[int, int, int], grid: tuple[int, int
     import pyarrow.parquet as pq
     import torch
     import zarr
-    from safetensors.torch import save_file
 
-    from models import build_encoder, card_hash
+    from models import build_encoder, save_encoder
     from pipeline.loaders import RoiConfig
 
     grp = zarr.open_group(root / "volumes.zarr", mode="w")
@@ -62,12 +60,7 @@ def _store(root: Path, n: int, shape: tuple[int, int, int], grid: tuple[int, int
     card = {"architecture": m.arch, "in_channels": 3, "embed_dim": 256,
             "preprocess": RoiConfig(phases=PHASES, grid=grid).to_dict(), "augmentations": None,
             "training_rows_hash": "benchmark", "candidates": {}, "seed": seed, "software": {}}
-    card["card_hash"] = card_hash(card)
-    d = root / "encoders" / card["card_hash"]
-    d.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(d / "model.safetensors"))
-    (d / "model_card.json").write_text(json.dumps(card))
-    return d
+    return save_encoder(root, m, card)
 
 
 def _ceiling(encoder_dir: Path, grid, batch: int, threads: int, repeats: int, gpu: bool) -> tuple[Timing, dict]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dltr.exceptions import DltrError
+from dltr.hashing import from_dict_checked
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,7 @@ class ExtractConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ExtractConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise DltrError(f"ExtractConfig.from_dict: unknown field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return from_dict_checked(cls, d, DltrError)
 
 
 @dataclass

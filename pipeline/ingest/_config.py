@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dltr.exceptions import IngestError
-from dltr.hashing import content_hash
+from dltr.hashing import content_hash, from_dict_checked
 
 # Chunks (64, 64, 16) int16 = 128 KiB raw: a 64-cubed ROI around the tumour touches at most
 # 2 x 2 x 5 chunks (MRI slices are 2-5x thicker than pixels, so 16 slices span about as many mm as
@@ -71,11 +71,7 @@ class IngestConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> IngestConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise IngestError(f"IngestConfig.from_dict: unknown field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return from_dict_checked(cls, d, IngestError)
 
     def output_hash(self) -> str:
         """Hash of the fields that change what is written (not how many workers wrote it)."""

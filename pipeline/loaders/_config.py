@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dltr.exceptions import ModelError
-from dltr.hashing import content_hash
+from dltr.hashing import content_hash, from_dict_checked
 
 # (32, 32, 16): a 3-phase ROI of 16k voxels per channel. It keeps a three-candidate,
 # three-fold encoder selection inside a few minutes on 2 CPU cores, keeps the synthetic
@@ -70,11 +70,7 @@ class RoiConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RoiConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ModelError(f"RoiConfig.from_dict: unknown field(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        return from_dict_checked(cls, d, ModelError)
 
     def content_hash(self) -> str:
         return content_hash(self.to_dict())

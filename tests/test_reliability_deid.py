@@ -154,9 +154,6 @@ def test_voxels_survive_de_identification(deid_run):
     assert arr.shape == ref.shape and np.array_equal(arr, ref.astype(arr.dtype))
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_dicom.py:DicomSeriesReader._read names the slice file in "
-                   "per-file errors; exports that name files by SOPInstanceUID (common) put that UID in "
-                   "ingest/errors.parquet and on stderr")
 def test_uid_named_slice_file_does_not_leak_through_errors(tmp_path):
     root, _ = make_cohort(tmp_path / "cohort", per_center=1, seed=13)
     files = sorted((root / "images" / "P002" / "arterial").glob("*.dcm"))

@@ -35,9 +35,6 @@ from pipeline.ingest import (
 
 REPO = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-IMAGE_FILE_ERROR = ("pipeline/ingest/_readers.py:ImageReader.read does not catch nibabel's ImageFileError (an "
-                    "Exception, not a ValueError): a .nii.gz truncated inside its header (or empty) escapes as a raw "
-                    "exception and fails the whole ingest run")
 N_FUZZED: dict[str, int] = {}  # inputs tried per family (summed by the report in docs/guarantees.md)
 
 
@@ -91,12 +88,6 @@ def _write_fuzzed(p: Path, dims, pixdim, dtype, vox_offset, qform, sform) -> Non
     p.write_bytes(bytes(b))
 
 
-HEADER_DATA_ERROR = ("pipeline/ingest/_readers.py:ImageReader.read does not catch nibabel's HeaderDataError (an "
-                     "Exception, not a ValueError): an invalid datatype code or a vox_offset below 352 escapes as a "
-                     "raw exception, and pipeline/ingest/_patient.py:run_patient lets it fail the whole ingest run")
-
-
-@pytest.mark.xfail(strict=True, reason=HEADER_DATA_ERROR)
 @FUZZ
 @given(dims=st.lists(st.integers(-3, 40), min_size=8, max_size=8), pixdim=PIXDIM,
        dtype=st.integers(-5, 3000), vox_offset=st.sampled_from([0.0, 100.0, 352.0, 1e9, float("nan")]))
@@ -108,7 +99,6 @@ def test_fully_fuzzed_nifti_header_gives_volume_or_named_error(tmp_path, dims, p
     _named_or_volume(tmp_path / "fuzz.nii")
 
 
-@pytest.mark.xfail(strict=True, reason=HEADER_DATA_ERROR)
 @pytest.mark.parametrize(("dtype", "vox_offset"), [(1234, 352.0), (4, 100.0), (4, 0.0)])
 def test_invalid_nifti_datatype_or_offset_is_a_named_error(tmp_path, dtype, vox_offset):
     _count("nifti-header")
@@ -129,8 +119,6 @@ def test_gzip_truncated_in_the_voxels_is_a_named_error(tmp_path, cut):
         read_image(p)
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_readers.py:ImageReader.read embeds nibabel's message, which "
-                   "holds a newline ('... from FILE\\n - could the file be damaged?'): the error is not one line")
 def test_short_nifti_error_is_one_line(tmp_path):
     p = tmp_path / "short.nii"
     p.write_bytes(bytes(_nifti_bytes())[:-20])
@@ -139,7 +127,6 @@ def test_short_nifti_error_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason=IMAGE_FILE_ERROR)
 def test_empty_nifti_file_is_a_named_error(tmp_path):
     _count("truncated-gzip")
     p = tmp_path / "empty.nii.gz"
@@ -148,7 +135,6 @@ def test_empty_nifti_file_is_a_named_error(tmp_path):
         read_image(p)
 
 
-@pytest.mark.xfail(strict=True, reason=HEADER_DATA_ERROR)
 def test_one_bad_nifti_header_does_not_fail_the_other_patients(tmp_path):
     root, _ = make_cohort(tmp_path / "c", per_center=1, seed=2)
     p = root / "images" / "P001" / "portal.nii"  # center B: plain NIfTI
@@ -159,7 +145,6 @@ def test_one_bad_nifti_header_does_not_fail_the_other_patients(tmp_path):
     assert [(e["patient_id"], e["code"]) for e in errs] == [("P001", "corrupt_file")] and rep.ok == 2
 
 
-@pytest.mark.xfail(strict=True, reason=IMAGE_FILE_ERROR)
 @FUZZ
 @given(cut=st.floats(0.01, 0.999))
 @example(cut=0.5)
@@ -315,9 +300,6 @@ def test_declared_size_above_limit_is_refused_before_allocating(tmp_path, kind):
     assert what == "TooLargeError" and grew_mb < 100
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_readers.py:NiftiReader._read allocates the declared "
-                   "array (1.6 GB here) before finding the 4 KB file short: declared bytes are not compared with "
-                   "the file size (or gzip ISIZE) before reading")
 @pytest.mark.parametrize("kind", ["nii", "nii.gz"])
 def test_declared_size_larger_than_file_is_refused_before_allocating(tmp_path, kind):
     _count("allocation-bomb")
@@ -357,9 +339,6 @@ def test_paths_leaving_the_cohort_are_refused_per_row(traversal_cohort, tmp_path
     assert _stored(tmp_path / "store") == ["P004", "P005"] and rep.ok == 2
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_patient.py:_safe_path checks only the series folder; "
-                   "pipeline/ingest/_dicom.py:DicomSeriesReader._read (and dltr/hashing.py:tree_sha256) follow a "
-                   "file symlink inside it, so a slice outside the cohort is read into the store")
 def test_symlink_inside_a_dicom_series_is_refused(tmp_path):
     root, _ = make_cohort(tmp_path / "c", per_center=1, seed=6)
     outside = tmp_path / "outside"
@@ -417,10 +396,7 @@ def test_bom_latin1_and_utf16_clinical_tables(table_cohort):
             load_cohort(root)
 
 
-@pytest.mark.parametrize("value", ["1066-10-14", "2999-01-01", "2020-02-30", "0000-00-00", pytest.param(
-    "20200201", marks=pytest.mark.xfail(strict=True, reason="dltr/cohort/_validate.py:_dates reports '20200201' as "
-                                        "not an ISO date but dltr/cohort/_load.py:_date (format='ISO8601') parses and "
-                                        "uses it: validation and loading disagree on what is a date"))])
+@pytest.mark.parametrize("value", ["1066-10-14", "2999-01-01", "2020-02-30", "0000-00-00", "20200201"])
 def test_out_of_range_dates_are_reported_per_row(table_cohort, value):
     from dltr.cohort import load_cohort, validate_cohort
 
@@ -439,9 +415,6 @@ def test_out_of_range_dates_are_reported_per_row(table_cohort, value):
     assert c.clinical["tace_date"].isna().tolist() == [False, True, False]  # the sound rows go on
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_dicom.py:_study_date accepts any 8 digits ('20231399'); "
-                   "pipeline/ingest/_tables.py:studies_rows then raises ValueError in date.fromisoformat, failing "
-                   "the whole run after the patient was stored - and every re-run, since the group is skipped")
 def test_invalid_dicom_study_date_does_not_fail_the_run(tmp_path):
     _count("dates")
     root, _ = make_cohort(tmp_path / "c", per_center=1, seed=8)
@@ -468,9 +441,6 @@ def _overflows(text: str) -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason="dltr/cohort/_load.py:_numeric_or_text casts a numeric covariate to Int64 "
-                   "when every value is integral: 'INF' raises OverflowError and '1E100' TypeError, so one cell "
-                   "makes load_cohort (and ingest, store add-cohort) fail with a raw exception")
 @pytest.mark.parametrize("value", ["INF", "1E100"])
 def test_huge_covariate_value_does_not_break_the_cohort(table_cohort, value):
     from dltr.cohort import load_cohort
@@ -536,3 +506,115 @@ def test_fuzzed_gmt_gives_sets_or_named_error(tmp_path_factory, raw):
         assert "f.gmt" in str(e)
         return
     assert sets and all(s.genes and all(g and "\t" not in g for g in s.genes) for s in sets.values())
+
+
+# -- added with the fixes for issues #3 / #11 ---------------------------------------------------------
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_bounded_gzip_read_equals_nibabel(tmp_path, endian):
+    """The reader decompresses .nii.gz itself (bounded): values must equal nibabel's own scaled read,
+    big-endian storage and scl_slope/inter included."""
+    data = (np.arange(7 * 6 * 5) % 251 - 100).astype(np.dtype(endian + "i2")).reshape(7, 6, 5)
+    img = nib.Nifti1Image(data, np.diag([0.8, 0.9, 3.0, 1.0]))
+    img.header.set_slope_inter(0.5, -3.0)
+    p = tmp_path / "be.nii.gz"
+    nib.save(img, p)
+    ref = nib.load(p).get_fdata()
+    vol = read_image(p)
+    assert np.array_equal(np.asarray(vol.voxels, dtype=np.float64), ref)
+    assert np.allclose(vol.affine, nib.load(p).affine)
+
+
+def test_gzip_with_far_more_data_than_declared_is_refused(tmp_path):
+    """Decompressing the rest of the stream (for the CRC check) is bounded too."""
+    raw = bytes(_nifti_bytes((6, 5, 4))) + b"\0" * (40 << 20)
+    p = tmp_path / "tail.nii.gz"
+    p.write_bytes(gzip.compress(raw, compresslevel=1))
+    with pytest.raises(IngestReadError, match=r"tail\.nii\.gz: decompresses to more"):
+        read_image(p)
+
+
+def test_declared_nrrd_larger_than_file_is_refused_before_allocating(tmp_path):
+    _count("allocation-bomb")
+    what, grew_mb = _bomb("nrrd", "2048x2048x190", tmp_path)
+    assert what in ("CorruptFileError", "TooLargeError") and grew_mb < 100
+
+
+@pytest.mark.parametrize(("raw", "iso"), [("20240229", "2024-02-29"), ("20230229", None), ("20231399", None),
+                                           ("20230100", None), ("2023011", None), ("２０２３０１０１", None)])
+def test_dicom_study_date_is_a_calendar_date(tmp_path, raw, iso):
+    _count("dates")
+    import warnings
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid DA values we plant on purpose
+        for k in range(3):
+            _one_slice(folder / f"{k}.dcm", ImagePositionPatient=[0, 0, 2.0 * k], StudyDate=raw)
+        vol = read_image(folder)
+    assert vol.meta["study_date"] == iso  # reference: the proleptic Gregorian calendar (datetime.date)
+
+
+def test_slice_error_names_the_ordinal_not_the_file(tmp_path):
+    uid = "1.2.826.0.1.3680043.8.498.99999"
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k in range(3):
+        _one_slice(folder / f"{uid}.{k}.dcm", ImagePositionPatient=[0, 0, 2.0 * k], **({"PixelData": None} if k == 1
+                                                                                       else {}))
+    with pytest.raises(IngestReadError) as e:
+        read_image(folder)
+    assert f"{folder} slice 2 of 3" in str(e.value) and uid not in str(e.value)
+
+
+def test_symlink_to_a_slice_inside_the_cohort_is_not_refused(tmp_path):
+    """Only links that leave the cohort are refused: a slice linked from elsewhere in the cohort is read."""
+    root, _ = make_cohort(tmp_path / "c", per_center=1, seed=6)
+    keep = root / "archive"
+    keep.mkdir()
+    f = sorted((root / "images" / "P002" / "portal").glob("*.dcm"))[0]
+    shutil.move(f, keep / "slice.dcm")
+    f.symlink_to(keep / "slice.dcm")
+    rep, errs = _ingest(root, tmp_path / "store")
+    assert errs == [] and rep.ok == 3
+
+
+@pytest.mark.parametrize(("cells", "dtype", "first"), [
+    (["12", "9007199254740993", "7"], "float64", 12.0),  # 2**53 + 1: not exact in float64, so not Int64
+    (["12", "-INF", "7"], "float64", 12.0),
+    (["12", "900719925474099", "7"], "Int64", 12),  # whole numbers float64 holds exactly stay integers
+])
+def test_covariate_dtype_never_wraps(table_cohort, cells, dtype, first):
+    from dltr.cohort import load_cohort
+
+    root, text = table_cohort
+    (root / "clinical.csv").write_text(_with_column(text, "afp", cells))
+    col = load_cohort(root).clinical["afp"]
+    assert str(col.dtype) == dtype and col.iloc[0] == first
+    assert [float(v) for v in col] == [float(c) for c in cells]  # the value read, by Python's own float()
+
+
+@pytest.mark.parametrize(("column", "value", "reported"), [
+    ("tace_date", "2020-02-01T10:00", True), ("tace_date", " 2020-02-01", True), ("tace_date", "2020-2-1", True),
+    ("tace_date", "2024-02-29", False), ("measured_at", "2020-02-01T10:00", False),
+    ("measured_at", "20200201T1000", True), ("measured_at", "2020-02-01T25:00", True)])
+def test_validate_and_load_agree_on_dates(table_cohort, column, value, reported):
+    """One parser: a date cell is reported by validate_cohort exactly when load_cohort nulls it."""
+    from dltr.cohort import load_cohort, validate_cohort
+
+    root, text = table_cohort
+    if column == "tace_date":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        rows[0]["tace_date"] = value
+        out = io.StringIO()
+        w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        (root / "clinical.csv").write_text(out.getvalue())
+    else:
+        pid = next(csv.DictReader(io.StringIO(text)))["patient_id"]
+        (root / "labs.csv").write_text(f"patient_id,name,value,measured_at\n{pid},afp,12,{value}\n")
+    issues = [i for i in validate_cohort(root).issues if i.column == column and i.row == 1]
+    c = load_cohort(root)
+    table = c.clinical if column == "tace_date" else c.labs
+    assert bool(issues) == reported and bool(table[column].isna().iloc[0]) == reported

@@ -10,6 +10,7 @@ import pandas as pd
 
 from dltr.exceptions import CohortError
 
+from ._dates import DATE, DATE_TIME, parse_dates
 from ._model import Cohort, CohortConfig
 from ._validate import RESPONSES, SPLITS, validate
 
@@ -18,18 +19,24 @@ __all__ = ["load_cohort", "derive_split"]
 _FATAL_ROWLESS = {"manifest.csv", "clinical.csv", "cohort.toml"}
 
 
-def _date(s: pd.Series) -> pd.Series:
-    return pd.to_datetime(s.where(s != ""), errors="coerce", format="ISO8601")
+_INT_EXACT = 2.0**53  # a whole-number text below this parses to exactly that integer; from it on, float
+
+
+def _date(s: pd.Series, kind: str = DATE) -> pd.Series:
+    return parse_dates(s, kind)  # the validator's parser: a reported cell is null, an accepted one is used
 
 
 def _numeric_or_text(s: pd.Series) -> pd.Series:
+    """A covariate column: Int64 when every value is a whole number that float64 holds exactly, float64
+    when numeric otherwise ('INF', '1E100' stay float, never wrapped or cast), else text."""
     non_empty = s[s != ""]
     num = pd.to_numeric(non_empty, errors="coerce")
     if len(non_empty) and num.notna().all():
-        out = pd.to_numeric(s.where(s != ""), errors="coerce")
-        if (out.dropna() == out.dropna().round()).all():
+        out = pd.to_numeric(s.where(s != ""), errors="coerce").astype("float64")
+        vals = out.dropna().to_numpy()
+        if (np.isfinite(vals) & (np.abs(vals) < _INT_EXACT) & (vals == np.round(vals))).all():
             return out.astype("Int64")
-        return out.astype("float64")
+        return out
     return s.where(s != "").astype("string")
 
 
@@ -79,8 +86,8 @@ def _labs(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"patient_id": df["patient_id"].astype("string"), "name": df["name"].astype("string"),
                         "value": pd.to_numeric(df["value"], errors="coerce").astype("float64")})
     out["unit"] = df["unit"].astype("string") if "unit" in df else pd.Series(pd.NA, index=df.index, dtype="string")
-    out["measured_at"] = _date(df["measured_at"])
-    rec = _date(df["recorded_at"]) if "recorded_at" in df else pd.Series(pd.NaT, index=df.index)
+    out["measured_at"] = _date(df["measured_at"], DATE_TIME)
+    rec = _date(df["recorded_at"], DATE_TIME) if "recorded_at" in df else pd.Series(pd.NaT, index=df.index)
     out["recorded_at"] = rec.fillna(out["measured_at"]).astype("datetime64[ns]")
     out["measured_at"] = out["measured_at"].astype("datetime64[ns]")
     return out.reset_index(drop=True)

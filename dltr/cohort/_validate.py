@@ -9,6 +9,7 @@ import pandas as pd
 
 from dltr.exceptions import CohortError
 
+from ._dates import DATE, DATE_TIME, FORMATS, parse_dates
 from ._model import CohortConfig, CohortIssue, ValidationReport
 
 __all__ = ["validate_cohort", "read_table", "REQUIRED"]
@@ -41,12 +42,11 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def _dates(issues, file, df, column, required, kind="date"):
-    pattern = r"\d{4}-\d{2}-\d{2}" + (r"([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?" if kind == "date-time" else "")
+def _dates(issues, file, df, column, required, kind=DATE):
     col = df[column]
-    parsed = pd.to_datetime(col.where(col.str.fullmatch(pattern)), errors="coerce", format="ISO8601")
+    parsed = parse_dates(col, kind)  # the loader's parser: what is reported here is exactly what it nulls
     bad = (col != "") & parsed.isna()
-    fmt = "YYYY-MM-DD" + ("[THH:MM[:SS]]" if kind == "date-time" else "")
+    fmt = FORMATS[kind]
     for r in df.index[((col == "") & required).to_numpy()] + 1:
         issues.add(file, r, column, f"{column} is empty; give an ISO {kind}")
     for r, v in zip(df.index[bad.to_numpy()] + 1, col[bad], strict=True):
@@ -151,11 +151,10 @@ def _check_labs(issues, df, clinical_ids):
             issues.add(f, r, "name", "name is empty")
         if not _is_number(row.value):
             issues.add(f, r, "value", f"value {row.value!r} is not a number")
-    _dates(issues, f, df, "measured_at", required=True, kind="date-time")
+    _dates(issues, f, df, "measured_at", required=True, kind=DATE_TIME)
     if "recorded_at" in df.columns:
-        _dates(issues, f, df, "recorded_at", required=False, kind="date-time")
-        m = pd.to_datetime(df["measured_at"], errors="coerce", format="ISO8601")
-        rec = pd.to_datetime(df["recorded_at"], errors="coerce", format="ISO8601")
+        _dates(issues, f, df, "recorded_at", required=False, kind=DATE_TIME)
+        m, rec = parse_dates(df["measured_at"], DATE_TIME), parse_dates(df["recorded_at"], DATE_TIME)
         for r in df.index[(rec < m).to_numpy()] + 1:
             issues.add(f, r, "recorded_at", "recorded_at is before measured_at", "warning")
     _injection(issues, f, df)

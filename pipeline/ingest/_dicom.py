@@ -9,6 +9,7 @@ header; no identifying attribute is copied anywhere.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +107,25 @@ def _finish(vox: np.ndarray, slices: list[Slice]) -> np.ndarray:
 
 
 def _study_date(ds) -> str | None:
-    v = str(ds.get("StudyDate", "") or "")
-    return f"{v[:4]}-{v[4:6]}-{v[6:8]}" if len(v) == 8 and v.isdigit() else None
+    """StudyDate (DA, ``YYYYMMDD``) as ISO ``YYYY-MM-DD``; None unless it is a real calendar date."""
+    v = str(ds.get("StudyDate", "") or "").strip()
+    if len(v) != 8 or not v.isascii() or not v.isdigit():
+        return None
+    try:
+        return datetime.date(int(v[:4]), int(v[4:6]), int(v[6:8])).isoformat()
+    except ValueError:
+        return None
+
+
+def series_files(path: Path) -> list[Path]:
+    """The files of a series folder (or the one file), in name order: the listing every reader step uses."""
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def slice_where(path: Path, k: int, n: int) -> str:
+    """How an error names one slice: the series folder and the slice's ordinal, never the file name
+    (exports often name slice files by SOPInstanceUID)."""
+    return f"{path} slice {k} of {n}" if path.is_dir() else str(path)
 
 
 def _pixels(ds, where: str) -> np.ndarray:
@@ -136,13 +154,13 @@ class DicomSeriesReader(ImageReader):
     def _read(self, path: Path) -> Volume:
         import pydicom
 
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        files = series_files(path)
         if not files:
             raise CorruptFileError(f"{path}: folder holds no DICOM files")
         self._check_size(path, (1, 1, len(files)))
         slices, thick, date = [], None, None
-        for f in files:
-            where = f"{path}/{f.name}" if path.is_dir() else str(path)
+        for k, f in enumerate(files, start=1):
+            where = slice_where(path, k, len(files))
             try:
                 ds = pydicom.dcmread(str(f))
             except Exception as e:  # noqa: BLE001 - pydicom raises many types on bad bytes

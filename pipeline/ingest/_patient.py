@@ -17,6 +17,7 @@ import numpy as np
 from dltr.hashing import content_hash, tree_sha256
 
 from ._config import IngestConfig
+from ._dicom import series_files
 from ._errors import (
     EmptyMaskError,
     IngestReadError,
@@ -60,12 +61,20 @@ class PatientResult:
 
 
 def _safe_path(task: PatientTask, rel: str) -> Path:
+    """The resolved path of a manifest entry, refused when it (or, for a series folder, any file the
+    reader would open in it, symlinks resolved) lies outside the cohort folder."""
     root = Path(task.cohort_root).resolve()
     p = (root / rel).resolve()
     if not p.is_relative_to(root):
         raise PathOutsideCohortError(f"{rel}: path leaves the cohort folder; give a path inside it")
     if not p.exists():
         raise MissingFileError(f"{rel}: file not found; fix the manifest path or restore the file")
+    if p.is_dir():
+        files = series_files(p)
+        for k, f in enumerate(files, start=1):
+            if not f.resolve().is_relative_to(root):  # named by ordinal: slice file names can be UIDs
+                raise PathOutsideCohortError(f"{rel} slice {k} of {len(files)}: a link that leads outside the "
+                                             "cohort folder; copy the file into the series folder")
     return p
 
 

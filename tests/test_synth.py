@@ -182,3 +182,14 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
 def test_config_round_trips():
     cfg = SynthConfig.profile("tiny", seed=5, patients=3, gene_sets="x.gmt")
     assert SynthConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_synthetic_gene_sets_are_written_as_a_gmt_the_genes_stage_reads(tiny_cohort):
+    """Without a GMT the generator's own pathways land in truth/gene_sets.gmt (the demo's genes-stage default)."""
+    from analysis.gmt import read_gmt as read_analysis_gmt
+
+    genes = json.loads((tiny_cohort.truth / "genes.json").read_text())
+    sets = read_analysis_gmt(tiny_cohort.truth / "gene_sets.gmt")
+    assert {k: list(v.genes) for k, v in sets.items()} == genes["synthetic_sets"]
+    expr = pd.read_csv(tiny_cohort.cohort / "expression.tsv", sep="\t", usecols=["gene"])
+    assert set().union(*(set(v.genes) for v in sets.values())) <= set(expr["gene"])

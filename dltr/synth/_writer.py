@@ -147,6 +147,10 @@ def synthesize(out_dir: str | Path, config: SynthConfig | None = None, *, progre
         (truth / "centers.json").write_text(json.dumps(centers, **dump) + "\n")
         (truth / "genes.json").write_text(json.dumps(genes, **dump) + "\n")
         (truth / "identifiers.json").write_text(json.dumps(idents, **dump) + "\n")
+        if "synthetic_sets" in genes:  # no GMT given: the generated pathways, for `dltr genes --gene-sets`
+            (truth / "gene_sets.gmt").write_text("".join(
+                f"{name}\tsynthetic pathway (dltr synth)\t" + "\t".join(members) + "\n"
+                for name, members in genes["synthetic_sets"].items()))
         (truth / "params.json").write_text(json.dumps({"config": cfg.to_dict(), "response_model": RESPONSE_MODEL},
                                                       **dump) + "\n")
         n_files = sum(len(f) for _, _, f in os.walk(tmp))

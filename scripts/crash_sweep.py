@@ -251,7 +251,10 @@ class StagedTarget(PublishTarget):
 
         s = FeatureStore(store)
         lin = {"inputs_hash": "v2"}
-        if any(v.lineage == lin for v in s.versions("dltr")):
+        if any(v.lineage == lin for v in s.versions("dltr")):  # extraction's "exists" path, with its clean-up
+            from pipeline.extract import clean_committed_staging
+
+            clean_committed_staging(store, "dltr")
             return {"version": "exists"}
         w = s.feature_writer("dltr", version_id_of("dltr", "crash", lin), "crash", lin, DIM)
         t = feature_rows(60, 2)

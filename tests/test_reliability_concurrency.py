@@ -72,11 +72,6 @@ def test_two_writers_started_at_once(tmp_path, round_):
     assert not list((root / "features" / "dltr").glob(".tmp-*"))
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_run.py:ingest_cohort takes no store lock and its "
-                   "clean_tmp (pipeline/ingest/_writer.py) deletes ingest/.tmp of a concurrent run: the first run then "
-                   "renames into place a group whose attributes and first array's metadata were deleted under it "
-                   "(a visible, broken patient; every later run fails with KeyError 'phases'); the second run "
-                   "should get StoreLockedError instead")
 def test_second_ingest_on_the_same_store_is_refused_or_harmless(tmp_path):
     cohort, _ = make_cohort(tmp_path / "c", per_center=1, seed=21)
     root = tmp_path / "store"
@@ -169,9 +164,6 @@ def test_ingest_on_a_full_disk_fails_cleanly_and_store_stays_usable(small_disk, 
     assert diff(volume_store_snapshot(store), ref_snap) == []
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/ingest/_run.py:ingest_cohort lets an OSError from a patient's write "
-                   "(ENOSPC) abort the run untyped, and the Dask worker logs its full traceback on stderr: a full "
-                   "disk gives a multi-screen traceback, not one typed line (IngestError naming the store)")
 def test_full_disk_error_is_one_typed_line():
     if not FULL_DISK_STDERR:
         pytest.skip("runs after test_ingest_on_a_full_disk_fails_cleanly_and_store_stays_usable")

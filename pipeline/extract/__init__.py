@@ -6,8 +6,8 @@ publishes one version of the ``dltr`` feature set (docs/architecture.md, "Featur
 """
 
 from pipeline.extract._config import ExtractConfig, ExtractReport
-from pipeline.extract._driver import ERRORS_TABLE, extract_features, extract_local
+from pipeline.extract._driver import ERRORS_TABLE, clean_committed_staging, extract_features, extract_local
 from pipeline.extract._scope import input_checksum, resolve_encoder
 
-__all__ = ["ERRORS_TABLE", "ExtractConfig", "ExtractReport", "extract_features", "extract_local",
-           "input_checksum", "resolve_encoder"]
+__all__ = ["ERRORS_TABLE", "ExtractConfig", "ExtractReport", "clean_committed_staging", "extract_features",
+           "extract_local", "input_checksum", "resolve_encoder"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,12 +144,47 @@ def extract_features(store_root: str | Path, encoder: str | Path | None = None,
     scope = build_scope(store, store_root, encoder, cfg.name)
     report = ExtractReport(cfg.name, scope.version_id, "exists", dict(scope.lineage), scope.table.num_rows)
     if any(_version_id(v) == scope.version_id for v in _versions(store, cfg.name)):
+        clean_committed_staging(store_root, cfg.name)  # a writer killed just after its registry commit
         return report
     writer = store.feature_writer(cfg.name, scope.version_id, scope.producer, scope.lineage, scope.embed_dim)
     try:
         return _run(store, store_root, scope, cfg, writer, report, progress)
     finally:
         writer.close()  # releases the store's writer lock; staged parts stay for a resume
+
+
+def clean_committed_staging(store_root: str | Path, name: str) -> list[str]:
+    """Remove staging left by writers killed after the registry committed their version.
+
+    ``features/_writer.py:commit_version`` commits the registry, then rebuilds the catalog and
+    removes ``features/<name>/_staging/<version_id>/``; a kill between leaves staged parts of a
+    version that is already published, which no later writer opens (extraction returns "exists").
+    Removes ``_staging/<vid>`` and ``.tmp-<vid>-*`` of every *committed* ``vid`` (the registry is the
+    truth; uncommitted staging is resumable and stays), under the store's writer lock when it is free
+    (a writer holding it cleans its own version). Returns the removed paths, relative to the store.
+    """
+    import shutil
+
+    from features._lock import try_lock
+
+    root = Path(store_root)
+    base = root / "features" / name
+    committed = {_version_id(v) for v in _versions(_open_store(root), name)}
+    stale = [p for p in (base / "_staging").glob("*") if p.name in committed] if base.is_dir() else []
+    stale += [p for p in base.glob(".tmp-*") if any(p.name.startswith(f".tmp-{vid}-") for vid in committed)]
+    if not stale:
+        return []
+    lock = try_lock(root, f"clean staging of {name}")
+    if lock is None:
+        return []
+    try:
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (base / "_staging").rmdir()  # only when empty
+    finally:
+        lock.release()
+    return sorted(p.relative_to(root).as_posix() for p in stale)
 
 
 def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: ExtractReport,

@@ -18,7 +18,7 @@ from ._config import IngestConfig
 from ._patient import PatientResult, PatientTask, run_patient
 from ._stats import intensity_stats
 from ._tables import ERRORS_SCHEMA, STATS_SCHEMA, STUDIES_SCHEMA, studies_rows, write_parquet
-from ._writer import clean_tmp, open_root
+from ._writer import clean_tmp, ingest_lock, open_root
 
 
 @dataclass
@@ -53,23 +53,76 @@ def _tasks(cohort_path: Path, store_root: Path, config: IngestConfig) -> list[Pa
                         str(cohort_path), str(store_root), config) for pid, r in sorted(rows.items())]
 
 
-def _run_serial(tasks, on_done):
+@dataclass
+class _StoreFault:
+    """A patient's task hit an OSError (full disk, read-only or vanished store): the run stops."""
+
+    key: str
+    reason: str
+
+
+def _run_one(task: PatientTask) -> PatientResult | _StoreFault:
+    """``run_patient``, with an OSError returned as a result: the Dask worker then logs no traceback,
+    and the driver turns it into one typed line (``_fault_error``)."""
+    try:
+        return run_patient(task)
+    except OSError as e:  # sources' read errors are typed IngestReadErrors inside run_patient
+        return _StoreFault(task.key, _os_reason(e))
+
+
+def _os_reason(e: OSError) -> str:
+    # strerror and errno only: the filename may be a source path holding a patient identifier
+    return f"{e.strerror or type(e).__name__} (errno {e.errno})" if e.errno else str(e).splitlines()[0]
+
+
+def _fault_error(store_root: Path, fault: _StoreFault) -> IngestError:
+    return IngestError(f"{store_root}: writing patient {fault.key} failed: {fault.reason}; fix the store "
+                       "(free space, permissions) and re-run: finished patients are kept, nothing partial is visible")
+
+
+def _run_serial(tasks, on_done, store_root: Path):
     out = []
     for t in tasks:
-        out.append(run_patient(t))
-        on_done(out[-1])
-    return out, None
+        r = _run_one(t)
+        if isinstance(r, _StoreFault):
+            raise _fault_error(store_root, r)
+        out.append(r)
+        on_done(r)
+    return out
+
+
+def _run_dask(tasks, on_done, store_root: Path, config: IngestConfig):
+    from distributed import as_completed
+
+    client, cluster = _client(config)
+    results = []
+    try:
+        futures = client.map(_run_one, tasks, pure=False)
+        for fut in as_completed(futures):
+            r = fut.result()
+            if isinstance(r, _StoreFault):
+                client.cancel(futures)
+                raise _fault_error(store_root, r)
+            results.append(r)
+            on_done(r)
+    except BaseException:
+        _close(client, cluster)
+        raise
+    return results, client, cluster
 
 
 def _client(config: IngestConfig):
     import logging
+    import warnings
 
     from distributed import Client, LocalCluster
 
     if config.scheduler_address:
         return Client(config.scheduler_address), None
-    cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=config.processes,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    with warnings.catch_warnings():  # the scheduler's HTTP server moves off a busy port 8787: not our user's concern
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=config.processes,
+                               dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
@@ -88,29 +141,16 @@ def ingest_cohort(cohort_path: str | Path, store_root: str | Path, config: Inges
         raise IngestError(f"executor {executor!r}: choose 'dask' or 'serial'")
     t0 = time.perf_counter()
     tasks = _tasks(cohort_path, store_root, config)
-    clean_tmp(store_root)
-    open_root(store_root)
-    done = on_patient or (lambda _r: None)
-    if executor == "serial":
-        results, client, cluster = _run_serial(tasks, done)[0], None, None
-    else:
-        from distributed import as_completed
-
-        client, cluster = _client(config)
-        results = []
-        try:
-            for fut in as_completed(client.map(run_patient, tasks, pure=False)):
-                results.append(fut.result())
-                done(results[-1])
-        except BaseException:
-            _close(client, cluster)
-            raise
     try:
-        report = _finish(tasks, results, store_root, config, client)
+        lock = ingest_lock(store_root).acquire()  # held for the whole run; the OS drops it if we die
+    except OSError as e:
+        raise IngestError(f"{store_root}: cannot open the store's ingest lock: {_os_reason(e)}") from None
+    try:
+        report = _run_locked(tasks, store_root, config, executor, on_patient or (lambda _r: None), t0)
+    except OSError as e:  # the driver's own writes (tables, run.json) on a full or read-only store
+        raise IngestError(f"{store_root}: ingest failed: {_os_reason(e)}; fix the store and re-run") from None
     finally:
-        _close(client, cluster)
-    report.seconds = time.perf_counter() - t0
-    atomic_write_text(store_root / "ingest" / "run.json", json.dumps(report.summary, indent=2, sort_keys=True))
+        lock.release()
     err = None
     if config.strict and report.errors:
         first = report.errors[0]
@@ -122,6 +162,23 @@ def ingest_cohort(cohort_path: str | Path, store_root: str | Path, config: Inges
     if err is not None:
         err.report = report  # the CLI prints the per-row summary before failing
         raise err
+    return report
+
+
+def _run_locked(tasks, store_root: Path, config: IngestConfig, executor: str,
+                done: Callable[[PatientResult], None], t0: float) -> IngestReport:
+    clean_tmp(store_root)
+    open_root(store_root)
+    if executor == "serial":
+        results, client, cluster = _run_serial(tasks, done, store_root), None, None
+    else:
+        results, client, cluster = _run_dask(tasks, done, store_root, config)
+    try:
+        report = _finish(tasks, results, store_root, config, client)
+    finally:
+        _close(client, cluster)
+    report.seconds = time.perf_counter() - t0
+    atomic_write_text(store_root / "ingest" / "run.json", json.dumps(report.summary, indent=2, sort_keys=True))
     return report
 
 

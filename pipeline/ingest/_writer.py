@@ -2,14 +2,27 @@
 
 ``STORE/volumes.zarr/<patient_id>`` appears in one ``rename`` only when every array and attribute
 of the patient is on disk (fsynced); a crash leaves at most a folder under ``STORE/ingest/.tmp``,
-which the next run removes. A changed patient replaces the old group the same way (old group moved
-aside first, then the new one renamed in), so readers see the old or the new patient, never a mix.
+which the next run removes (``clean_tmp``, under the ingest lock ``STORE/ingest/.writer.lock``).
+
+A changed patient replaces its group by one atomic *exchange* of the two directory entries
+(Linux ``renameat2(RENAME_EXCHANGE)``): at every instant ``volumes.zarr/<patient_id>`` is either the
+complete old group or the complete new one - never absent, never a mix - so ``ingest/studies.parquet``
+(written after all patients) never names a missing group, whatever the kill point. The old group,
+now at the temporary name, is renamed to ``ingest/.tmp/<key>.old.<hex>`` and removed.
+
+Where the filesystem has no exchange (non-Linux, or EINVAL from the filesystem) the fallback is two
+renames (old aside, new in). A kill between them leaves the old group at ``ingest/.tmp/<key>.old.<hex>``
+and no visible group; the next run's ``clean_tmp`` (before any patient is written) renames it back, so
+the store is consistent again at open. On such filesystems readers can see that window until then.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -22,6 +35,9 @@ from dltr._io import fsync_dir, fsync_tree
 from ._config import IngestConfig
 
 TMP_DIR = Path("ingest") / ".tmp"
+OLD_TAG = ".old."  # <key>.old.<hex>: a replaced group on its way out (see the module docstring)
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def compressor_codec(name: str):
@@ -50,9 +66,48 @@ def open_root(store_root: Path):
     return zarr.open_group(path, mode="r")
 
 
+def ingest_lock(store_root: Path):
+    """The volume store's single-writer lock, ``fcntl.flock`` on ``STORE/ingest/.writer.lock``.
+
+    The feature store's ``WriterLock`` (held for the whole run; the OS releases it when the process
+    dies; re-entrant within a process), on its own file so that ingest and feature-store writers do
+    not exclude each other. A second run gets ``StoreLockedError`` at once.
+    """
+    from features._lock import WriterLock
+
+    (store_root / "ingest").mkdir(parents=True, exist_ok=True)
+    return WriterLock(store_root / "ingest", "ingest")
+
+
 def clean_tmp(store_root: Path) -> None:
-    """Remove what an interrupted run left under ``ingest/.tmp``."""
-    shutil.rmtree(store_root / TMP_DIR, ignore_errors=True)
+    """Remove what an interrupted run left under ``ingest/.tmp`` (takes the ingest lock: a concurrent
+    run's temporary groups are never removed under it). A replaced group whose new group never landed
+    (the two-rename fallback, killed between the renames) is renamed back first."""
+    with ingest_lock(store_root):
+        tmp_root = store_root / TMP_DIR
+        if not tmp_root.is_dir():
+            return
+        for p in sorted(tmp_root.iterdir()):
+            key = _old_group_key(p)
+            if key is not None and not (store_root / "volumes.zarr" / key).exists():
+                os.replace(p, store_root / "volumes.zarr" / key)
+                fsync_dir(store_root / "volumes.zarr")
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _old_group_key(p: Path) -> str | None:
+    """The patient key of a replaced group ``<key>.old.<hex>``, else None. A temporary group of a
+    patient whose key itself contains ``.old.`` is told apart by its own ``patient_id`` attribute."""
+    import json
+
+    m = re.fullmatch(r"(.+)\.old\.[0-9a-f]{32}", p.name)
+    if m is None or not p.is_dir():
+        return None
+    try:
+        attrs = json.loads((p / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+    return m.group(1) if attrs.get("patient_id") == m.group(1) else None
 
 
 def dir_bytes(path: Path) -> int:
@@ -84,14 +139,41 @@ def write_patient(store_root: Path, key: str, arrays: dict[str, tuple[np.ndarray
     return nbytes
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries atomically; False where the OS or filesystem cannot."""
+    fn = getattr(_libc(), "renameat2", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _publish(tmp: Path, final: Path, tmp_root: Path) -> None:
+    """Make ``tmp`` the group at ``final``; consistent at every instant (see the module docstring)."""
     fsync_tree(tmp)
-    if final.exists():
-        old = tmp_root / f"{final.name}.old.{uuid.uuid4().hex}"
+    old = tmp_root / f"{final.name}{OLD_TAG}{uuid.uuid4().hex}"
+    if not final.exists():
+        os.replace(tmp, final)
+    elif _exchange(tmp, final):  # final: the new group; tmp: the old one
+        fsync_dir(final.parent)
+        fsync_dir(tmp_root)
+        os.replace(tmp, old)
+    else:  # two renames; a kill between them is repaired by the next clean_tmp
         os.replace(final, old)
         os.replace(tmp, final)
+    fsync_dir(final.parent)
+    if old.exists():
         with contextlib.suppress(OSError):
             shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    fsync_dir(final.parent)

@@ -12,15 +12,20 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from dltr.exceptions import ReadOnlyQueryError, StoreError
-from features._catalog import CATALOG_NAME, build_catalog, fresh_catalog, literal
+from features._catalog import CATALOG_NAME, build_catalog, fresh_catalog
 from features._lock import WriterLock
 from features._registry import Registry
+from features._session import CatalogSession, lock_down
+
+T = TypeVar("T")
 
 _READ_TYPES = {"SELECT"}
 _EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALY[SZ]E)?\s+", re.IGNORECASE)
@@ -53,15 +58,6 @@ def check_read_only(query: str) -> list[str]:
     return out
 
 
-def _lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    dirs = ", ".join(literal((root.resolve() / d).as_posix() + "/") for d in ("features", "tables"))
-    con.execute(f"SET allowed_directories = [{dirs}]")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET autoinstall_known_extensions = false")
-    con.execute("SET autoload_known_extensions = false")
-    con.execute("SET lock_configuration = true")
-
-
 def _run(con: duckdb.DuckDBPyConnection, stmts: list[str]) -> pa.Table:
     result = None
     for i, s in enumerate(stmts):
@@ -73,19 +69,32 @@ def _run(con: duckdb.DuckDBPyConnection, stmts: list[str]) -> pa.Table:
     return result if result is not None else pa.table({})
 
 
-def run_read_only(root: Path, query: str) -> pa.Table:
+def run_read_only(root: Path, query: str, session: CatalogSession | None = None) -> pa.Table:
+    """Run a read-only query on the store's catalog: through ``session`` when it has the fresh
+    catalog attached (no database to open), else on a one-shot locked-down connection."""
     stmts = check_read_only(query)
-    with fresh_catalog(root) as path:
-        con = duckdb.connect(str(path), read_only=True)
-        try:
-            _lock_down(con, root)
-            return _run(con, stmts)
-        except duckdb.PermissionException as e:
-            raise ReadOnlyQueryError(f"refused: {str(e).splitlines()[0]} (read-only session)") from e
-        except duckdb.Error as e:
-            raise StoreError(f"SQL failed: {str(e).splitlines()[0]}") from e
-        finally:
-            con.close()
+    return on_catalog(root, lambda con: _run(con, stmts), session)
+
+
+def on_catalog(root: Path, fn: Callable[[duckdb.DuckDBPyConnection], T], session: CatalogSession | None = None) -> T:
+    """``fn(con)`` on a read-only, locked-down connection to a fresh catalog; DuckDB errors become
+    ReadOnlyQueryError (a refused permission) or StoreError."""
+    try:
+        if session is not None:
+            with session.cursor() as cur:
+                if cur is not None:
+                    return fn(cur)
+        with fresh_catalog(root) as path:
+            con = duckdb.connect(str(path), read_only=True)
+            try:
+                lock_down(con, root)
+                return fn(con)
+            finally:
+                con.close()
+    except duckdb.PermissionException as e:
+        raise ReadOnlyQueryError(f"refused: {str(e).splitlines()[0]} (read-only session)") from e
+    except duckdb.Error as e:
+        raise StoreError(f"SQL failed: {str(e).splitlines()[0]}") from e
 
 
 def run_write(root: Path, query: str) -> pa.Table:

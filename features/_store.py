@@ -14,12 +14,14 @@ import pyarrow.parquet as pq
 from dltr._io import atomic_file
 from dltr.exceptions import StoreError
 from dltr.hashing import file_sha256
-from features._catalog import CATALOG_NAME, NAME_RE, build_catalog, ident, table_select, version_select
+from features._aggregates import embedding_means
+from features._catalog import CATALOG_NAME, NAME_RE, build_catalog, ident
 from features._frames import TrainingFrame, check_request, embedding_matrix, frame_sql, table_hash
 from features._lock import WriterLock, try_lock
 from features._registry import FeatureSetVersion, Registry, now_iso, split_ref
 from features._rows import check_rows, conform, feature_schema
-from features._sql import memory_connection, run_read_only, run_write
+from features._session import CatalogSession
+from features._sql import on_catalog, run_read_only, run_write
 from features._writer import FeatureWriter, _existing, commit_version, version_id_of
 
 
@@ -33,6 +35,7 @@ class FeatureStore:
                 raise StoreError(f"{root}: no such store folder; create it with FeatureStore(root)")
             root.mkdir(parents=True)
         self.root = root
+        self._session = CatalogSession(root)
         if not (root / CATALOG_NAME).exists():
             lock = try_lock(root, "create the catalog")
             if lock is not None:
@@ -43,6 +46,16 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r})"
+
+    def close(self) -> None:
+        """Close the cached read-only catalog session (reopened on the next query)."""
+        self._session.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def catalog_path(self) -> Path:
@@ -161,17 +174,9 @@ class FeatureStore:
         schema = feature_schema(v.dim)
         return table.cast(pa.schema([schema.field(n) for n in table.column_names]))
 
-    def _connect(self, reg: Registry, versions: list[FeatureSetVersion], tables: list[str]):
-        con = memory_connection()
-        for v in versions:
-            con.execute(f"CREATE VIEW {ident(f'{v.name}__{v.version_id}')} AS {version_select(self.root, v)}")
-        for t in tables:
-            con.execute(f"CREATE VIEW {ident(t)} AS {table_select(self.root, reg.table_entry(t))}")
-        return con
-
     def sql(self, query: str, write: bool = False) -> pa.Table:
         """Run SQL against the catalog; read-only (ReadOnlyQueryError on writes) unless ``write``."""
-        return run_write(self.root, query) if write else run_read_only(self.root, query)
+        return run_write(self.root, query) if write else run_read_only(self.root, query, self._session)
 
     def training_frame(self, feature_set: str, label: str = "response", clinical: list[str] | None = None,
                        labs: list[str] | None = None, max_age_days: int | None = None) -> TrainingFrame:
@@ -188,11 +193,7 @@ class FeatureStore:
             raise StoreError(f"training frame: max_age_days={max_age_days} must be >= 0")
         query = frame_sql(f"{v.name}__{v.version_id}", label=label, clinical=clinical, labs=labs,
                           max_age_days=max_age_days, has_pfs={"pfs_days", "pfs_event"} <= set(clin_cols))
-        con = self._connect(reg, [v], ["clinical"] + (["labs"] if labs else []))
-        try:
-            table = con.sql(query).to_arrow_table().combine_chunks()
-        finally:
-            con.close()
+        table = on_catalog(self.root, lambda con: con.sql(query).to_arrow_table().combine_chunks(), self._session)
         lineage = {"feature_set": v.name, "feature_set_version": v.version_id, "version": v.version_id,
                    "feature_set_status": v.status, "feature_set_lineage": v.lineage, "label": label,
                    "clinical": clinical, "labs": labs, "max_age_days": max_age_days, "sql": query,
@@ -202,21 +203,32 @@ class FeatureStore:
 
     def nearest(self, feature_set: str, patient_id: str, k: int = 10) -> pa.Table:
         """The ``k`` rows most cosine-similar to ``patient_id`` (itself excluded), best first."""
-        reg = self.registry()
-        v = reg.resolve(feature_set)
+        v = self.registry().resolve(feature_set)
         view = ident(f"{v.name}__{v.version_id}")
-        con = self._connect(reg, [v], [])
-        try:
-            n = con.sql(f"SELECT count(*) FROM {view} WHERE patient_id = $pid", params={"pid": patient_id}).fetchall()[0][0]
-            if n == 0:
-                raise StoreError(f"{v.ref}: no row for patient {patient_id!r}")
-            return con.sql(
+        params = {"pid": patient_id, "k": int(k)}
+
+        def run(con):
+            out = con.sql(
                 f"SELECT patient_id, center, array_cosine_similarity(embedding, "
                 f"(SELECT embedding FROM {view} WHERE patient_id = $pid)) AS similarity FROM {view} "
-                "WHERE patient_id <> $pid ORDER BY similarity DESC, patient_id LIMIT $k",
-                params={"pid": patient_id, "k": int(k)}).to_arrow_table()
-        finally:
-            con.close()
+                "WHERE patient_id <> $pid ORDER BY similarity DESC NULLS LAST, patient_id LIMIT $k",
+                params=params).to_arrow_table()
+            if out.num_rows == 0 or out.column("similarity")[0].as_py() is None:
+                n = con.sql(f"SELECT count(*) FROM {view} WHERE patient_id = $pid",
+                            params={"pid": patient_id}).fetchall()[0][0]
+                if n == 0:
+                    raise StoreError(f"{v.ref}: no row for patient {patient_id!r}")
+            return out
+
+        return on_catalog(self.root, run, self._session)
+
+    def embedding_means(self, feature_set: str, by: str | None = "center") -> pa.Table:
+        """Per-dimension mean of the embedding for each ``center`` (``by=None``: over all rows).
+
+        Columns ``center`` (null when ``by=None``), ``n`` (rows), ``mean`` (``fixed_size_list<float64>[D]``,
+        accumulated in float64). Reads each center partition's Parquet files straight into NumPy.
+        """
+        return embedding_means(self.root, self.registry().resolve(feature_set), by)
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
         """Rows added / removed / changed from version ``a`` to ``b`` and per-dimension mean drift."""

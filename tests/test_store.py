@@ -340,3 +340,47 @@ def test_catalog_follows_a_moved_store(store, tmp_path, monkeypatch):
         assert con.execute("SELECT count(*) FROM dltr").fetchone()[0] == n
     finally:
         con.close()
+
+
+def test_embedding_means_match_numpy(store):
+    t = store.read("dltr").combine_chunks()
+    x = embedding_matrix(t).astype(np.float64)
+    centers = np.array(t.column("center").to_pylist())
+    got = store.embedding_means("dltr")
+    assert got.column("center").to_pylist() == sorted(set(centers))
+    for row in got.to_pylist():
+        sel = centers == row["center"]
+        assert row["n"] == int(sel.sum())
+        np.testing.assert_allclose(row["mean"], x[sel].mean(axis=0), rtol=1e-12, atol=1e-12)
+    everything = store.embedding_means("dltr", by=None).to_pylist()
+    assert len(everything) == 1 and everything[0]["center"] is None and everything[0]["n"] == len(x)
+    np.testing.assert_allclose(everything[0]["mean"], x.mean(axis=0), rtol=1e-12, atol=1e-12)
+    with pytest.raises(StoreError, match="by='split'"):
+        store.embedding_means("dltr", by="split")
+
+
+def test_cached_session_follows_commits_from_any_writer(store):
+    """The reused read-only session sees a version published through another FeatureStore object,
+    a table written with --write SQL, and keeps refusing writes and outside reads."""
+    c = store.cohort.clinical
+    assert store.sql("SELECT count(*) AS n FROM dltr").column("n")[0].as_py() == len(c)
+    other = FeatureStore(store.root)
+    half = c.iloc[: len(c) // 2]
+    v2 = other.publish("dltr", feature_rows(half.patient_id, half.center, seed=5), "test", {"inputs_hash": "v2"})
+    assert store.sql("SELECT count(*) AS n FROM dltr").column("n")[0].as_py() == len(half)
+    t2 = other.read(v2.ref).combine_chunks()
+    x, ids = embedding_matrix(t2).astype(np.float64), t2.column("patient_id").to_pylist()
+    q = ids.index(half.patient_id.iloc[-1])
+    sim = store.nearest("dltr", ids[q], k=3).column("similarity").to_numpy()
+    rest = np.delete(x, q, axis=0)
+    cos = rest @ x[q] / np.linalg.norm(rest, axis=1) / np.linalg.norm(x[q])
+    np.testing.assert_allclose(sim, np.sort(cos)[::-1][:3], rtol=1e-5)
+    other.sql("CREATE TABLE notes AS SELECT 7 AS x", write=True)
+    assert store.sql("SELECT x FROM notes").column("x").to_pylist() == [7]
+    with pytest.raises(ReadOnlyQueryError):
+        store.sql("SELECT * FROM read_csv('/etc/passwd')")
+    with pytest.raises(StoreError, match="no row for patient 'nobody'"):
+        store.nearest("dltr", "nobody")
+    store.close()
+    other.close()
+    assert store.sql("SELECT count(*) AS n FROM notes").column("n")[0].as_py() == 1

@@ -3,12 +3,23 @@
 Sizes: 25k / 50k / 100k patients x 512 dims x 3 versions, 20 lab rows per patient (2 M at 100k);
 ``--quick``: 1k / 2.5k / 5k x 128. Both sides start from the same Parquet files on disk; the pandas
 side reads them with ``pd.read_parquet`` and computes the same result in memory. Peak memory is the
-largest RSS increase over the call (sampled every 5 ms). Feast: see ``FEAST_NOTE``.
+largest RSS increase over the call (sampled every 5 ms).
+
+Feast (third column, largest size only): when ``DLTR_FEAST_PYTHON`` names an interpreter with
+``feast[duckdb]`` installed, ``_feast_side.py`` runs there in a subprocess on the same generated data
+(same entity rows = the clinical table, event time = midnight of tace_date, labs with event time
+``measured_at`` and created time ``recorded_at`` via ``filter_by_created_timestamp=True``, the latest
+version's embedding) and times only ``get_historical_features(...).to_arrow()``. Semantics differ in
+one point: ties on (measured_at, recorded_at) are broken by value in ours, arbitrarily in Feast; the
+agreement of the lab cells is reported. Without the variable the Feast figure is skipped (noted).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,8 +30,9 @@ import pyarrow as pa
 
 from benchmarks.harness import Figure, Timing, growth_exponent, measure
 
-FEAST_NOTE = ("feast 0.67 downloads from PyPI; it was not wired in as a third column in this round "
-              "(see the store issue's closing note)")
+FEAST_ENV = "DLTR_FEAST_PYTHON"
+FEAST_SIDE = Path(__file__).with_name("_feast_side.py")
+LABS = ["afp", "albumin", "bilirubin", "inr"]
 
 
 def _rss() -> float:
@@ -85,9 +97,10 @@ def _pandas_frame(feat_dir: Path, clin: pd.DataFrame, labs: pd.DataFrame) -> pd.
 
 
 def _queries(store, name: str, dim: int, pid: str, feat_dir: Path, clin: pd.DataFrame):
-    means = ", ".join(f"avg(embedding[{i + 1}])" for i in range(dim))
     ours = {
-        "per-center mean of every dimension": lambda: store.sql(f"SELECT center, {means} FROM {name} GROUP BY center"),
+        "per-center mean of every dimension": lambda: store.embedding_means(name, by="center"),
+        "per-center mean of every dimension, SQL": lambda: store.sql(
+            f"SELECT center, i, avg(embedding[i]) AS m FROM {name}, range(1, {dim + 1}) t(i) GROUP BY center, i"),
         "nearest neighbours (k=10)": lambda: store.nearest(name, pid, 10),
         "join with clinical": lambda: store.sql(
             f"SELECT f.patient_id, f.center, c.age, c.label FROM {name} f JOIN clinical c USING (patient_id) "
@@ -110,11 +123,41 @@ def _queries(store, name: str, dim: int, pid: str, feat_dir: Path, clin: pd.Data
         f = pd.read_parquet(feat_dir, columns=["patient_id", "center"])
         return f.merge(clin.loc[clin.split == "train", ["patient_id", "age", "label"]], on="patient_id")
 
-    return ours, {"per-center mean of every dimension": pd_means, "nearest neighbours (k=10)": pd_nearest,
-                  "join with clinical": pd_join}
+    return ours, {"per-center mean of every dimension": pd_means,
+                  "per-center mean of every dimension, SQL": pd_means,
+                  "nearest neighbours (k=10)": pd_nearest, "join with clinical": pd_join}
 
 
-def _one_size(ctx, n: int, dim: int, out: dict) -> None:
+def _feast(work: Path, clin: pd.DataFrame, labs: pd.DataFrame, table: pa.Table, ours, reps: int) -> dict:
+    """Run ``_feast_side.py`` under ``$DLTR_FEAST_PYTHON``; {'skipped': reason} when it cannot run."""
+    python = os.environ.get(FEAST_ENV)
+    if not python:
+        return {"skipped": f"{FEAST_ENV} is not set (point it at a python with feast[duckdb] installed)"}
+    import pyarrow.parquet as pq
+
+    data = work / "feast_data"
+    data.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"patient_id": clin.patient_id, "tace_ts": pd.to_datetime(clin.tace_date), "age": clin.age,
+                  "label": clin.label}).to_parquet(data / "clinical.parquet", index=False)
+    labs.to_parquet(data / "labs.parquet", index=False)
+    pq.write_table(table.select(["patient_id", "embedding"]), data / "features.parquet")
+    out = work / "feast_out.json"
+    proc = subprocess.run([python, str(FEAST_SIDE), str(data), str(work / "feast_repo"), str(out),
+                           "--repeats", str(reps)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {"skipped": f"feast side failed (rc={proc.returncode}): {tail[:200]}"}
+    res = json.loads(out.read_text())
+    theirs = pd.read_parquet(out.with_suffix(".parquet")).set_index("patient_id")
+    mine = ours.table.drop_columns(["embedding"]).to_pandas().set_index("patient_id")
+    cols = [f"lab_{n}" for n in LABS]
+    a, b = mine.loc[theirs.index, cols].to_numpy(float), theirs[cols].to_numpy(float)
+    same = (np.isnan(a) & np.isnan(b)) | np.isclose(a, b, rtol=0, atol=1e-9)
+    res["agreement"] = float(same.mean())
+    return res
+
+
+def _one_size(ctx, n: int, dim: int, out: dict, feast: bool) -> None:
     from features import FeatureStore
 
     work = ctx.work / f"n{n}"
@@ -138,13 +181,28 @@ def _one_size(ctx, n: int, dim: int, out: dict) -> None:
         t_pd.append(time.perf_counter() - t0)
     rec["publish a version"] = (Timing(tuple(t_pub)), Timing(tuple(t_pd)), float("nan"), float("nan"))
     feat_dir = work / "pandas_v2"
-    frame = lambda: store.training_frame("bench", clinical=["age"], labs=["afp", "albumin", "bilirubin", "inr"])  # noqa: E731
+    frame = lambda: store.training_frame("bench", clinical=["age"], labs=LABS)  # noqa: E731
     pdf = lambda: _pandas_frame(feat_dir, clin, labs)  # noqa: E731
     rec["point-in-time training frame"] = (measure(frame, reps), measure(pdf, reps), _peak_mb(frame), _peak_mb(pdf))
     ours, theirs = _queries(store, "bench", dim, str(clin.patient_id.iloc[n // 2]), feat_dir, clin)
     for k in ours:
         rec[k] = (measure(ours[k], reps), measure(theirs[k], reps), _peak_mb(ours[k]), _peak_mb(theirs[k]))
+    if feast:
+        rec["feast"] = _feast(work, clin, labs, versions[-1], frame(), reps)
+    store.close()
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _feast_figure(workload: str, ours: Timing, m_ours: float, res: dict) -> Figure:
+    return Figure(
+        suite="store", workload=f"point-in-time training frame vs Feast ({workload})", unit="s", ours=ours,
+        baseline=Timing(tuple(res["times"])), baseline_name=f"feast {res['feast_version']} get_historical_features "
+        "(duckdb offline store, subprocess)", higher_is_better=False,
+        notes={"peak_mb_ours": round(m_ours, 1), "peak_mb_feast_call": round(res["peak_mb_call"], 1),
+               "maxrss_mb_feast_process": round(res["maxrss_mb"], 1),
+               "feast_lab_cells_agreeing": round(res["agreement"], 4),
+               "semantics": "event time <= tace midnight and created (recorded) time <= it, no TTL; "
+                            "tie-break on equal timestamps differs (ours: larger value)"})
 
 
 def run(ctx) -> list[Figure]:
@@ -152,14 +210,22 @@ def run(ctx) -> list[Figure]:
     dim = 128 if ctx.quick else 512
     out: dict[int, dict] = {}
     for n in sizes:
-        _one_size(ctx, n, dim, out)
+        _one_size(ctx, n, dim, out, feast=n == sizes[-1])
+    last = out[sizes[-1]]
+    feast = last.pop("feast")
+    size = f"{sizes[-1]} x {dim}, 3 versions, {20 * sizes[-1]} lab rows"
     figs = []
-    for work in out[sizes[-1]]:
-        ours, base, m_ours, m_base = out[sizes[-1]][work]
+    for work in last:
+        ours, base, m_ours, m_base = last[work]
         times = [out[n][work][0].median for n in sizes]
-        figs.append(Figure(
-            suite="store", workload=f"{work} ({sizes[-1]} x {dim}, 3 versions, {20 * sizes[-1]} lab rows)",
-            unit="s", ours=ours, baseline=base, baseline_name="pandas + pyarrow", higher_is_better=False,
-            notes={"growth_exponent": round(growth_exponent(list(sizes), times), 2), "sizes": list(sizes),
-                   "peak_mb_ours": round(m_ours, 1), "peak_mb_pandas": round(m_base, 1), "feast": FEAST_NOTE}))
+        notes = {"growth_exponent": round(growth_exponent(list(sizes), times), 2), "sizes": list(sizes),
+                 "peak_mb_ours": round(m_ours, 1), "peak_mb_pandas": round(m_base, 1)}
+        if work == "point-in-time training frame":
+            notes["feast"] = (f"skipped: {feast['skipped']}" if "skipped" in feast
+                              else f"{float(np.median(feast['times'])):.3g} s (see the 'vs Feast' row)")
+        figs.append(Figure(suite="store", workload=f"{work} ({size})", unit="s", ours=ours, baseline=base,
+                           baseline_name="pandas + pyarrow", higher_is_better=False, notes=notes))
+        if work == "point-in-time training frame" and "skipped" not in feast:
+            figs.append(_feast_figure(size, ours, m_ours, feast))
     return figs
+

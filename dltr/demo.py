@@ -42,6 +42,8 @@ class DemoConfig:
     folds: int = 3
     epochs: int = 12
     width: int = 8
+    aux_weight: float = 1.0  # label-free ROI-descriptor loss in encoder training (models/_auxiliary.py)
+    phases: tuple[str, ...] | None = None  # encoder channels; None = cohort.toml's phases, in its order
     extract_workers: int = 2
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +57,7 @@ class DemoConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["candidates"] = list(self.candidates)
+        d["phases"] = None if self.phases is None else list(self.phases)
         return d
 
 
@@ -120,16 +123,23 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
 
     records.append(ledger.run("register cohort", [synth_hash, records[-1].inputs_hash], register_stage))
 
+    from dltr.cohort import CohortConfig
+    from pipeline.loaders import RoiConfig
+
+    phases = tuple(cfg.phases or CohortConfig.read(cohort / "cohort.toml").phases or RoiConfig().phases)
+
     def encoder_stage():
         from models.training import EncoderTrainConfig, train_encoder
 
         tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs,
-                                  width=cfg.width, seed=cfg.seed, num_threads=os.cpu_count() or 2)
+                                  width=cfg.width, seed=cfg.seed, aux_weight=cfg.aux_weight,
+                                  roi=RoiConfig(phases=phases), num_threads=os.cpu_count() or 2)
         res = train_encoder(store_root, tcfg, log=log)
         return {"card_hash": res.card_hash, "path": str(res.path), "candidates": res.summary,
                 "architecture": res.card["architecture"]["name"]}, {"patients": len(res.rows_seen)}
 
-    enc_inputs = [synth_hash, list(cfg.candidates), cfg.folds, cfg.epochs, cfg.width, cfg.seed]
+    enc_inputs = [synth_hash, list(cfg.candidates), cfg.folds, cfg.epochs, cfg.width, cfg.seed, cfg.aux_weight,
+                  list(phases)]
     records.append(ledger.run("train encoder", enc_inputs, encoder_stage,
                               done=lambda o: Path(o["path"]).exists()))
     card_hash = records[-1].outputs["card_hash"]

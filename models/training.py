@@ -23,6 +23,7 @@ import torch
 
 from dltr.exceptions import ModelError
 from dltr.hashing import content_hash
+from models._auxiliary import descriptor_names, roi_descriptors
 from models._checkpoint import save_encoder, software_versions
 from models.encoders import Encoder3d, build_encoder
 from pipeline.loaders import AugmentConfig, DaliRoiLoader, DaliRoiPipeline, RoiConfig
@@ -44,6 +45,7 @@ class EncoderTrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     num_threads: int = 2
+    aux_weight: float = 1.0  # weight of the label-free ROI-descriptor loss (models/_auxiliary.py); 0 = off
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -117,16 +119,24 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 class _Trainer:
     """Trains one model on a set of patients, reading batches through the DALI loader."""
 
-    def __init__(self, store_root: Path, cfg: EncoderTrainConfig, device: torch.device, seen: set[str]):
+    def __init__(self, store_root: Path, cfg: EncoderTrainConfig, device: torch.device, seen: set[str],
+                 aux: dict[str, torch.Tensor] | None = None):
         self.store_root, self.cfg, self.device, self.seen = store_root, cfg, device, seen
         self.dali_device = 0 if device.type == "cuda" else None
+        self.aux = aux or {}  # patient -> standardised ROI descriptors (label-free auxiliary targets)
 
     def fit(self, name: str, ids: list[str], y: dict[str, int], seed: int, epochs: int,
             val: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[Encoder3d, list[float], list[float]]:
         cfg = self.cfg
         torch.manual_seed(seed)
         model = build_encoder(name, cfg.roi.n_channels, cfg.embed_dim, cfg.width).to(self.device)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        use_aux = cfg.aux_weight > 0 and bool(self.aux)
+        n_aux = next(iter(self.aux.values())).numel() if use_aux else 0
+        params = list(model.parameters())
+        if use_aux:  # a linear read-out of the embedding, used in training only (not in the checkpoint)
+            aux_head = torch.nn.Linear(cfg.embed_dim, n_aux).to(self.device)
+            params += list(aux_head.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         npos = sum(y[p] for p in ids)
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(ids) - npos) / max(npos, 1),
                                                                      device=self.device))
@@ -141,8 +151,11 @@ class _Trainer:
                     self.seen.update(b["patient_id"])
                     target = torch.tensor([y[p] for p in b["patient_id"]], dtype=torch.float32, device=self.device)
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                        _, logit = model(b["x"].to(self.device))
+                        emb, logit = model(b["x"].to(self.device))
                     loss = loss_fn(logit.float(), target)
+                    if use_aux:
+                        t_aux = torch.stack([self.aux[p] for p in b["patient_id"]]).to(self.device)
+                        loss = loss + cfg.aux_weight * torch.nn.functional.mse_loss(aux_head(emb.float()), t_aux)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -172,6 +185,20 @@ class _Trainer:
         return loss, _auc(yv, logit.cpu().numpy())
 
 
+def _aux_targets(ids: list[str], x: torch.Tensor, masks: torch.Tensor,
+                 cfg: EncoderTrainConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Per-patient ROI descriptors of the unaugmented inputs, standardised over the training split.
+
+    Computed once: flips and the small intensity jitter of the augmentations barely move them.
+    """
+    d = roi_descriptors(x, masks)
+    mu, sd = d.mean(0), d.std(0)
+    z = (d - mu) / torch.where(sd > 1e-6, sd, torch.ones_like(sd))
+    info = {"names": descriptor_names(cfg.roi.phases), "weight": cfg.aux_weight,
+            "mean": [round(float(v), 6) for v in mu], "std": [round(float(v), 6) for v in sd]}
+    return {p: z[i] for i, p in enumerate(ids)}, info
+
+
 def _device(cfg: EncoderTrainConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -192,13 +219,16 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         raise ModelError(f"folds={cfg.folds}: need 2 <= folds <= the smaller class count ({min(np.bincount(labels))})")
     y = dict(zip(ids, labels.tolist(), strict=True))
     device, seen = _device(cfg), set()
-    trainer = _Trainer(store_root, cfg, device, seen)
+    dali_device = 0 if device.type == "cuda" else None
     with _deterministic(cfg.seed, cfg.num_threads):
         pipe = DaliRoiPipeline(store_root, cfg.roi, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
-                               device=trainer.dali_device)
-        x_all = pipe.run(ids)[0].cpu()
+                               device=dali_device, with_mask=cfg.aux_weight > 0)
+        got = pipe.run(ids)
         pipe.close()
+        x_all = got[0].cpu()
         seen.update(ids)
+        aux, aux_info = _aux_targets(ids, x_all, got[2].cpu(), cfg) if cfg.aux_weight > 0 else ({}, None)
+        trainer = _Trainer(store_root, cfg, device, seen, aux)
         folds = list(StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed).split(ids, labels))
         cands: dict[str, dict[str, Any]] = {}
         for name in cfg.candidates:
@@ -223,6 +253,7 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         "augmentations": cfg.augment.to_dict(),
         "training_rows_hash": content_hash([[p, int(v)] for p, v in zip(ids, labels.tolist(), strict=True)]),
         "n_training_rows": len(ids), "candidates": cands, "refit_epochs": n_ep, "seed": cfg.seed,
+        "auxiliary_targets": aux_info,
         "train_config": cfg.to_dict(), "software": software_versions(),
     }
     path = save_encoder(store_root, model.cpu(), card)

@@ -28,6 +28,10 @@ def register(app: typer.Typer) -> None:
         folds: int = typer.Option(3, "--folds", help="Cross-validation folds inside the training split."),
         epochs: int = typer.Option(12, "--epochs", help="Maximum epochs per fold (early stopping may end sooner)."),
         grid: str = typer.Option(None, "--grid", help="Encoder input grid X,Y,Z (default: RoiConfig's, 32,32,16)."),
+        phases: str = typer.Option(None, "--phases", help="Input channels, comma-separated phase names in order "
+                                   "(default: RoiConfig's, arterial,portal,delayed; the demo uses cohort.toml's)."),
+        aux_weight: float = typer.Option(1.0, "--aux-weight", help="Weight of the label-free ROI-descriptor "
+                                         "loss (tumour/ring/core/rim intensities); 0 trains on the label alone."),
         seed: int = typer.Option(0, "--seed", help="Seed of folds, initialisation and augmentation."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON."),
     ) -> None:
@@ -44,8 +48,10 @@ def register(app: typer.Typer) -> None:
             raise MissingDependencyError("train-encoder reads its batches with NVIDIA DALI, which is not installed "
                                          "(pip install nvidia-dali-cuda120)")
         roi = RoiConfig() if grid is None else dataclasses.replace(RoiConfig(), grid=_grid(grid))
+        if phases:
+            roi = dataclasses.replace(roi, phases=tuple(p.strip() for p in phases.split(",") if p.strip()))
         cfg = EncoderTrainConfig(candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()),
-                                 folds=folds, epochs=epochs, seed=seed, roi=roi)
+                                 folds=folds, epochs=epochs, seed=seed, roi=roi, aux_weight=aux_weight)
         res = train_encoder(store, cfg, log=lambda m: typer.echo(m, err=True))
         if as_json:
             echo_json(res.card)

@@ -4,7 +4,10 @@
    training median, strongly right-skewed positive variables (skewness > 2, e.g. AFP) are
    log-transformed; text variables become indicator columns against their most frequent
    training level (missing = its own reference-level fill, the mode).
-2. Univariable screening: likelihood-ratio test of each variable alone, kept if p < ``screen_p``.
+2. Univariable screening: likelihood-ratio test of each variable alone, kept if p < ``screen_p``
+   (default 0.25, Hosmer, Lemeshow & Sturdivant, *Applied Logistic Regression*, 3rd ed., 4.2: the
+   stricter 0.05-0.10 often drops variables that matter only jointly, e.g. AFP and ALBI whose
+   marginal effect is masked by their correlation with the tumour's imaging phenotype).
 3. Multivariable backward elimination: by AIC (drop the variable whose removal lowers AIC
    most, until none does) or by p-value (drop the largest LR-test p above ``keep_p``).
 Odds ratios with Wald 95 % CIs from the inverse observed information (the Hessian).
@@ -147,7 +150,7 @@ class ClinicalModel:
     ``summary_`` (term, coef, OR, 95 % CI, p).
     """
 
-    def __init__(self, *, screen_p: float = 0.1, selection: str = "aic", keep_p: float = 0.05):
+    def __init__(self, *, screen_p: float = 0.25, selection: str = "aic", keep_p: float = 0.05):
         self.screen_p = screen_p
         self.selection = selection
         self.keep_p = keep_p

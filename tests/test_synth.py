@@ -64,7 +64,7 @@ def test_oracle_auc_response_rate_and_pfs_are_tace_like():
 
 def test_default_profile_seed0_centers_in_range():
     r = oracle_aucs(draw_patients(SynthConfig.profile("default", seed=0)))
-    assert {c: v["n"] for c, v in r.items()} == {"A": 140, "B": 80, "C": 80}
+    assert {c: v["n"] for c, v in r.items()} == {"A": 220, "B": 80, "C": 80}
     for c, v in r.items():
         assert 0.78 <= v["oracle_expected_auc"] <= 0.88, (c, v)
         assert 0.40 <= v["response_rate"] <= 0.70, (c, v)

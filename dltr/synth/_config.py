@@ -67,8 +67,12 @@ def _default_centers(counts: tuple[int, int, int], shapes: tuple) -> tuple[Cente
 
 
 _PROFILES: dict[str, dict[str, Any]] = {
-    "default": {"counts": (140, 80, 80), "shapes": ((72, 72, 28), (76, 76, 32), (68, 68, 24)),
-                "radiogenomics_n": 60, "n_genes": 3000},
+    # A trains (70 %) and checks internally (30 %): 154 training patients. Resampling 60 training sets from
+    # a large draw, the clinical model kept mostly planted factors in 88 % of 98-patient sets and in 100 %
+    # of 154-patient ones (external AUC 0.650 vs 0.665, clinical-only expected AUC ~0.65); the 98-patient
+    # set of seed 0 picked a noise lab. B and C are the external tests.
+    "default": {"counts": (220, 80, 80), "shapes": ((72, 72, 28), (76, 76, 32), (68, 68, 24)),
+                "radiogenomics_n": 90, "n_genes": 3000},
     "tiny": {"counts": (18, 16, 16), "shapes": ((40, 40, 16), (42, 42, 16), (38, 38, 14)),
              "radiogenomics_n": 15, "n_genes": 500},
 }
@@ -81,11 +85,11 @@ class SynthConfig:
     seed: int = 0
     profile_name: str = "default"
     centers: tuple[CenterSpec, ...] = field(default_factory=lambda: _default_centers(
-        _PROFILES["default"]["counts"], _PROFILES["default"]["shapes"]))
+        _PROFILES["default"]["counts"], _PROFILES["default"]["shapes"]))  # kept equal to _PROFILES
     shapes: tuple[tuple[int, int, int], ...] = _PROFILES["default"]["shapes"]  # per center, (X, Y, Z)
     phases: tuple[str, ...] = ("t2", "arterial", "portal", "delayed")
     radiogenomics_center: str = "A"
-    radiogenomics_n: int = 60
+    radiogenomics_n: int = 90
     n_genes: int = 3000
     gene_sets: str | None = None
     planted_pathways: tuple[str, ...] = ("HALLMARK_ANGIOGENESIS", "HALLMARK_EPITHELIAL_MESENCHYMAL_TRANSITION",

@@ -6,7 +6,8 @@ Public API
   default, or ``config.scheduler_address``); ``IngestConfig``.
 - ``read_image(path) -> Volume``; readers ``ImageReader`` (base), ``NiftiReader``, ``NrrdReader``,
   ``DicomSeriesReader``, ``DicomMultiframeReader``; ``to_canonical``, ``resample``.
-- ``intensity_stats`` (out-of-core, exact percentiles), the named read errors.
+- ``intensity_stats`` (out-of-core; percentiles exact for integer volumes, within 2**-12 relative for
+  float ones), the named read errors.
 
 Guarantees: a patient's group appears in ``STORE/volumes.zarr`` by one rename, complete or not at all;
 re-running skips patients whose source checksums and output config are unchanged and rewrites changed

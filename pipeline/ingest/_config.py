@@ -47,6 +47,7 @@ class IngestConfig:
     pseudonym_key: str | None = dataclasses.field(default=None, repr=False)
     stats: bool = True
     max_voxels: int = 1024**3
+    max_bytes: int = 2**31  # a declared image above this many bytes is refused before allocating
 
     def __post_init__(self) -> None:
         if self.target_spacing is not None:

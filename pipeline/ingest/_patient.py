@@ -108,7 +108,8 @@ def _checksums(task: PatientTask) -> tuple[dict[str, str], int, list[dict[str, A
 
 def _read(task: PatientTask, rel: str, *, mask: bool) -> Volume:
     p = _safe_path(task, rel)
-    vol = to_canonical(reader_for(p).__class__(max_voxels=task.config.max_voxels).read(p))
+    vol = to_canonical(reader_for(p).__class__(max_voxels=task.config.max_voxels,
+                                                      max_bytes=task.config.max_bytes).read(p))
     conv = compact_mask if mask else compact_image
     return Volume(conv(vol.voxels, rel), vol.affine, vol.meta)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ from dltr.exceptions import StoreError
 from dltr.hashing import file_sha256
 from features._aggregates import embedding_means
 from features._catalog import CATALOG_NAME, NAME_RE, build_catalog, ident
-from features._frames import TrainingFrame, check_request, embedding_matrix, frame_sql, table_hash
+from features._frame_embed import align_embeddings, read_embeddings
+from features._frames import (
+    BASE_COLUMNS,
+    TrainingFrame,
+    check_request,
+    embedding_matrix,
+    frame_sql,
+    table_hash,
+)
 from features._lock import WriterLock, try_lock
 from features._registry import FeatureSetVersion, Registry, now_iso, split_ref
 from features._rows import check_rows, conform, feature_schema
@@ -187,19 +196,39 @@ class FeatureStore:
         clin_cols = [f["name"] for f in reg.table_entry("clinical")["schema"]]
         lab_names = None
         if labs and "labs" in reg.tables():
-            lab_names = set(pc.unique(self.table("labs").column("name")).to_pylist())
+            lab_names = set(pc.unique(self.read("labs", columns=["name"]).column("name")).to_pylist())
         check_request(clin_cols, lab_names, label=label, clinical=clinical, labs=labs)
         if max_age_days is not None and int(max_age_days) < 0:
             raise StoreError(f"training frame: max_age_days={max_age_days} must be >= 0")
-        query = frame_sql(f"{v.name}__{v.version_id}", label=label, clinical=clinical, labs=labs,
-                          max_age_days=max_age_days, has_pfs={"pfs_days", "pfs_event"} <= set(clin_cols))
-        table = on_catalog(self.root, lambda con: con.sql(query).to_arrow_table().combine_chunks(), self._session)
+        view = f"{v.name}__{v.version_id}"
+        args = dict(label=label, clinical=clinical, labs=labs, max_age_days=max_age_days,
+                    has_pfs={"pfs_days", "pfs_event"} <= set(clin_cols))
+        query = frame_sql(view, **args)  # the whole frame in one query: recorded, reruns in `dltr sql`
+        table = self._frame_table(v, frame_sql(view, embedding=False, **args))
         lineage = {"feature_set": v.name, "feature_set_version": v.version_id, "version": v.version_id,
                    "feature_set_status": v.status, "feature_set_lineage": v.lineage, "label": label,
                    "clinical": clinical, "labs": labs, "max_age_days": max_age_days, "sql": query,
                    "registry_revision": reg.revision, "n_rows": table.num_rows, "row_hash": table_hash(table),
                    "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         return TrainingFrame(table, lineage)
+
+    def _frame_table(self, v: FeatureSetVersion, query: str) -> pa.Table:
+        """Run the frame query without the embedding while a thread reads the version's Parquet
+        embeddings, then attach them (typed as DuckDB exports ``FLOAT[D]``, placed after ``pfs_event``)
+        aligned to the frame's rows (features/_frame_embed.py)."""
+        view = ident(f"{v.name}__{v.version_id}")
+        what = f"training frame of {v.ref}"
+        files = sorted((self.root / v.path).glob("*/*.parquet"))  # the files behind the version's view
+
+        def run(con):
+            field = con.sql(f"SELECT embedding FROM {view} LIMIT 0").to_arrow_table().schema.field(0)
+            return con.sql(query).to_arrow_table().combine_chunks(), field
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dltr-frame") as pool:
+            parts = pool.submit(read_embeddings, files, v.dim, what)
+            table, field = on_catalog(self.root, run, self._session)
+            emb = align_embeddings(parts.result(), table.column("patient_id"), field, what)
+        return table.add_column(BASE_COLUMNS.index("embedding"), field, emb)
 
     def nearest(self, feature_set: str, patient_id: str, k: int = 10) -> pa.Table:
         """The ``k`` rows most cosine-similar to ``patient_id`` (itself excluded), best first."""

@@ -384,3 +384,60 @@ def test_cached_session_follows_commits_from_any_writer(store):
     store.close()
     other.close()
     assert store.sql("SELECT count(*) AS n FROM notes").column("n")[0].as_py() == 1
+
+
+def single_query_frame_sql(view: str, clinical: list[str], labs: list[str], max_age: int | None, label: str) -> str:
+    """Reference: the frame as one DuckDB query (embedding joined in SQL, labs by a QUALIFY window),
+    written out here independently of features/_frames.py."""
+    tace = "CAST(c.tace_date AS TIMESTAMP)"
+    age = "" if max_age is None else f" AND l.measured_at >= {tace} - INTERVAL ({max_age}) DAY"
+    lab_cte = lab_cols = lab_join = ""
+    if labs:
+        pivot = ", ".join(f"max(value) FILTER (WHERE name = '{n}') AS lab_{n}" for n in labs)
+        names = ", ".join(f"'{n}'" for n in labs)
+        lab_cte = (f", pit AS (SELECT l.patient_id, l.name, l.value FROM labs l JOIN clinical c USING (patient_id) "
+                   f"WHERE l.name IN ({names}) AND l.value IS NOT NULL AND l.measured_at <= {tace} "
+                   f"AND l.recorded_at <= {tace}{age} QUALIFY row_number() OVER (PARTITION BY l.patient_id, l.name "
+                   "ORDER BY l.measured_at DESC, l.recorded_at DESC, l.value DESC) = 1), "
+                   f"wide AS (SELECT patient_id, {pivot} FROM pit GROUP BY patient_id)")
+        lab_cols = "".join(f", w.lab_{n}" for n in labs)
+        lab_join = " LEFT JOIN wide w ON w.patient_id = f.patient_id"
+    lab_expr = "c.label" if label == "response" else f"c.{label}"
+    return (f'WITH f AS (SELECT patient_id, center, embedding FROM "{view}"){lab_cte} '
+            f"SELECT f.patient_id, f.center, c.split, c.tace_date, CAST({lab_expr} AS TINYINT) AS label, "
+            f"c.pfs_days, c.pfs_event, f.embedding{''.join(f', c.{x}' for x in clinical)}{lab_cols} "
+            f"FROM f JOIN clinical c ON c.patient_id = f.patient_id{lab_join} ORDER BY f.patient_id")
+
+
+@pytest.mark.parametrize("clinical, labs, max_age, label", [
+    ([], [], None, "response"),
+    (["age", "sex"], list(LABS), None, "response"),
+    (["age"], ["albumin"], 60, "pfs_event"),
+])
+def test_frame_equals_single_query_frame(tmp_path, clinical, labs, max_age, label):
+    """The frame (labs by arg_max in DuckDB, embedding attached from Parquet) is the table the old
+    single query gives, schema and row hash included, for an older version with a subset of patients
+    spread over centers, and with exact (measured_at, recorded_at) ties broken by the larger value."""
+    cohort, _ = make_cohort(n=40, seed=4)
+    t0 = pd.Timestamp(cohort.clinical.tace_date.iloc[0]) - pd.Timedelta(minutes=30)  # P000's latest albumin
+    ties = pd.DataFrame({"patient_id": "P000", "name": ["albumin"] * 3, "value": [41.0, 43.0, 42.0],
+                         "measured_at": t0, "recorded_at": t0, "unit": "u"})
+    cohort.labs = pd.concat([cohort.labs, ties], ignore_index=True)
+    s = FeatureStore(tmp_path / "s")
+    s.add_cohort(cohort)
+    c = cohort.clinical.iloc[::-1][cohort.clinical.index[::-1] % 4 != 1]  # out of patient order, some absent
+    rows = feature_rows(c.patient_id, c.center, dim=24, seed=2)
+    v1 = s.publish("dltr", rows, "test", {"inputs_hash": "v1"})
+    s.publish("dltr", feature_rows(c.patient_id[:5], c.center[:5], dim=24, seed=3), "test", {"inputs_hash": "v2"})
+    frame = s.training_frame(v1.ref, label=label, clinical=clinical, labs=labs, max_age_days=max_age)
+    ref = s.sql(single_query_frame_sql(f"dltr__{v1.version_id}", clinical, labs, max_age, label)).combine_chunks()
+    assert frame.table.schema.equals(ref.schema, check_metadata=True)
+    assert frame.table.equals(ref)
+    assert frame.lineage["row_hash"] == table_hash(ref)
+    assert frame.table.num_rows == len(c)
+    want = dict(zip(c.patient_id, embedding_matrix(rows.combine_chunks()), strict=True))
+    got = frame.embedding_matrix()
+    for i, pid in enumerate(frame.table.column("patient_id").to_pylist()):
+        assert np.array_equal(got[i].view(np.uint32), want[pid].view(np.uint32)), pid
+    if "albumin" in labs:
+        assert frame.to_pandas().set_index("patient_id").loc["P000", "lab_albumin"] == 43.0

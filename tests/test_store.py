@@ -441,3 +441,20 @@ def test_frame_equals_single_query_frame(tmp_path, clinical, labs, max_age, labe
         assert np.array_equal(got[i].view(np.uint32), want[pid].view(np.uint32)), pid
     if "albumin" in labs:
         assert frame.to_pandas().set_index("patient_id").loc["P000", "lab_albumin"] == 43.0
+
+
+def test_align_embeddings_places_rows_by_patient_and_refuses_duplicates_or_gaps():
+    """The frame's embedding alignment against a hand placement; a duplicated or missing patient is a StoreError."""
+    from features._frame_embed import align_embeddings
+
+    field = pa.field("embedding", pa.list_(pa.float32(), 3))
+    x1 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    x2 = np.arange(6, 9, dtype=np.float32).reshape(1, 3)
+    parts = [(pa.chunked_array([["P2", "P0"]]), x1), (pa.chunked_array([["P1", "P9"]]), np.vstack([x2, x2 + 100]))]
+    got = align_embeddings(parts, pa.array(["P0", "P1", "P2"]), field, "t")
+    want = np.stack([x1[1], x2[0], x1[0]])  # P9 is not in the frame and is dropped
+    assert np.array_equal(np.asarray(got.values).reshape(3, 3), want) and got.type == field.type
+    with pytest.raises(StoreError, match="'P0' has 2 rows"):
+        align_embeddings(parts + [(pa.chunked_array([["P0"]]), x2)], pa.array(["P0", "P1", "P2"]), field, "t")
+    with pytest.raises(StoreError, match="'P3' has 0 rows"):
+        align_embeddings(parts, pa.array(["P0", "P1", "P2", "P3"]), field, "t")

@@ -4,6 +4,7 @@ augmentation properties. DALI runs on the CPU (device_id=None)."""
 from __future__ import annotations
 
 import itertools
+import pickle
 
 import numpy as np
 import pytest
@@ -13,7 +14,14 @@ from scipy.ndimage import map_coordinates
 from zarr.storage import LocalStore, WrapperStore
 
 from dltr.exceptions import StoreError
-from pipeline.loaders import DaliRoiLoader, DaliRoiPipeline, RoiConfig, reference_roi, requested_box
+from pipeline.loaders import (
+    DaliRoiLoader,
+    DaliRoiPipeline,
+    RoiConfig,
+    RoiReader,
+    reference_roi,
+    requested_box,
+)
 
 TOL = 1e-4  # max |DALI - reference| after z-scoring (float32 warp vs float64 separable interpolation)
 
@@ -168,3 +176,86 @@ def test_missing_phase_is_a_typed_error(store):
     with pytest.raises(StoreError, match="region 'liver' not found"):
         reference_roi(store, "P000", RoiConfig(norm_region="liver"))
     assert set(PHASES) >= set(RoiConfig().phases)
+
+
+# Array encodings: ingest's (blosc), zarr's default (zstd), gzip, uncompressed big-endian, and two that
+# the chunk reader leaves to zarr (a transpose filter, sharding).
+ENCODINGS = {
+    "blosc": dict(compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")),
+    "zstd": {},
+    "gzip": dict(compressors=zarr.codecs.GzipCodec(level=1)),
+    "raw_big_endian": dict(compressors=None, serializer=zarr.codecs.BytesCodec(endian="big")),
+    "transpose": dict(filters=[zarr.codecs.TransposeCodec(order=(2, 1, 0))]),
+    "sharded": dict(shards=(20, 16, 8)),
+}
+
+
+def _encoded_store(root, enc, rng):
+    """Patients whose phases use one encoding; tumours at the border; some chunks never written (fill value)."""
+    grp = zarr.open_group(root / "volumes.zarr", mode="w")
+    for n in range(3):
+        shape = (37, 29, 13)  # not a multiple of the chunks: partial edge chunks
+        g = grp.create_group(f"Q{n}")
+        for ph in PHASES:
+            vol = rng.integers(-300, 900, size=shape).astype(np.int16)
+            vol[:10] = 0  # whole chunks at the fill value: not stored
+            a = g.create_array(ph, shape=shape, chunks=(10, 8, 4), dtype="int16", fill_value=0,
+                               **ENCODINGS[enc])
+            a[...] = vol
+        box = [[0, 3, 0, 9, 15, 5], [20, 10, 4, 37, 29, 13], [8, 2, 3, 24, 20, 10]][n]
+        g.attrs.update({"patient_id": f"Q{n}", "center": "A", "phases": list(PHASES), "bbox_vox": box,
+                        "spacing": [1.0, 1.0, 2.0]})
+    return root
+
+
+@pytest.mark.parametrize("enc", list(ENCODINGS))
+def test_chunk_reader_equals_zarr(tmp_path, enc):
+    """The batched chunk reader (local files, and any other store through the event loop) returns
+    exactly zarr's own read of the read box, whatever the codecs; missing chunks read as the fill value."""
+    root = _encoded_store(tmp_path, enc, np.random.default_rng(5))
+    cfg = RoiConfig(margin=0.2, min_extent_mm=12.0, normalisation="none")
+    ids = ["Q0", "Q1", "Q2"]
+    counting = CountingStore(LocalStore(root / "volumes.zarr", read_only=True))
+    for reader, threads in ((RoiReader(root, cfg), 1), (RoiReader(root, cfg), 3),
+                            (RoiReader(root, cfg, zarr_store=counting), 1)):
+        for _epoch in range(2):  # the second epoch uses the cached metadata
+            crops = reader.read_many(ids, threads=threads)
+            for pid, c in zip(ids, crops, strict=True):
+                sl = tuple(slice(int(c.read[a]), int(c.read[3 + a])) for a in range(3))
+                exp = np.stack([zarr.open_array(root / "volumes.zarr" / pid / ph, mode="r")[sl]
+                                for ph in cfg.phases], axis=-1)
+                assert c.patient_id == pid and c.crop.dtype == np.float32
+                np.testing.assert_array_equal(c.crop, exp.astype(np.float32))
+    assert any("/c/" in k for k in counting.keys)  # the wrapped store did serve the chunks
+    with pytest.raises(StoreError, match="'PX' is not in the volume store"):
+        RoiReader(root, cfg).read_many(["Q0", "PX", "Q1"])
+
+
+def test_batching_threads_and_prefetch_do_not_change_output(store):
+    cfg = RoiConfig(grid=(12, 10, 6))
+    with DaliRoiPipeline(store, cfg, batch_size=4, num_threads=1, read_threads=1) as pipe:
+        ref, ref_boxes = pipe.run(IDS)
+    with DaliRoiPipeline(store, cfg, batch_size=2, num_threads=2, read_threads=3) as pipe:
+        got, boxes = pipe.run(IDS[::-1])  # 5 batches: the prefetch thread reads batch k + 1 during batch k
+        again, _ = pipe.run(IDS)
+    assert np.array_equal(got.numpy()[::-1], ref.numpy()) and np.array_equal(boxes[::-1], ref_boxes)
+    assert np.array_equal(again.numpy(), ref.numpy())
+
+
+def test_spawned_workers_and_pickled_reader(store):
+    """DALI's parallel external_source (spawned processes) and a reader pickled after use (as Ray
+    ships it) give the in-process result."""
+    cfg = RoiConfig(grid=(12, 10, 6))
+    with DaliRoiPipeline(store, cfg, batch_size=3) as pipe:
+        ref, _ = pipe.run(IDS)
+    loader = DaliRoiLoader(store, IDS, cfg, batch_size=3, workers="processes", py_workers=2)
+    got = {p: b["x"][i] for b in loader for i, p in enumerate(b["patient_id"])}
+    loader.close()
+    assert sorted(got) == IDS
+    for i, p in enumerate(IDS):
+        assert np.array_equal(got[p].numpy(), ref[i].numpy())
+    reader = RoiReader(store, cfg)
+    first = reader.read_many(IDS[:3])
+    clone = pickle.loads(pickle.dumps(reader))
+    for a, b in zip(first, clone.read_many(IDS[:3]), strict=True):
+        np.testing.assert_array_equal(a.crop, b.crop)

@@ -18,12 +18,16 @@ from benchmarks.harness import BenchContext, Figure, Timing, growth_exponent
 PHASES = ("arterial", "portal", "delayed")
 
 
-def make_store(root: Path, n: int, seed: int, shape=(96, 96, 32), chunks=(32, 32, 8)) -> Path:
-    """A synthetic store (int16 volumes, ellipsoid tumours, stats, clinical) in the ingest layout."""
+def make_store(root: Path, n: int, seed: int, shape=(96, 96, 32)) -> Path:
+    """A synthetic store (int16 volumes, ellipsoid tumours, stats, clinical) in the ingest layout
+    (chunks and codec of ``IngestConfig``'s defaults)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import zarr
 
+    from benchmarks.suites.extraction import ingest_layout
+
+    layout = ingest_layout()
     rng = np.random.default_rng(seed)
     grp = zarr.open_group(root / "volumes.zarr", mode="w")
     ii = np.indices(shape, dtype=np.float32)
@@ -34,8 +38,8 @@ def make_store(root: Path, n: int, seed: int, shape=(96, 96, 32), chunks=(32, 32
         g = grp.create_group(f"B{p:04d}")
         for k, ph in enumerate(PHASES):
             vol = (200 + 30 * k + rng.normal(0, 20, shape) + 100 * mask).astype(np.int16)
-            g.create_array(ph, shape=shape, chunks=chunks, dtype="int16")[...] = vol
-        g.create_array("mask", shape=shape, chunks=chunks, dtype="uint8")[...] = mask
+            g.create_array(ph, shape=shape, dtype="int16", **layout)[...] = vol
+        g.create_array("mask", shape=shape, dtype="uint8", **layout)[...] = mask
         nz = np.nonzero(mask)
         g.attrs.update({"patient_id": f"B{p:04d}", "center": "A", "phases": list(PHASES),
                         "bbox_vox": [int(a.min()) for a in nz] + [int(a.max()) + 1 for a in nz],

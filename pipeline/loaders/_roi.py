@@ -10,6 +10,8 @@ the voxels read from the store, so only the chunks it overlaps are fetched.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dltr.exceptions import StoreError
+from pipeline.loaders._chunks import BoxRead
 from pipeline.loaders._config import RoiConfig
 
 
@@ -79,12 +82,52 @@ class RoiCrop:
     mask: np.ndarray | None = None
 
 
+@dataclass
+class _PatientMeta:
+    bbox_vox: Any
+    spacing: Any
+    center: str
+    shape: tuple[int, ...]
+    arrays: list[Any]
+    mask: Any
+
+
+async def _fetch_all(reads: list[BoxRead]) -> None:
+    import asyncio
+
+    await asyncio.gather(*(r.fetch() for r in reads))
+
+
+def _decode_all(reads: list[BoxRead]) -> None:
+    for r in reads:
+        r.decode()
+
+
+def _read_local(reads: list[BoxRead]) -> list[BoxRead]:
+    """Read and decode the boxes stored in local files; returns the others (to fetch through the store)."""
+    remote = []
+    for r in reads:
+        if r.read_local():
+            r.decode()
+        else:
+            remote.append(r)
+    return remote
+
+
 class RoiReader:
     """Reads ROI crops of the configured phases; picklable (opens the store lazily per process).
 
-    ``zarr_store`` replaces the ``STORE/volumes.zarr`` store (a ``zarr.abc.store.Store``),
-    e.g. a wrapper that counts reads.
+    ``read_many`` reads a batch with one event-loop round trip for the metadata (the patients'
+    groups and phase arrays, opened concurrently), then only the chunks the read boxes overlap:
+    from a plain local store straight from the chunk files, from any other store in one
+    concurrent fetch; decoded in the calling thread (``pipeline.loaders._chunks``), values
+    identical to zarr's own read. Opened groups and arrays are kept (up to ``META_CACHE``
+    patients) so later epochs fetch chunks only; a reader assumes the patients it has opened
+    are not re-ingested while it lives. ``zarr_store`` replaces the ``STORE/volumes.zarr``
+    store (a ``zarr.abc.store.Store``), e.g. a wrapper that counts reads.
     """
+
+    META_CACHE = 4096
 
     def __init__(self, store_root: str | Path, config: RoiConfig, zarr_store: Any = None):
         self.store_root = Path(store_root)
@@ -92,48 +135,107 @@ class RoiReader:
         self.zarr_store = zarr_store
         self._stats = _load_stats(self.store_root, config)
         self._root = None
+        self._meta: OrderedDict[tuple[str, bool], _PatientMeta] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["_root"] = None
+        d["_root"], d["_meta"] = None, OrderedDict()
         return d
 
-    def _group(self, patient_id: str):
-        import zarr
+    def read(self, patient_id: str, with_mask: bool = False) -> RoiCrop:
+        return self.read_many([patient_id], with_mask)[0]
+
+    def read_many(self, patient_ids, with_mask: bool = False, threads: int = 1) -> list[RoiCrop]:
+        """The crops of ``patient_ids`` in order; the first unreadable patient's ``StoreError`` is raised.
+
+        ``threads`` > 1 reads and decodes the patients' chunks on that many threads (file reads and
+        the decompressors release the GIL).
+        """
+        from zarr.core.sync import sync
+
+        ids = [str(p) for p in patient_ids]
+        if not ids:
+            return []
+        metas = sync(self._open_many(ids, with_mask))
+        for m in metas:
+            if isinstance(m, BaseException):
+                raise m
+        crops, reads = [], []
+        for pid, m in zip(ids, metas, strict=True):
+            crop, r = self._plan(pid, m, with_mask)
+            crops.append(crop)
+            reads.append(r)
+        # local files: read and decode patient by patient; other stores: one concurrent fetch, then decode
+        if threads > 1 and len(ids) > 1:
+            with ThreadPoolExecutor(min(threads, len(ids))) as ex:
+                remote = [r for rs in ex.map(_read_local, reads) for r in rs]
+        else:
+            remote = [r for rs in reads for r in _read_local(rs)]
+        if remote:
+            sync(_fetch_all(remote))
+            _decode_all(remote)
+        return crops
+
+    def _plan(self, pid: str, m: _PatientMeta, with_mask: bool) -> tuple[RoiCrop, list[BoxRead]]:
+        req = requested_box(m.bbox_vox, m.spacing, self.config)
+        rbox = read_box(req, m.shape)
+        sl = tuple(slice(int(rbox[a]), int(rbox[3 + a])) for a in range(3))
+        crop = np.empty(tuple(int(rbox[3 + a] - rbox[a]) for a in range(3)) + (len(m.arrays),), np.float32)
+        reads = [BoxRead(arr, sl, crop[..., c]) for c, arr in enumerate(m.arrays)]
+        mask = None
+        if with_mask:
+            mask = np.empty(crop.shape[:3], np.float32)
+            reads.append(BoxRead(m.mask, sl, mask))
+        for r in reads:
+            r.plan()
+        mean, std = self.norm(m.center, pid)
+        return RoiCrop(pid, crop, req, rbox, mean, std, mask), reads
+
+    async def _open_many(self, ids: list[str], with_mask: bool) -> list[Any]:
+        import asyncio
 
         if self._root is None:
+            from zarr.api.asynchronous import open_group
+
             src = self.zarr_store if self.zarr_store is not None else self.store_root / "volumes.zarr"
             if self.zarr_store is None and not Path(src).is_dir():
                 raise StoreError(f"{src}: no volume store; run `dltr ingest` first")
-            self._root = zarr.open_group(src, mode="r")
+            self._root = await open_group(src, mode="r")
+        out = await asyncio.gather(*(self._open(p, with_mask) for p in ids), return_exceptions=True)
+        for pid, m in zip(ids, out, strict=True):
+            if isinstance(m, _PatientMeta):
+                self._meta[(pid, with_mask)] = m
+                self._meta.move_to_end((pid, with_mask))
+        while len(self._meta) > self.META_CACHE:
+            self._meta.popitem(last=False)
+        return out
+
+    async def _open(self, pid: str, with_mask: bool) -> _PatientMeta:
+        import asyncio
+
+        hit = self._meta.get((pid, with_mask))
+        if hit is not None:
+            return hit
         try:
-            return self._root[patient_id]
+            g = await self._root.getitem(pid)
         except KeyError:
             raise StoreError(
-                f"{self.store_root / 'volumes.zarr'}: patient {patient_id!r} is not in the volume store") from None
-
-    def read(self, patient_id: str, with_mask: bool = False) -> RoiCrop:
-        g = self._group(patient_id)
-        attrs = dict(g.attrs)
+                f"{self.store_root / 'volumes.zarr'}: patient {pid!r} is not in the volume store") from None
+        attrs = g.attrs
         missing = [p for p in self.config.phases if p not in attrs.get("phases", [])]
         if missing:
-            raise StoreError(f"volumes.zarr/{patient_id}: phase(s) {missing} missing (has "
+            raise StoreError(f"volumes.zarr/{pid}: phase(s) {missing} missing (has "
                              f"{attrs.get('phases')}); ingest them or drop them from RoiConfig.phases")
-        arrays = [g[p] for p in self.config.phases]
-        shape = arrays[0].shape
-        req = requested_box(attrs["bbox_vox"], attrs["spacing"], self.config)
-        rbox = read_box(req, shape)
-        sl = tuple(slice(int(rbox[a]), int(rbox[3 + a])) for a in range(3))
-        crop = np.empty(tuple(int(rbox[3 + a] - rbox[a]) for a in range(3)) + (len(arrays),), np.float32)
-        for c, arr in enumerate(arrays):
-            if arr.shape != shape:
-                raise StoreError(f"volumes.zarr/{patient_id}/{self.config.phases[c]}: shape {arr.shape} "
+        names = list(self.config.phases) + (["mask"] if with_mask else [])
+        arrays = await asyncio.gather(*(g.getitem(n) for n in names))
+        shape = tuple(arrays[0].shape)
+        for name, arr in zip(names, arrays, strict=True):
+            if tuple(arr.shape) != shape:
+                raise StoreError(f"volumes.zarr/{pid}/{name}: shape {tuple(arr.shape)} "
                                  f"differs from {shape} of the other phases; re-run ingest")
-            crop[..., c] = arr[sl]
-        center = str(attrs.get("center", ""))
-        mean, std = self.norm(center, patient_id)
-        mask = np.asarray(g["mask"][sl], dtype=np.float32) if with_mask else None
-        return RoiCrop(patient_id, crop, req, rbox, mean, std, mask)
+        n = self.config.n_channels
+        return _PatientMeta(attrs["bbox_vox"], attrs["spacing"], str(attrs.get("center", "")), shape,
+                            arrays[:n], arrays[n] if with_mask else None)
 
     def norm(self, center: str, patient_id: str) -> tuple[np.ndarray, np.ndarray]:
         c = self.config

@@ -3,9 +3,11 @@
 Standardisation is fitted on the training rows only. Regularisation: dropout, decoupled weight
 decay (AdamW), and early stopping chosen *within cross-validation on the training split*: each
 of ``n_folds`` stratified folds trains with a validation-loss patience rule and records its best
-epoch; the final network trains on all training rows for the median best epoch. Large-batch
-Adam over a shuffled index (no per-sample Python loop); CPU runs are deterministic (a forked,
-seeded torch RNG, the global RNG left untouched; a fixed thread count, ``n_threads``).
+epoch; the final network trains on all training rows for the median best epoch. Mini-batch
+Adam over a shuffled index (no per-sample Python loop), with at least ``min_steps`` steps per epoch:
+a 154-patient training split in one 256-row batch took one step per epoch, and early stopping ended
+it after three steps (training AUC 0.665, below the linear DLTR head's 0.847). CPU runs are
+deterministic (a forked, seeded torch RNG, the global RNG left untouched; a fixed thread count).
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ class DLTRMLP:
     """MLP classifier (torch) with the scikit-learn estimator contract."""
 
     def __init__(self, *, hidden: tuple[int, ...] = (64,), dropout: float = 0.3, weight_decay: float = 1e-2,
-                 lr: float = 1e-3, batch_size: int = 256, max_epochs: int = 100, patience: int = 6,
-                 n_folds: int = 3, n_threads: int = 1, seed: int = 0):
+                 lr: float = 1e-3, batch_size: int = 256, min_steps: int = 8, max_epochs: int = 100,
+                 patience: int = 6, n_folds: int = 3, n_threads: int = 1, seed: int = 0):
         self.hidden = hidden
         self.dropout = dropout
         self.weight_decay = weight_decay
         self.lr = lr
         self.batch_size = batch_size
+        self.min_steps = min_steps
         self.max_epochs = max_epochs
         self.patience = patience
         self.n_folds = n_folds
@@ -58,11 +61,12 @@ class DLTRMLP:
             net = _build(Xt.shape[1], tuple(self.hidden), self.dropout)
             opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             n, best, best_epoch, bad, losses = Xt.shape[0], np.inf, epochs, 0, []
+            bs = max(1, min(self.batch_size, -(-n // max(1, self.min_steps))))
             for epoch in range(1, epochs + 1):
                 net.train()
                 perm = torch.randperm(n, generator=gen)
-                for i in range(0, n, self.batch_size):
-                    idx = perm[i:i + self.batch_size]
+                for i in range(0, n, bs):
+                    idx = perm[i:i + bs]
                     loss = F.binary_cross_entropy_with_logits(net(Xt[idx]).squeeze(1), yt[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

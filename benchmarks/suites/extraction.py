@@ -126,23 +126,24 @@ def run(ctx: BenchContext) -> list[Figure]:
     repeats = 1 if ctx.quick else 2
     ceiling, info = _ceiling(enc, grid, batch, 1, ctx.repeats, gpu)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    rates: dict[int, list[float]] = {}
-    notes: dict[int, dict] = {}
+    rates: dict[tuple[int, bool], list[float]] = {}
+    notes: dict[tuple[int, bool], dict] = {}
     try:
         k = 0
-        for workers in (1, 2):
+        # (workers, pipelined): the single-actor run (load then encode in one actor) is the pipelining baseline
+        for workers, piped in ((1, True), (2, True), (1, False)):
             for _ in range(repeats + 1):  # first run per size: warm-up (imports, page cache)
                 k += 1
-                cfg = ExtractConfig(name=f"bench{k}", workers=workers, batch_size=batch,
+                cfg = ExtractConfig(name=f"bench{k}", workers=workers, batch_size=batch, pipelined=piped,
                                     gpus_per_worker=(1.0 / workers) if gpu else 0.0)
                 t0 = time.perf_counter()
                 rep = extract_features(root, enc, cfg)
                 wall = time.perf_counter() - t0
                 if _ == 0:
                     continue
-                rates.setdefault(workers, []).append(rep.steady_volumes_per_s)
+                rates.setdefault((workers, piped), []).append(rep.steady_volumes_per_s)
                 busy = rep.load_s + rep.encode_s
-                notes[workers] = {"studies": rep.n_computed, "mb_per_s": round(rep.mb_per_s, 2),
+                notes[(workers, piped)] = {"studies": rep.n_computed, "mb_per_s": round(rep.mb_per_s, 2),
                                   "load_share": round(rep.load_s / busy, 3) if busy else None,
                                   "load_ms_per_study": round(1e3 * rep.load_s / max(rep.n_computed, 1), 2),
                                   "encode_ms_per_study": round(1e3 * rep.encode_s / max(rep.n_computed, 1), 2),
@@ -151,7 +152,7 @@ def run(ctx: BenchContext) -> list[Figure]:
                                   "per_worker_vol_s": [round(s["volumes_per_s"], 2) for s in rep.per_worker.values()]}
     finally:
         ray.shutdown()
-    one, two = Timing(tuple(rates[1])), Timing(tuple(rates[2]))
+    one, two, single = (Timing(tuple(rates[k])) for k in ((1, True), (2, True), (1, False)))
     scaling = two.median / (2 * one.median)
     common = {"grid": list(grid), "batch_size": batch, "volume_shape": list(shape), "encoder": "resnet10 w16 d256",
               "store_layout": "ingest default: chunks (64, 64, 16), blosc-zstd-3",
@@ -159,9 +160,13 @@ def run(ctx: BenchContext) -> list[Figure]:
     return [
         Figure("extraction", f"Ray extraction, 1 worker ({n} studies)", "volumes/s", one,
                ceiling=ceiling, ceiling_name="encoder-only forward, same batch and threads",
-               notes={**common, **notes[1]}),
+               notes={**common, **notes[(1, True)]}),
+        Figure("extraction", f"load/encode pipelined in two actor pools vs one actor, 1 worker ({n} studies)",
+               "volumes/s", one, baseline=single, baseline_name="load then encode in one actor",
+               ceiling=ceiling, ceiling_name="encoder-only forward, same batch and threads",
+               notes={**common, **notes[(1, False)]}),
         Figure("extraction", f"Ray extraction, 2 workers ({n} studies)", "volumes/s", two,
-               baseline=Timing(tuple(2 * r for r in rates[1])), baseline_name="2 x one worker (linear scaling)",
+               baseline=Timing(tuple(2 * r for r in rates[(1, True)])), baseline_name="2 x one worker (linear scaling)",
                ceiling=Timing(tuple(2 * v for v in ceiling.values)), ceiling_name="2 x encoder-only ceiling",
-               notes={**common, **notes[2], "scaling_efficiency": round(scaling, 3)}),
+               notes={**common, **notes[(2, True)], "scaling_efficiency": round(scaling, 3)}),
     ]

@@ -25,6 +25,8 @@ class ExtractConfig:
     - ``dali_threads``: DALI CPU threads per actor (ROI reads run on as many threads).
     - ``allow_partial``: publish even when some studies failed (recorded in the registry).
     - ``max_restarts`` / ``max_task_retries``: Ray restarts of a crashed actor and retries of its batch.
+    - ``pipelined``: on CPU, load and encode in two actor pools (``LoadWorker`` -> ``EncodeWorker``) so
+      that reads overlap encoding; ``False`` (and every GPU run) uses one ``EmbedWorker`` per actor.
     """
 
     name: str = "dltr"
@@ -37,6 +39,7 @@ class ExtractConfig:
     allow_partial: bool = False
     max_restarts: int = 3
     max_task_retries: int = 3
+    pipelined: bool = True
 
     def __post_init__(self) -> None:
         bad = []

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from dltr.exceptions import DltrError
 from pipeline.extract._config import ExtractConfig
-from pipeline.extract._worker import EmbedWorker
+from pipeline.extract._worker import EmbedWorker, EncodeWorker, LoadWorker
 
 
 @contextlib.contextmanager
@@ -67,7 +67,20 @@ def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractCo
 def _dataset(data, pool, pending, store_root, encoder_dir, cfg, torch_threads):
     # one block per batch: every actor of the pool gets its own inputs (a single block is one task)
     blocks = [pending.slice(s, cfg.batch_size) for s in range(0, pending.num_rows, cfg.batch_size)]
-    return data.from_arrow(blocks).map_batches(
+    ds = data.from_arrow(blocks)
+    if cfg.pipelined and cfg.gpus_per_worker == 0:
+        # two actor pools, half a worker's CPUs each: Ray Data streams batch k+1's reads while batch k
+        # encodes, so a worker's rate is bounded by the slower stage, not by their sum
+        common = dict(batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
+                      compute=pool(size=cfg.workers), num_cpus=cfg.cpus_per_worker / 2,
+                      max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
+                      udf_modifying_row_count=False)
+        ds = ds.map_batches(LoadWorker, fn_constructor_kwargs=dict(
+            store_root=str(store_root), encoder_dir=str(encoder_dir), batch_size=cfg.batch_size,
+            dali_threads=cfg.dali_threads), **common)
+        return ds.map_batches(EncodeWorker, fn_constructor_kwargs=dict(
+            encoder_dir=str(encoder_dir), torch_threads=torch_threads), **common)
+    return ds.map_batches(
         EmbedWorker,
         fn_constructor_kwargs=dict(store_root=str(store_root), encoder_dir=str(encoder_dir),
                                    batch_size=cfg.batch_size, gpu=cfg.gpus_per_worker > 0,

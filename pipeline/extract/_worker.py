@@ -1,7 +1,10 @@
-"""The stateful extraction worker: one DALI ROI pipeline and one encoder in eval mode.
+"""The stateful extraction workers: DALI ROI pipelines and encoders in eval mode.
 
-Used as the callable class of Ray Data's ``map_batches`` (one instance per actor) and, in
-``extract_local``, directly in a plain loop - the same object on both paths, so their rows agree.
+``EmbedWorker`` loads and encodes in one actor (the GPU path: DALI hands the encoder a GPU tensor)
+and is also ``extract_local``'s plain loop. On CPU the Ray job splits the two: ``LoadWorker``
+actors read and preprocess batch k+1 while ``EncodeWorker`` actors encode batch k, Ray Data
+streaming the ROI tensors between them. All three share ``_load_batch`` and ``_encode_batch``,
+so the rows agree bit for bit whichever path produced them.
 """
 
 from __future__ import annotations
@@ -46,23 +49,7 @@ class EmbedWorker:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def _load(self, ids: list[str]):
-        """Tensor and boxes of the readable studies; unreadable ones isolated study by study."""
-        try:
-            x, boxes = self.pipe.run(ids)
-            return x, np.asarray(boxes), {}
-        except Exception:  # noqa: BLE001 - one bad study must not sink its batch; retried one by one
-            pass
-        xs, boxes, errors = [], [], {}
-        for p in ids:
-            try:
-                x1, b1 = self.pipe.run([p])
-                xs.append(x1)
-                boxes.append(np.asarray(b1)[0])
-            except Exception as e:  # noqa: BLE001 - recorded with its reason in the errors table
-                errors[p] = (f"{type(e).__name__}: {e}".splitlines()[0][:500], "load")
-                xs.append(None)
-                boxes.append(np.zeros(6, np.int32))
-        return xs, np.stack(boxes), errors
+        return _load_batch(self.pipe, ids)
 
     def _encode(self, x):
         import torch
@@ -82,21 +69,130 @@ class EmbedWorker:
         t0 = time.perf_counter()
         x, boxes, errors = self._load(ids)
         t1 = time.perf_counter()
-        emb = np.zeros((len(ids), self.dim), np.float32)
-        if isinstance(x, list):  # some studies failed: encode the readable ones together
-            good = [i for i, t in enumerate(x) if t is not None]
-            if good:
-                import torch
-
-                emb[good] = self._encode(torch.cat([x[i] for i in good]))
-        elif len(ids):
-            emb[:] = self._encode(x)
+        emb = _encode_batch(self._encode, x, len(ids), self.dim)
         t2 = time.perf_counter()
-        for i, p in enumerate(ids):
-            if p not in errors and not np.all(np.isfinite(emb[i])):
-                errors[p] = (f"embedding has {int((~np.isfinite(emb[i])).sum())} non-finite value(s)", "encode")
-                emb[i] = 0.0
+        _check_finite(ids, emb, errors)
         return work_rows(batch, boxes, emb, errors, t1 - t0, t2 - t1, self.worker)
+
+
+def _load_batch(pipe, ids: list[str]):
+    """(tensor or per-study list with None for failures, boxes, errors): unreadable studies isolated one by one."""
+    try:
+        x, boxes = pipe.run(ids)
+        return x, np.asarray(boxes), {}
+    except Exception:  # noqa: BLE001 - one bad study must not sink its batch; retried one by one
+        pass
+    xs, boxes, errors = [], [], {}
+    for p in ids:
+        try:
+            x1, b1 = pipe.run([p])
+            xs.append(x1)
+            boxes.append(np.asarray(b1)[0])
+        except Exception as e:  # noqa: BLE001 - recorded with its reason in the errors table
+            errors[p] = (f"{type(e).__name__}: {e}".splitlines()[0][:500], "load")
+            xs.append(None)
+            boxes.append(np.zeros(6, np.int32))
+    return xs, np.stack(boxes), errors
+
+
+def _encode_batch(encode, x, n: int, dim: int) -> np.ndarray:
+    """Embeddings of the loaded studies (zeros where loading failed), the readable ones in one forward pass."""
+    emb = np.zeros((n, dim), np.float32)
+    if isinstance(x, list):  # some studies failed: encode the readable ones together
+        good = [i for i, t in enumerate(x) if t is not None]
+        if good:
+            import torch
+
+            emb[good] = encode(torch.cat([x[i] for i in good]))
+    elif n:
+        emb[:] = encode(x)
+    return emb
+
+
+def _check_finite(ids: list[str], emb: np.ndarray, errors: dict[str, tuple[str, str]]) -> None:
+    for i, p in enumerate(ids):
+        if p not in errors and not np.all(np.isfinite(emb[i])):
+            errors[p] = (f"embedding has {int((~np.isfinite(emb[i])).sum())} non-finite value(s)", "encode")
+            emb[i] = 0.0
+
+
+class LoadWorker:
+    """Pipelined stage 1 (CPU): scope rows -> the same rows plus ``x`` (the flattened ROI tensor),
+    ``roi_box``, ``load_error`` / ``load_stage`` and each row's share of the batch's ``load_s``."""
+
+    def __init__(self, store_root: str, encoder_dir: str, batch_size: int, *, dali_threads: int = 1):
+        import json
+
+        from pipeline.loaders import DaliRoiPipeline, RoiConfig
+
+        card = json.loads((Path(encoder_dir) / "model_card.json").read_text())
+        self.config = RoiConfig.from_dict(card["preprocess"])
+        self.pipe = DaliRoiPipeline(store_root, self.config, batch_size, device=None, num_threads=dali_threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = [str(p) for p in batch.column("patient_id").to_pylist()]
+        t0 = time.perf_counter()
+        x, boxes, errors = _load_batch(self.pipe, ids)
+        size = self.config.n_channels * int(np.prod(self.config.grid))
+        flat = np.zeros((len(ids), size), np.float32)
+        for i in range(len(ids)):
+            xi = x[i] if isinstance(x, list) else x[i:i + 1]
+            if xi is not None:
+                flat[i] = xi.numpy().reshape(-1)
+        err = [errors.get(p, (None, None)) for p in ids]
+        extra = {
+            "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), size),
+            "roi_box": pa.array([b.astype(np.int32).tolist() for b in boxes], pa.list_(pa.int32())),
+            "load_error": pa.array([e[0] for e in err], pa.string()),
+            "load_stage": pa.array([e[1] for e in err], pa.string()),
+            # each row's share: Ray Data may regroup rows into other batches before the encoder
+            "load_s": pa.array(np.full(len(ids), (time.perf_counter() - t0) / max(len(ids), 1)), pa.float64()),
+        }
+        for k, v in extra.items():
+            batch = batch.append_column(k, v)
+        return batch
+
+
+class EncodeWorker:
+    """Pipelined stage 2: ``LoadWorker`` rows -> work rows, exactly as ``EmbedWorker`` makes them."""
+
+    def __init__(self, encoder_dir: str, *, torch_threads: int = 1):
+        import torch
+
+        from models import load_encoder
+        from pipeline.loaders import RoiConfig
+
+        if torch_threads > 0:
+            torch.set_num_threads(int(torch_threads))
+        module, card = load_encoder(Path(encoder_dir))
+        self.module, self.dim = module.eval(), int(card["embed_dim"])
+        self.config = RoiConfig.from_dict(card["preprocess"])
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _encode(self, x):
+        import torch
+
+        with torch.inference_mode():
+            return self.module(x)[0].float().numpy()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import torch
+
+        _maybe_crash()
+        ids = [str(p) for p in batch.column("patient_id").to_pylist()]
+        errs = batch.column("load_error").to_pylist()
+        errors = {p: (e, s) for p, e, s in zip(ids, errs, batch.column("load_stage").to_pylist(), strict=True) if e}
+        n, shape = len(ids), (self.config.n_channels, *self.config.grid)
+        flat = batch.column("x").combine_chunks().values.to_numpy(zero_copy_only=False)
+        xt = torch.from_numpy(flat.reshape(n, *shape).copy())
+        x = [None if errs[i] else xt[i:i + 1] for i in range(n)] if errors else xt
+        boxes = np.array(batch.column("roi_box").to_pylist(), dtype=np.int32).reshape(n, 6)
+        load_s = float(np.sum(batch.column("load_s").to_numpy()))
+        t1 = time.perf_counter()
+        emb = _encode_batch(self._encode, x, n, self.dim)
+        t2 = time.perf_counter()
+        _check_finite(ids, emb, errors)
+        return work_rows(batch, boxes, emb, errors, load_s, t2 - t1, self.worker)
 
 
 def _maybe_crash() -> None:

@@ -65,6 +65,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _all_nifti(folder: Path) -> bool:
+    import csv
+
+    rows = list(csv.DictReader((folder / "manifest.csv").open()))
+    return all(r[k].endswith((".nii", ".nii.gz")) for r in rows for k in ("image", "mask"))
+
+
 def _upload(folder: Path) -> tuple[dict, list]:
     import csv
 
@@ -154,7 +161,8 @@ def run(ctx: BenchContext) -> list[Figure]:
                    Timing(tuple(split["total_s"])), Timing((batch_pp,)), "batch pipeline per patient (same run)",
                    higher_is_better=False, notes=notes)]
     n_req, conc = (8, 2) if ctx.quick else (32, 4)
-    uploads = [_upload(f) for f in folders]
+    # the HTTP API takes NIfTI parts (and DICOM as a zip); the load test sends the all-NIfTI patients
+    uploads = [_upload(f) for f in folders if _all_nifti(f)]
     rps, lat = _load(store, uploads, n_req, conc)
     figs.append(Figure("serve", f"POST /predict on 127.0.0.1, {n_req} requests at concurrency {conc}",
                        "requests/s", Timing((rps,)), Timing((1.0 / batch_pp,)),

@@ -339,15 +339,20 @@ def test_paths_leaving_the_cohort_are_refused_per_row(traversal_cohort, tmp_path
     assert _stored(tmp_path / "store") == ["P004", "P005"] and rep.ok == 2
 
 
-def test_symlink_inside_a_dicom_series_is_refused(tmp_path):
+@pytest.mark.parametrize("inside", [False, True], ids=["outside-refused", "inside-read"])
+def test_symlink_inside_a_dicom_series_is_refused(tmp_path, inside):
+    """A slice symlinked out of the cohort is refused; one linked from elsewhere inside the cohort is read."""
     root, _ = make_cohort(tmp_path / "c", per_center=1, seed=6)
-    outside = tmp_path / "outside"
-    outside.mkdir()
+    target = (root / "archive") if inside else (tmp_path / "outside")
+    target.mkdir()
     f = sorted((root / "images" / "P002" / "portal").glob("*.dcm"))[0]
-    shutil.move(f, outside / "slice.dcm")
-    f.symlink_to(outside / "slice.dcm")
+    shutil.move(f, target / "slice.dcm")
+    f.symlink_to(target / "slice.dcm")
     rep, errs = _ingest(root, tmp_path / "store")
-    assert [(e["patient_id"], e["code"]) for e in errs] == [("P002", "path_outside_cohort")]
+    if inside:
+        assert errs == [] and rep.ok == 3
+    else:
+        assert [(e["patient_id"], e["code"]) for e in errs] == [("P002", "path_outside_cohort")]
 
 
 # -- cohort tables: injection, encodings, dates ------------------------------------------------------
@@ -565,18 +570,6 @@ def test_slice_error_names_the_ordinal_not_the_file(tmp_path):
     with pytest.raises(IngestReadError) as e:
         read_image(folder)
     assert f"{folder} slice 2 of 3" in str(e.value) and uid not in str(e.value)
-
-
-def test_symlink_to_a_slice_inside_the_cohort_is_not_refused(tmp_path):
-    """Only links that leave the cohort are refused: a slice linked from elsewhere in the cohort is read."""
-    root, _ = make_cohort(tmp_path / "c", per_center=1, seed=6)
-    keep = root / "archive"
-    keep.mkdir()
-    f = sorted((root / "images" / "P002" / "portal").glob("*.dcm"))[0]
-    shutil.move(f, keep / "slice.dcm")
-    f.symlink_to(keep / "slice.dcm")
-    rep, errs = _ingest(root, tmp_path / "store")
-    assert errs == [] and rep.ok == 3
 
 
 @pytest.mark.parametrize(("cells", "dtype", "first"), [

@@ -71,6 +71,8 @@ PIXDIM = st.lists(st.sampled_from([0.0, -1.0, 1e-30, 0.5, 2.0, 1e30, float("nan"
 @given(dims=st.lists(st.integers(1, 40), min_size=3, max_size=3), pixdim=PIXDIM,
        dtype=st.sampled_from(VALID_DTYPES), vox_offset=st.sampled_from([352.0, 353.0, 4096.0, 1e9, float("nan")]),
        qform=st.integers(0, 4), sform=st.integers(0, 4))
+@example(dims=[1, 1, 1], pixdim=[0.0, 0.0, 0.0, float("nan"), 0.0, 0.0, 0.0, 0.0], dtype=2, vox_offset=352.0,
+         qform=0, sform=0)  # a NaN spacing gave a NaN affine that failed in to_canonical's SVD (found in CI)
 def test_fuzzed_nifti_geometry_gives_volume_or_named_error(tmp_path, dims, pixdim, dtype, vox_offset, qform, sform):
     """pixdim, vox_offset, qform/sform codes, the three sizes and the datatype (valid codes) fuzzed."""
     _count("nifti-header")

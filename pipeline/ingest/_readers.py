@@ -67,6 +67,11 @@ class ImageReader:
         except _decode_errors() as e:
             raise CorruptFileError(one_line(f"{path}: cannot decode as {self.name} ({type(e).__name__}: {e}); "
                                             "re-export the file")) from None
+        aff = np.asarray(vol.affine, dtype=np.float64)
+        if aff.shape != (4, 4) or not np.isfinite(aff).all() or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
+            raise CorruptFileError(f"{path}: the {self.name} header gives no usable voxel-to-world matrix "
+                                   "(non-finite or singular affine: check pixdim / spacing and orientation); "
+                                   "re-export the file")
         return Volume(vol.voxels, vol.affine, {"reader": self.name, **vol.meta})
 
     def _read(self, path: Path) -> Volume:  # pragma: no cover - abstract

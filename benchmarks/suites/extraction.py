@@ -132,14 +132,15 @@ def run(ctx: BenchContext) -> list[Figure]:
         k = 0
         # (workers, pipelined): the single-actor run (load then encode in one actor) is the pipelining baseline
         for workers, piped in ((1, True), (2, True), (1, False)):
-            for _ in range(repeats + 1):  # first run per size: warm-up (imports, page cache)
+            warm = 0 if ctx.quick else 1  # full runs discard a warm-up run (imports, page cache); --quick is a smoke run
+            for _ in range(repeats + warm):
                 k += 1
                 cfg = ExtractConfig(name=f"bench{k}", workers=workers, batch_size=batch, pipelined=piped,
                                     gpus_per_worker=(1.0 / workers) if gpu else 0.0)
                 t0 = time.perf_counter()
                 rep = extract_features(root, enc, cfg)
                 wall = time.perf_counter() - t0
-                if _ == 0:
+                if _ < warm:
                     continue
                 rates.setdefault((workers, piped), []).append(rep.steady_volumes_per_s)
                 busy = rep.load_s + rep.encode_s

@@ -154,3 +154,19 @@ def _csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+
+
+def region_values(store_root: Path, center: str, phase: str, region: str) -> np.ndarray:
+    """The independent reference of the ingest statistics: every stored voxel of ``phase`` in ``center``'s
+    patients inside the tumour mask (``region == "tumour"``) or non-zero (body), float64, sorted."""
+    import zarr
+
+    grp = zarr.open_group(Path(store_root) / "volumes.zarr", mode="r")
+    vals = []
+    for pid in sorted(grp.group_keys()):
+        g = grp[pid]
+        if g.attrs["center"] != center:
+            continue
+        v = g[phase][...].astype(np.float64)
+        vals.append(v[g["mask"][...] > 0] if region == "tumour" else v[v > 0])
+    return np.sort(np.concatenate(vals))

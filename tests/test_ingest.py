@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 import zarr
-from _ingest_cohort import FAKE, make_cohort
+from _ingest_cohort import FAKE, make_cohort, region_values
 
 from pipeline.ingest import IngestConfig, ingest_cohort
 
@@ -94,16 +94,8 @@ def test_dask_statistics_equal_numpy(store):
     root, _ = store
     stats = pq.read_table(root / "ingest" / "intensity_stats.parquet").to_pylist()
     assert len(stats) == 2 * 3 * 2
-    grp = zarr.open_group(root / "volumes.zarr", mode="r")
     for s in stats:
-        vals = []
-        for pid in sorted(grp.group_keys()):
-            g = grp[pid]
-            if g.attrs["center"] != s["center"]:
-                continue
-            v = g[s["phase"]][...].astype(np.float64)
-            vals.append(v[g["mask"][...] > 0] if s["region"] == "tumour" else v[v > 0])
-        v = np.concatenate(vals)
+        v = region_values(root, s["center"], s["phase"], s["region"])
         assert s["n"] == v.size
         np.testing.assert_allclose([s["mean"], s["std"]], [v.mean(), v.std()], rtol=1e-10)
         np.testing.assert_allclose([s["p01"], s["p50"], s["p99"]], np.percentile(v, [1, 50, 99]), rtol=1e-12)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from _ingest_cohort import region_values
 
 from pipeline.ingest import IngestConfig, ingest_cohort
 from pipeline.ingest._stats import FLOAT_RTOL  # the stated accuracy, documented in pipeline/ingest/_stats.py
@@ -56,18 +57,6 @@ def _cohort(root: Path, kinds: dict[str, tuple[str, str]], seed: int) -> Path:
     return root
 
 
-def _numpy_reference(store: Path, s: dict) -> np.ndarray:
-    grp = zarr.open_group(store / "volumes.zarr", mode="r")
-    vals = []
-    for pid in sorted(grp.group_keys()):
-        g = grp[pid]
-        if g.attrs["center"] != s["center"]:
-            continue
-        v = g[s["phase"]][...].astype(np.float64)
-        vals.append(v[g["mask"][...] > 0] if s["region"] == "tumour" else v[v > 0])
-    return np.sort(np.concatenate(vals))
-
-
 @pytest.fixture(scope="module")
 def float_store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fstats")
@@ -87,7 +76,7 @@ def test_float32_statistics_within_stated_tolerance_of_numpy(float_store):
     assert len(stats) == 2 * 2 * 2
     worst = 0.0
     for s in stats:
-        v = _numpy_reference(float_store, s)
+        v = region_values(float_store, s["center"], s["phase"], s["region"])
         assert s["n"] == v.size
         np.testing.assert_allclose([s["mean"], s["std"]], [v.mean(), v.std()], rtol=1e-10)
         for name, q in (("p01", 1.0), ("p50", 50.0), ("p99", 99.0)):
@@ -107,6 +96,6 @@ def test_float32_with_few_distinct_values_is_exact(float_store):
     rows = [s for s in stats if s["center"] == "B"]
     assert len(rows) == 4
     for s in rows:
-        v = _numpy_reference(float_store, s)
+        v = region_values(float_store, s["center"], s["phase"], s["region"])
         assert len(np.unique(v)) > 100  # many values, all representable in one bucket each
         np.testing.assert_allclose([s["p01"], s["p50"], s["p99"]], np.percentile(v, [1, 50, 99]), rtol=1e-12)

@@ -124,12 +124,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     records.append(ledger.run("register cohort", [synth_hash, records[-1].inputs_hash], register_stage))
 
     from dltr.cohort import CohortConfig
-    from pipeline.loaders import RoiConfig
 
-    phases = tuple(cfg.phases or CohortConfig.read(cohort / "cohort.toml").phases or RoiConfig().phases)
+    phases = tuple(cfg.phases or CohortConfig.read(cohort / "cohort.toml").phases)
+    if not phases:  # a cohort.toml without phases: the loaders' default channels (imports torch, so only here)
+        from pipeline.loaders import RoiConfig
+
+        phases = RoiConfig().phases
 
     def encoder_stage():
         from models.training import EncoderTrainConfig, train_encoder
+        from pipeline.loaders import RoiConfig
 
         tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs,
                                   width=cfg.width, seed=cfg.seed, aux_weight=cfg.aux_weight,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import ApproximationWarning
+from dltr.core.exceptions import ApproximationWarning
 
 GROUPS = ("low", "high")
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
-from dltr.exceptions import ApproximationWarning
+from dltr.core.exceptions import ApproximationWarning
 
 __all__ = ["CalibrationResult", "brier_score", "calibration", "calibration_curve"]
 

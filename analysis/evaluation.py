@@ -20,16 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import ApproximationWarning
+from dltr.core.exceptions import ApproximationWarning
+from dltr.core.io import atomic_write_text
+from dltr.core.vocabulary import PRIMARY_HEAD, display_name, head_order
 
 from .calibration import calibration
 from .decision_curve import decision_curve
+from .groups import labelled_groups
 from .roc import bootstrap_auc_ci, delong_auc, delong_test
 
-__all__ = ["EvaluationResult", "cohort_masks", "evaluate", "evaluate_scores", "paper_table",
+__all__ = ["EvaluationResult", "evaluate", "evaluate_scores", "paper_table",
            "threshold_metrics"]
 
-DISPLAY = {"clinical": "Clinical", "dltr": "DLTR", "dltr_mlp": "DLTR_MLP", "xgb_fusion": "XGBoost fusion"}
 
 
 def _nan_div(a: float, b: float) -> float:
@@ -45,17 +47,6 @@ def threshold_metrics(y, score, cutoff: float) -> dict[str, float]:
     return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "accuracy": _nan_div(tp + tn, y.size),
             "sensitivity": _nan_div(tp, tp + fn), "specificity": _nan_div(tn, tn + fp),
             "ppv": _nan_div(tp, tp + fp), "npv": _nan_div(tn, tn + fn)}
-
-
-def cohort_masks(scores: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Cohort name -> boolean mask over rows (labelled rows only)."""
-    lab = scores["label"].notna().to_numpy()
-    split = scores["split"].astype(str).to_numpy()
-    out = {"training": lab & (split == "train"), "internal": lab & (split == "internal")}
-    centers = sorted(scores.loc[split == "external", "center"].astype(str).unique())
-    for c in centers:
-        out[f"external {c}"] = lab & (split == "external") & (scores["center"].astype(str).to_numpy() == c)
-    return {k: v for k, v in out.items() if v.any()}
 
 
 @dataclass
@@ -93,22 +84,22 @@ def _one(y, s, cutoff, bootstrap: int, seed: int) -> tuple[dict[str, Any], pd.Da
 def evaluate_scores(scores: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
                     thresholds=None) -> EvaluationResult:
     """All statistics from a ``scores`` table (columns of the store's ``scores`` contract)."""
-    heads = [h for h in DISPLAY if h in set(scores["head"])] + sorted(set(scores["head"]) - set(DISPLAY))
+    heads = head_order(scores["head"])
     met, dl, cal, dca = [], [], [], []
     per_head = {h: scores[scores["head"] == h].sort_values("patient_id", kind="mergesort").reset_index(drop=True)
                 for h in heads}
-    for cohort, _ in cohort_masks(scores).items():
+    for cohort, _ in labelled_groups(scores).items():
         vecs = {}
         for h in heads:
             d = per_head[h]
-            mask = cohort_masks(d).get(cohort)
+            mask = labelled_groups(d).get(cohort)
             if mask is None:
                 continue
             y = d.loc[mask, "label"].astype(int).to_numpy()
             s = d.loc[mask, "score"].to_numpy(np.float64)
             vecs[h] = (d.loc[mask, "patient_id"].to_numpy(), y, s)
             row, curve = _one(y, s, float(d["cutoff"].iloc[0]), bootstrap, seed)
-            met.append({"head": h, "model": DISPLAY.get(h, h), "cohort": cohort,
+            met.append({"head": h, "model": display_name(h), "cohort": cohort,
                         "head_version": str(d["head_version"].iloc[0]), **row})
             cal.append(curve.assign(head=h, cohort=cohort))
             dca.append(decision_curve(y, s, thresholds).assign(head=h, cohort=cohort))
@@ -141,14 +132,14 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
         index="model", columns=None)
 
 
-def _p_vs(delong: pd.DataFrame, ref: str = "dltr_mlp") -> pd.DataFrame:
+def _p_vs(delong: pd.DataFrame, ref: str = PRIMARY_HEAD) -> pd.DataFrame:
     if delong.empty:
         return pd.DataFrame()
     rows = []
     for _, r in delong.iterrows():
         if ref in (r["head1"], r["head2"]):
             other = r["head2"] if r["head1"] == ref else r["head1"]
-            rows.append({"model": DISPLAY.get(other, other), "cohort": r["cohort"], "p": r["p_value"]})
+            rows.append({"model": display_name(other), "cohort": r["cohort"], "p": r["p_value"]})
     if not rows:
         return pd.DataFrame()
     d = pd.DataFrame(rows)
@@ -169,8 +160,6 @@ def _markdown(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
 
 def write_tables(result: EvaluationResult, out: Path) -> list[Path]:
     """``model_comparison.csv`` / ``.md`` (paper layout, plus DeLong P against DLTR_MLP)."""
-    from dltr._io import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     table = result.summary
     atomic_write_text(out / "model_comparison.csv", table.to_csv())
@@ -181,22 +170,23 @@ def write_tables(result: EvaluationResult, out: Path) -> list[Path]:
 
 
 def evaluate(store, *, out: str | Path | None = None, bootstrap: int = 0, seed: int = 0,
-             figures: bool = True) -> EvaluationResult:
-    """Score the registered heads, compute every statistic, write the ``scores`` and ``eval_*``
-    tables into the store, the paper-style table (CSV + Markdown) and the figures under
-    ``out`` (default ``STORE/figures``)."""
+             figures: bool = True, scores: pd.DataFrame | None = None) -> EvaluationResult:
+    """Compute every statistic from the store's ``scores`` table (written by ``models.heads.train_heads``
+    or ``score_heads``; or the ``scores`` frame given), write the ``eval_*`` tables into the store, the
+    paper-style table (CSV + Markdown) and the figures under ``out`` (default ``STORE/figures``)."""
     import pyarrow as pa
 
-    from models.heads import score_heads
+    from dltr.core.layout import StoreLayout
 
-    scores = score_heads(store, write=True)
+    if scores is None:
+        scores = store.table("scores").to_pandas()
     result = evaluate_scores(scores, bootstrap=bootstrap, seed=seed)
     lineage = {"heads": dict(zip(scores["head"], scores["head_version"], strict=False)),
                "bootstrap": bootstrap, "seed": seed}
     for name, df in (("eval_metrics", result.metrics), ("eval_delong", result.delong),
                      ("eval_calibration", result.calibration), ("eval_decision_curve", result.decision_curve)):
         store.write_table(name, pa.Table.from_pandas(df, preserve_index=False), lineage=lineage)
-    out = Path(out) if out is not None else Path(store.root) / "figures"
+    out = Path(out) if out is not None else StoreLayout.of(store).figures
     write_tables(result, out)
     if figures:
         from .plots import save_evaluation_figures

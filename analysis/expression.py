@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 __all__ = ["ExpressionError", "SAMPLE_KINDS", "expression_matrix", "read_tcga_tpm", "tcga_sample_kind"]
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 
 from ._correlation import correlation_matrix, gene_summaries, r_to_p, standardize_columns
 from ._enrichment import overrepresentation, preranked_enrichment

@@ -67,7 +67,7 @@ def save_genes_figures(result, out: Path, dpi: int = 110) -> list[Path]:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from dltr._io import atomic_file
+    from dltr.core.io import atomic_file
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 __all__ = ["GeneSet", "GeneSetError", "read_gmt"]
 

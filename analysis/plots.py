@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import ApproximationWarning
+from dltr.core.exceptions import ApproximationWarning
+from dltr.core.vocabulary import display_name
+
+from .groups import labelled_groups
 
 __all__ = ["plot_calibration", "plot_decision_curve", "plot_roc", "save_evaluation_figures"]
 
-DISPLAY = {"clinical": "Clinical", "dltr": "DLTR", "dltr_mlp": "DLTR_MLP", "xgb_fusion": "XGBoost fusion"}
 
 
 def _axes(ax):
@@ -85,7 +87,7 @@ def plot_decision_curve(curves: dict[str, pd.DataFrame], *, ax=None, title: str 
 
 
 def _save(fig, path: Path) -> Path:
-    from dltr._io import atomic_file
+    from dltr.core.io import atomic_file
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -105,27 +107,26 @@ def save_evaluation_figures(scores: pd.DataFrame, result, out: str | Path, *, se
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .evaluation import cohort_masks
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for cohort in cohort_masks(scores):
+    for cohort in labelled_groups(scores):
         svec, y = {}, None
         for h, d in scores.groupby("head", sort=False):
             d = d.sort_values("patient_id", kind="mergesort").reset_index(drop=True)
-            m = cohort_masks(d).get(cohort)
+            m = labelled_groups(d).get(cohort)
             if m is None:
                 continue
             yy = d.loc[m, "label"].astype(int).to_numpy()
             if yy.min() == yy.max():
                 continue
-            y, svec[DISPLAY.get(h, h)] = yy, d.loc[m, "score"].to_numpy(float)
+            y, svec[display_name(h)] = yy, d.loc[m, "score"].to_numpy(float)
         if not svec:
             continue
-        cal = {DISPLAY.get(h, h): g for h, g in result.calibration[result.calibration["cohort"] == cohort]
+        cal = {display_name(h): g for h, g in result.calibration[result.calibration["cohort"] == cohort]
                .groupby("head", sort=False)}
-        dca = {DISPLAY.get(h, h): g for h, g in result.decision_curve[result.decision_curve["cohort"] == cohort]
+        dca = {display_name(h): g for h, g in result.decision_curve[result.decision_curve["cohort"] == cohort]
                .groupby("head", sort=False)}
         draws = (("roc", partial(plot_roc, y, svec, seed=seed, title=f"ROC - {cohort}")),
                  ("calibration", partial(plot_calibration, cal, title=f"Calibration - {cohort}")),

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.special import ndtr
 from scipy.stats import norm, rankdata
 
-from dltr.exceptions import ApproximationWarning
+from dltr.core.exceptions import ApproximationWarning
 
 __all__ = [
     "DeLongResult",

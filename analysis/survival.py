@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 
 from ._km import at_risk_counts, compare_groups, km_frame
+from .groups import evaluation_groups
 
 __all__ = ["SurvivalConfig", "SurvivalResult", "at_risk_counts", "fixed_cutoff", "km_frame", "run_survival",
            "survival_analysis", "survival_cohorts"]
@@ -79,15 +80,7 @@ def fixed_cutoff(frame: pd.DataFrame, method: str = "scores") -> float:
 def survival_cohorts(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Cohort name -> boolean row mask (rows with a PFS time and event only)."""
     ok = (frame["pfs_days"].notna() & frame["pfs_event"].notna()).to_numpy()
-    split = frame["split"].astype(str).to_numpy()
-    center = frame["center"].astype(str).to_numpy()
-    out = {"training": ok & (split == "train"), "internal": ok & (split == "internal")}
-    ext = sorted(set(center[split == "external"]))
-    for c in ext:
-        out[f"external {c}"] = ok & (split == "external") & (center == c)
-    if len(ext) > 1:
-        out["external (pooled)"] = ok & (split == "external")
-    return {k: v for k, v in out.items() if v.any()}
+    return evaluation_groups(frame, ok, pooled=True)
 
 
 @dataclass

@@ -202,14 +202,14 @@ def render_markdown(figures: list[Figure], info: dict[str, Any]) -> str:
 def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
                scale: float = 1.0, seed: int = 0, log: Callable[[str], None] = print) -> list[Figure]:
     """Run the suites (all, or ``only``), write results.json and results.md under ``out``."""
-    from dltr._io import atomic_write_text
+    from dltr.core.io import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = only or list(SUITES)
     unknown = [n for n in names if n not in SUITES]
     if unknown:
-        from dltr.exceptions import DltrError
+        from dltr.core.exceptions import DltrError
 
         raise DltrError(f"unknown benchmark suite(s) {unknown}; choose from {list(SUITES)}")
     ctx = BenchContext(work=out / "work", quick=quick, scale=scale, repeats=3 if quick else 5, seed=seed)

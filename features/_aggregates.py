@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 from features._frames import embedding_matrix
 from features._registry import FeatureSetVersion
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import duckdb
 
-from dltr._io import fsync_dir
-from features._lock import try_lock
+from dltr.core.io import fsync_dir
+from dltr.core.lock import try_lock
 from features._registry import FeatureSetVersion, Registry
 
 CATALOG_NAME = "catalog.duckdb"

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 
 DATE_COLUMNS = ("tace_date",)
 TIME_COLUMNS = ("measured_at", "recorded_at")

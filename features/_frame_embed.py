@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 
 
 def _matrix(col: pa.Array, dim: int, where: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 from features._catalog import ident, literal
 
 BASE_COLUMNS = ("patient_id", "center", "split", "tace_date", "label", "pfs_days", "pfs_event", "embedding")

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dltr._io import atomic_write_text
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
+from dltr.core.io import atomic_write_text
+from dltr.core.vocabulary import parse_ref
 
 REGISTRY_NAME = "registry.json"
 FORMAT = 1
@@ -60,16 +61,6 @@ class FeatureSetVersion:
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-
-
-def split_ref(ref: str, version: str | None = None) -> tuple[str, str | None]:
-    """``"dltr@abc"`` -> ("dltr", "abc"); ``"dltr"`` -> ("dltr", version)."""
-    if "@" in ref:
-        name, _, v = ref.partition("@")
-        if version is not None and version != v:
-            raise StoreError(f"reference {ref!r} names version {v!r} but version={version!r} was also given")
-        return name, v
-    return ref, version
 
 
 class Registry:
@@ -119,7 +110,7 @@ class Registry:
 
     def resolve(self, ref: str, version: str | None = None) -> FeatureSetVersion:
         """A feature set's latest version, or the pinned one (``name@version`` or a unique prefix)."""
-        name, v = split_ref(ref, version)
+        name, v = parse_ref(ref, version, what='feature set')
         fs = self.data["feature_sets"].get(name)
         if fs is None:
             raise StoreError(f"no feature set named {name!r} in {self.root}; known: {self.feature_sets()}")

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 
 KEY = "patient_id"
 REQUIRED = ("patient_id", "center", "phases", "roi_box", "input_checksum", "embedding")

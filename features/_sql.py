@@ -19,9 +19,9 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 
-from dltr.exceptions import ReadOnlyQueryError, StoreError
+from dltr.core.exceptions import ReadOnlyQueryError, StoreError
+from dltr.core.lock import WriterLock
 from features._catalog import CATALOG_NAME, build_catalog, fresh_catalog
-from features._lock import WriterLock
 from features._registry import Registry
 from features._session import CatalogSession, lock_down
 

@@ -12,9 +12,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dltr._io import atomic_file
-from dltr.exceptions import StoreError
-from dltr.hashing import file_sha256
+from dltr.core.exceptions import StoreError
+from dltr.core.hashing import file_sha256
+from dltr.core.io import atomic_file
+from dltr.core.lock import WriterLock, try_lock
+from dltr.core.vocabulary import parse_ref
 from features._aggregates import embedding_means
 from features._catalog import CATALOG_NAME, NAME_RE, build_catalog, ident
 from features._frame_embed import align_embeddings, read_embeddings
@@ -26,8 +28,7 @@ from features._frames import (
     frame_sql,
     table_hash,
 )
-from features._lock import WriterLock, try_lock
-from features._registry import FeatureSetVersion, Registry, now_iso, split_ref
+from features._registry import FeatureSetVersion, Registry, now_iso
 from features._rows import check_rows, conform, feature_schema
 from features._session import CatalogSession
 from features._sql import on_catalog, run_read_only, run_write
@@ -89,7 +90,7 @@ class FeatureStore:
 
     def describe(self, name: str) -> dict[str, Any]:
         reg = self.registry()
-        if name.split("@")[0] in reg.feature_sets():
+        if parse_ref(name, what="feature set")[0] in reg.feature_sets():
             v = reg.resolve(name)
             return {"kind": "feature_set", **v.to_dict(), "ref": v.ref, "latest": reg.resolve(v.name).version_id,
                     "versions": [x.version_id for x in reg.versions(v.name)],
@@ -172,7 +173,7 @@ class FeatureStore:
     def read(self, ref: str, version: str | None = None, columns: list[str] | None = None) -> pa.Table:
         """A feature-set version (``name``, ``name@version`` or ``read(name, version)``) or a table."""
         reg = self.registry()
-        name, _ = split_ref(ref, version)
+        name, _ = parse_ref(ref, version, what='feature set')
         if name in reg.tables() and name not in reg.feature_sets():
             return pq.read_table(self.root / reg.table_entry(name)["path"], columns=columns)
         v = reg.resolve(ref, version)

@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dltr._io import atomic_file, fsync_dir, fsync_tree
-from dltr.exceptions import StoreError
-from dltr.hashing import content_hash
+from dltr.core.exceptions import StoreError
+from dltr.core.hashing import content_hash
+from dltr.core.io import atomic_file, fsync_dir, fsync_tree
+from dltr.core.lock import WriterLock
 from features._catalog import CATALOG_NAME, NAME_RE, build_catalog
-from features._lock import WriterLock
 from features._registry import FeatureSetVersion, Registry, now_iso
 from features._rows import check_rows, conform
 

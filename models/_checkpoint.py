@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dltr._io import publish_dir
-from dltr.exceptions import ModelError
-from dltr.hashing import content_hash
+from dltr.core.exceptions import ModelError
+from dltr.core.hashing import content_hash
+from dltr.core.io import publish_dir
 from models.encoders import Encoder3d, build_from_arch
 
 

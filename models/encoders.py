@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dltr.exceptions import ModelError
+from dltr.core.exceptions import ModelError
 
 
 def _cbr(cin: int, cout: int, stride: int = 1, k: int = 3) -> nn.Sequential:

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dltr.exceptions import ModelError
-from dltr.hashing import content_hash
+from dltr.core.exceptions import ModelError
+from dltr.core.hashing import content_hash
 from models._auxiliary import descriptor_names, roi_descriptors
 from models._checkpoint import save_encoder, software_versions
 from models.encoders import Encoder3d, build_encoder

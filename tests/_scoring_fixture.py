@@ -20,8 +20,8 @@ class ScoringDemo(NamedTuple):
 
 
 def build_demo(root: Path) -> ScoringDemo:
+    from dltr.core.exceptions import DltrWarning
     from dltr.demo import DemoConfig, run_demo
-    from dltr.exceptions import DltrWarning
 
     out = root / "demo"
     # One encoder candidate ("plain") keeps the fixture near 2 minutes on 2 shared cores; the scoring

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from dltr.cohort import CohortConfig, derive_split, load_cohort, validate_cohort
-from dltr.exceptions import CohortError
+from dltr.core.exceptions import CohortError
 
 
 def _copy(tiny_cohort, tmp_path):

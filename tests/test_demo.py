@@ -14,7 +14,7 @@ from dltr.demo import DemoConfig, run_demo
 from features import FeatureStore
 
 # The tiny cohort leaves some risk groups empty: the survival stage warns (ApproximationWarning) by design.
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dltr.exceptions.ApproximationWarning")]
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dltr.core.exceptions.ApproximationWarning")]
 
 SECTIONS = ("Cohort", "Model comparison", "ROC, calibration and decision curves", "Progression-free survival",
             "Radiogenomics", "This run beside the paper and the oracle", "Performance", "Lineage")

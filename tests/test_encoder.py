@@ -10,7 +10,7 @@ import pytest
 import torch
 from _loader_store import build_store
 
-from dltr.exceptions import ModelError
+from dltr.core.exceptions import ModelError
 from models import ENCODERS, build_encoder, card_hash, load_encoder
 from models.training import EncoderTrainConfig, train_encoder
 from pipeline.loaders import DaliRoiPipeline, RoiConfig

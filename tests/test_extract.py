@@ -26,7 +26,7 @@ import pytest
 pytest.importorskip("nvidia.dali")
 ray = pytest.importorskip("ray")
 
-from dltr.hashing import content_hash  # noqa: E402
+from dltr.core.hashing import content_hash  # noqa: E402
 from features import FeatureStore  # noqa: E402
 from pipeline.extract import ERRORS_TABLE, ExtractConfig, extract_features, extract_local  # noqa: E402
 

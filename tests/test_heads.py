@@ -15,7 +15,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from dltr.exceptions import ModelError
+from dltr.core.exceptions import ModelError
 from models.heads import (
     DLTRMLP,
     ClinicalModel,

@@ -13,7 +13,7 @@ from _loader_store import CHUNKS, PHASES, build_store
 from scipy.ndimage import map_coordinates
 from zarr.storage import LocalStore, WrapperStore
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 from pipeline.loaders import (
     DaliRoiLoader,
     DaliRoiPipeline,

@@ -18,7 +18,7 @@ import pytest
 from _crash_harness import catalog_check, diff, process_state, volume_store_snapshot
 from _ingest_cohort import make_cohort
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 from features import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 WRITER = """
 import sys, time
-from dltr.exceptions import StoreLockedError
+from dltr.core.exceptions import StoreLockedError
 sys.path.insert(0, sys.argv[4])
 from crash_sweep import feature_rows
 from features import FeatureStore

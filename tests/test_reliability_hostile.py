@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from analysis.gmt import GeneSetError, read_gmt
-from dltr.exceptions import CohortError
+from dltr.core.exceptions import CohortError
 from pipeline.ingest import (
     IngestConfig,
     IngestReadError,

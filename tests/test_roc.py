@@ -20,7 +20,7 @@ from analysis.roc import (
     roc_curve,
     youden_cutoff,
 )
-from dltr.exceptions import ApproximationWarning
+from dltr.core.exceptions import ApproximationWarning
 
 ASAH = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference" / "aSAH.csv"
 TOL = 1e-9

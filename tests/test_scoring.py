@@ -12,9 +12,9 @@ import pytest
 from _scoring_fixture import one_patient_cohort, patients_of, shared_demo
 from scipy.special import logit
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
+from dltr.scoring import RECORDS_TABLE, Scorer, predict_patient, resolve_lineage
 from features import FeatureStore
-from pipeline.scoring import RECORDS_TABLE, Scorer, predict_patient, resolve_lineage
 
 pytestmark = pytest.mark.slow
 

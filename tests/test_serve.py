@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dltr.cli._serve import ServeConfigError, serve_token
-from pipeline.scoring import ServeLimits, create_app, predict_patient
+from dltr.scoring import ServeLimits, create_app, predict_patient
 
 pytestmark = pytest.mark.slow
 PHASES = ("t2", "arterial", "portal", "delayed")

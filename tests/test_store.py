@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from dltr.exceptions import ReadOnlyQueryError, StoreError, StoreLockedError
+from dltr.core.exceptions import ReadOnlyQueryError, StoreError, StoreLockedError
 from features import FeatureStore, embedding_matrix, feature_schema, table_hash, version_id_of
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 from features import FeatureStore, feature_schema
 
 REPO = Path(__file__).resolve().parents[1]

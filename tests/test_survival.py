@@ -14,7 +14,7 @@ from lifelines.utils import concordance_index
 from scipy.stats import norm
 
 from analysis.survival import SurvivalConfig, at_risk_counts, fixed_cutoff, km_frame, survival_analysis
-from dltr.exceptions import ApproximationWarning, StoreError
+from dltr.core.exceptions import ApproximationWarning, StoreError
 
 
 def _frame(seed: int = 0, n: int = 240) -> pd.DataFrame:

@@ -13,8 +13,8 @@ import pydicom
 import pytest
 from lifelines import KaplanMeierFitter
 
-from dltr.exceptions import DltrError
-from dltr.hashing import tree_sha256
+from dltr.core.exceptions import DltrError
+from dltr.core.hashing import tree_sha256
 from dltr.synth import SynthConfig, draw_patients, oracle_aucs, read_gmt, render_study, synthesize
 
 GMT = Path(__file__).resolve().parents[2] / "shared" / "data" / "genesets" / "h.all.v7.0.symbols.gmt"

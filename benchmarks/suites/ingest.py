@@ -127,8 +127,7 @@ def _compressor_figure(store: Path) -> Figure:
     """Compression ratio of each codec on the stored image arrays (same chunks)."""
     import zarr
 
-    from pipeline.ingest import DEFAULT_COMPRESSOR
-    from pipeline.ingest._writer import compressor_codec
+    from pipeline.ingest import DEFAULT_COMPRESSOR, compressor_codec
 
     grp = zarr.open_group(store / "volumes.zarr", mode="r")
     arrays = [grp[k][p][...] for k in sorted(grp.group_keys()) for p in grp[k].attrs["phases"]][:16]

@@ -27,8 +27,8 @@ def _p95(values) -> float:
 
 
 def _demo(ctx: BenchContext) -> tuple[Path, Path, dict]:
+    from dltr.core.exceptions import DltrWarning
     from dltr.demo import DemoConfig, run_demo
-    from dltr.exceptions import DltrWarning
 
     out = ctx.work / f"serve-demo-{time.time_ns()}"
     with warnings.catch_warnings():
@@ -89,7 +89,7 @@ def _load(store: Path, uploads: list, n_requests: int, concurrency: int) -> tupl
     import httpx
     import uvicorn
 
-    from pipeline.scoring import create_app
+    from dltr.scoring import create_app
 
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(store, max_concurrent=concurrency), host="127.0.0.1",
@@ -129,9 +129,9 @@ def _load(store: Path, uploads: list, n_requests: int, concurrency: int) -> tupl
 
 
 def run(ctx: BenchContext) -> list[Figure]:
+    from dltr.scoring import Scorer
     from features import FeatureStore
     from models.heads import score_heads
-    from pipeline.scoring import Scorer
 
     store, cohort, stages = _demo(ctx)
     import pyarrow.parquet as pq

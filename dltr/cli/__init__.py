@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib.metadata import version as _dist_version
 
 import typer
 
-from dltr import __version__
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 app = typer.Typer(
     name="dltr",
@@ -44,7 +44,7 @@ _COMMAND_MODULES = (
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"dltr {__version__}")
+        typer.echo(f"dltr {_dist_version('dltr')}")
         raise typer.Exit()
 
 

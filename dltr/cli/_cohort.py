@@ -28,7 +28,7 @@ def validate(
                    f"{s['patients']} patients, {s['manifest_rows']} images, phases {', '.join(s['phases'])}, "
                    f"centers {', '.join(s['centers'])}")
     if not report.ok:
-        from dltr.exceptions import CohortError
+        from dltr.core.exceptions import CohortError
 
         first = report.errors[0]
         raise CohortError(f"{cohort}: {len(report.errors)} errors, first: {first.file}"
@@ -44,7 +44,7 @@ def synth(
     as_json: bool = typer.Option(False, "--json", help="Print the result (paths, counts, oracle AUCs) as JSON."),
 ) -> None:
     """Write a synthetic multicenter TACE cohort (three centers, NIfTI + DICOM) and its ground truth."""
-    from dltr.exceptions import DltrError
+    from dltr.core.exceptions import DltrError
     from dltr.synth import SynthConfig, synthesize
 
     if gene_sets is not None and not gene_sets.is_file():

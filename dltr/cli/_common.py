@@ -6,12 +6,12 @@ import json
 import sys
 from typing import Any
 
-from dltr.hashing import _default
+from dltr.core.hashing import json_default
 
 
 def echo_json(obj: Any) -> None:
     """Write ``obj`` as indented JSON to stdout (the ``--json`` convention)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_default) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def progress(iterable=None, *, total: int | None = None, desc: str = "", disable: bool | None = None):

@@ -8,7 +8,7 @@ import typer
 
 
 def _grid(text: str) -> tuple[int, int, int]:
-    from dltr.exceptions import ModelError
+    from dltr.core.exceptions import ModelError
 
     try:
         g = tuple(int(v) for v in text.split(","))
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         from pipeline.loaders import RoiConfig, dali_available
 
         if not dali_available():
-            from dltr.exceptions import MissingDependencyError
+            from dltr.core.exceptions import MissingDependencyError
 
             raise MissingDependencyError("train-encoder reads its batches with NVIDIA DALI, which is not installed "
                                          "(pip install nvidia-dali-cuda120)")

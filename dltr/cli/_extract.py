@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Extract DLTR deep features on Ray (resumable, incremental) and publish a feature-set version."""
         from dltr.cli._common import echo_json
-        from dltr.exceptions import DltrError
+        from dltr.core.exceptions import DltrError
         from pipeline.extract import ExtractConfig, extract_features
 
         cfg = ExtractConfig(name=name, address=address, workers=workers, gpus_per_worker=gpus_per_worker,

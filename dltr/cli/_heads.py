@@ -51,8 +51,10 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate every head per cohort (AUC [95 % CI], cutoff metrics, DeLong, calibration, decision curves)."""
     from analysis.evaluation import evaluate
+    from models.heads import score_heads
 
-    res = evaluate(_store(store), out=out, bootstrap=bootstrap, seed=seed)
+    fs = _store(store)
+    res = evaluate(fs, out=out, bootstrap=bootstrap, seed=seed, scores=score_heads(fs, write=True))
     if as_json:
         echo_json({"metrics": res.metrics.to_dict(orient="records"),
                    "delong": res.delong.to_dict(orient="records")})

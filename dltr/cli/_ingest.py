@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from dltr.cli._common import echo_json
-from dltr.exceptions import IngestError
+from dltr.core.exceptions import IngestError
 
 
 def _spacing(text: str | None) -> tuple[float, float, float] | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 
 class ServeConfigError(DltrError, ValueError):
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
     ) -> None:
         """Score one patient with the registered preprocessing, encoder and head."""
-        from pipeline.scoring import predict_patient
+        from dltr.scoring import predict_patient
 
         pred = predict_patient(store, patient, head=head, record=record)
         if as_json:
@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
         """Serve POST /predict, GET /models, GET /health (OpenAPI at /docs and /openapi.json)."""
         import uvicorn
 
-        from pipeline.scoring import ServeLimits, create_app
+        from dltr.scoring import ServeLimits, create_app
 
         token = serve_token(host, token_env)
         api = create_app(store, head=head, token=token, limits=ServeLimits(max_request_mb=max_request_mb))

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from dltr.cli._common import echo_json
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 
 STORE_OPT = typer.Option(..., "--store", help="Store folder (created if missing).")
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -27,7 +27,7 @@ def _print_table(table, fmt: str, out: Path | None) -> None:
     if fmt == "parquet":
         if out is None:
             raise StoreError("--format parquet needs --out FILE")
-        from dltr._io import atomic_file
+        from dltr.core.io import atomic_file
 
         with atomic_file(out) as f:
             pq.write_table(table, f)
@@ -50,9 +50,9 @@ def _print_table(table, fmt: str, out: Path | None) -> None:
     if fmt == "json":
         import json
 
-        from dltr.hashing import _default
+        from dltr.core.hashing import json_default
 
-        text = json.dumps(table.to_pylist(), indent=2, default=_default) + "\n"
+        text = json.dumps(table.to_pylist(), indent=2, default=json_default) + "\n"
     elif fmt == "table":
         import pandas as pd
 
@@ -61,7 +61,7 @@ def _print_table(table, fmt: str, out: Path | None) -> None:
     else:
         raise StoreError(f"--format {fmt!r} is not one of table, csv, json, parquet")
     if out is not None:
-        from dltr._io import atomic_write_text
+        from dltr.core.io import atomic_write_text
 
         atomic_write_text(out, text)
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import CohortError
+from dltr.core.exceptions import CohortError
 
 from ._dates import DATE, DATE_TIME, parse_dates
 from ._model import Cohort, CohortConfig

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from dltr.exceptions import CohortError
+from dltr.core.exceptions import CohortError
 
 from ._dates import DATE, DATE_TIME, FORMATS, parse_dates
 from ._model import CohortConfig, CohortIssue, ValidationReport

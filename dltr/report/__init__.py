@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dltr._io import atomic_write_text
+from dltr.core.io import atomic_write_text
 from dltr.report._document import Section, render_html, render_markdown
 from dltr.report._sections import (
     cohort_section,

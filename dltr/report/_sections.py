@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dltr.core.vocabulary import CLINICAL, DLTR, DLTR_MLP, PRIMARY_HEAD, display_name, head_order
 from dltr.report._document import Section
-
-MODELS = {"clinical": "Clinical", "dltr": "DLTR", "dltr_mlp": "DLTR_MLP", "xgb_fusion": "XGBoost fusion"}
 
 
 def _auc_cell(r) -> str:
@@ -41,16 +40,16 @@ def cohort_section(t: dict[str, pd.DataFrame]) -> Section:
 
 def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     m = t["eval_metrics"]
-    m = m.assign(model=m["head"].map(MODELS).fillna(m["head"]), cell=m.apply(_auc_cell, axis=1))
+    m = m.assign(model=m["head"].map(display_name), cell=m.apply(_auc_cell, axis=1))
     cohorts = list(dict.fromkeys(m["cohort"]))
-    models = [v for k, v in MODELS.items() if k in set(m["head"])]
+    models = [display_name(h) for h in head_order(m["head"])]
     table = m.pivot(index="model", columns="cohort", values="cell").loc[models, cohorts].reset_index()
     d = t.get("eval_delong", pd.DataFrame())
     prow = []
     for _, r in d.iterrows():
-        if "dltr_mlp" in (r["head1"], r["head2"]):
-            other = r["head2"] if r["head1"] == "dltr_mlp" else r["head1"]
-            prow.append({"model": MODELS.get(other, other), "cohort": r["cohort"], "p": float(r["p_value"])})
+        if PRIMARY_HEAD in (r["head1"], r["head2"]):
+            other = r["head2"] if r["head1"] == PRIMARY_HEAD else r["head1"]
+            prow.append({"model": display_name(other), "cohort": r["cohort"], "p": float(r["p_value"])})
     tables = [("AUC [95 % CI] (DeLong) per model and cohort", table)]
     if prow:
         p = pd.DataFrame(prow).pivot(index="model", columns="cohort", values="p")
@@ -119,7 +118,7 @@ def _ext_auc(m: pd.DataFrame, head: str) -> list[float]:
 def paper_section(t: dict[str, pd.DataFrame], paper: dict[str, Any], truth: dict[str, Any] | None) -> Section:
     m = t["eval_metrics"]
     rows = []
-    for head, name in (("dltr_mlp", "DLTR_MLP"), ("dltr", "DLTR"), ("clinical", "Clinical")):
+    for head, name in ((h, display_name(h)) for h in (DLTR_MLP, DLTR, CLINICAL)):
         ours = _ext_auc(m, head)
         rows.append({"figure": f"external AUC, {name}", "paper": " / ".join(f"{v:.3f}" for v in paper["external_auc"][name]),
                      "this run": " / ".join(f"{v:.3f}" for v in ours)})
@@ -140,7 +139,7 @@ def paper_section(t: dict[str, pd.DataFrame], paper: dict[str, Any], truth: dict
     tables = [("This run beside Chen et al. (BMC Cancer 25:1810, 2025)", pd.DataFrame(rows))]
     if truth:
         o = []
-        mlp = m[m["head"] == "dltr_mlp"].set_index("cohort")["auc"]
+        mlp = m[m["head"] == PRIMARY_HEAD].set_index("cohort")["auc"]
         for center, c in sorted(truth["centers"].items()):
             key = f"external {center}" if f"external {center}" in mlp else "internal"
             ours = float(mlp[key]) if key in mlp else None

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 __all__ = ["CenterSpec", "SynthConfig"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 from ._config import SynthConfig
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dltr._io import publish_dir
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
+from dltr.core.io import publish_dir
 
 from ._anatomy import render_study
 from ._clinical import RESPONSE_MODEL, draw_patients, oracle_aucs

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.special import expit
 from scipy.stats import chi2, norm, skew
 
-from dltr.exceptions import ApproximationWarning, ModelError
+from dltr.core.exceptions import ApproximationWarning, ModelError
 
 __all__ = ["ClinicalDesign", "ClinicalModel", "LogisticFit", "fit_logistic"]
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from dltr.exceptions import ModelError
+from dltr.core.exceptions import ModelError
 
 __all__ = ["DLTRHead"]
 

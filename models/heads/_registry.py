@@ -3,7 +3,7 @@
 A version is content-addressed: ``content_hash`` of the head's name, its lineage (feature-set
 name and version, training-frame row hash, clinical inputs), hyper-parameters, seed and the
 SHA-256 of the serialised head. Publishing writes both files into a temporary sibling folder
-and renames it into place in one step (``dltr._io.publish_dir``); ``heads/<name>/latest.json``
+and renames it into place in one step (``dltr.core.io.publish_dir``); ``heads/<name>/latest.json``
 is then replaced atomically, so a reader never sees a half-written head.
 """
 
@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dltr._io import atomic_write_text, publish_dir
-from dltr.exceptions import ModelError
-from dltr.hashing import _default, content_hash
+from dltr.core.exceptions import ModelError
+from dltr.core.hashing import content_hash, json_default
+from dltr.core.io import atomic_write_text, publish_dir
 
 __all__ = ["HeadRegistry", "serialize_head"]
 
@@ -50,7 +50,7 @@ class HeadRegistry:
             (self.root / name).mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root / name))
             (tmp / "head.pkl").write_bytes(blob)
-            (tmp / "head.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=_default))
+            (tmp / "head.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=json_default))
             publish_dir(tmp, final)
         atomic_write_text(self.root / name / "latest.json", json.dumps({"version": version}))
         return version

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dltr.exceptions import ModelError
+from dltr.core.exceptions import ModelError
+from dltr.core.vocabulary import HEADS
 
 from ._clinical import ClinicalModel
 from ._linear import DLTRHead
@@ -25,8 +26,8 @@ from ._xgb import XGBFusionHead
 __all__ = ["DISPLAY_NAMES", "HEAD_NAMES", "FrameHead", "HeadsResult", "fit_heads", "frame_arrays", "score_heads",
            "train_heads"]
 
-HEAD_NAMES = ("clinical", "dltr", "dltr_mlp", "xgb_fusion")
-DISPLAY_NAMES = {"clinical": "Clinical", "dltr": "DLTR", "dltr_mlp": "DLTR_MLP", "xgb_fusion": "XGBoost fusion"}
+HEAD_NAMES = tuple(HEADS)
+DISPLAY_NAMES = HEADS
 RESERVED = {"patient_id", "center", "split", "tace_date", "label", "response", "pfs_days", "pfs_event",
             "embedding"}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dltr.exceptions import ModelError
+from dltr.core.exceptions import ModelError
 
 from ._linear import _check_xy
 

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from dltr.exceptions import DltrError
-from dltr.hashing import from_dict_checked
+from dltr.core.exceptions import DltrError
+from dltr.core.hashing import from_dict_checked
 
 
 @dataclass(frozen=True)

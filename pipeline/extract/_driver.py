@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 from pipeline.extract._config import ExtractConfig, ExtractReport
 from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
 from pipeline.extract._scope import Scope, build_scope
@@ -165,7 +165,7 @@ def clean_committed_staging(store_root: str | Path, name: str) -> list[str]:
     """
     import shutil
 
-    from features._lock import try_lock
+    from dltr.core.lock import try_lock
 
     root = Path(store_root)
     base = root / "features" / name

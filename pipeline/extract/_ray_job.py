@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 from pipeline.extract._config import ExtractConfig
 from pipeline.extract._worker import EmbedWorker, EncodeWorker, LoadWorker
 

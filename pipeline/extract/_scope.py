@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dltr.exceptions import ModelError, StoreError
-from dltr.hashing import content_hash
+from dltr.core.exceptions import ModelError, StoreError
+from dltr.core.hashing import content_hash
 
 PRODUCER = "pipeline.extract"
 SCOPE_SCHEMA = pa.schema([("patient_id", pa.string()), ("center", pa.string()),

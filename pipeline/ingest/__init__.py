@@ -37,12 +37,13 @@ from ._readers import ImageReader, NiftiReader, NrrdReader, read_image, reader_f
 from ._run import IngestReport, ingest_cohort
 from ._stats import intensity_stats
 from ._volume import Volume, resample, to_canonical
+from ._writer import compressor_codec
 
 __all__ = [
     "COMPRESSORS", "DEFAULT_CHUNKS", "DEFAULT_COMPRESSOR", "CorruptFileError", "DicomMultiframeReader",
     "DicomSeriesReader", "DuplicateSliceError", "EmptyMaskError", "ImageReader", "InconsistentGeometryError",
     "IngestConfig", "IngestReadError", "IngestReport", "IrregularSpacingError", "MaskMismatchError",
     "MissingFileError", "MissingSliceError", "NiftiReader", "NoPixelDataError", "NonFiniteError", "NrrdReader",
-    "PathOutsideCohortError", "TooLargeError", "UnsupportedImageError", "Volume", "ingest_cohort",
+    "PathOutsideCohortError", "TooLargeError", "UnsupportedImageError", "Volume", "compressor_codec", "ingest_cohort",
     "intensity_stats", "read_image", "reader_for", "resample", "to_canonical",
 ]

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from dltr.exceptions import CohortError
+from dltr.core.exceptions import CohortError
 
 from ._patient import Row
 

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from dltr.exceptions import IngestError
-from dltr.hashing import content_hash, from_dict_checked
+from dltr.core.exceptions import IngestError
+from dltr.core.hashing import content_hash, from_dict_checked
 
 # Chunks (64, 64, 16) int16 = 128 KiB raw: a 64-cubed ROI around the tumour touches at most
 # 2 x 2 x 5 chunks (MRI slices are 2-5x thicker than pixels, so 16 slices span about as many mm as

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dltr.exceptions import ImageReadError
+from dltr.core.exceptions import ImageReadError
 
 
 class IngestReadError(ImageReadError):

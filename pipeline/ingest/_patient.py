@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dltr.hashing import content_hash, tree_sha256
+from dltr.core.hashing import content_hash, tree_sha256
 
 from ._config import IngestConfig
 from ._dicom import series_files

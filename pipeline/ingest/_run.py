@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dltr._io import atomic_write_text
-from dltr.exceptions import IngestError
+from dltr.core.exceptions import IngestError
+from dltr.core.io import atomic_write_text
 
 from ._cohort_io import cohort_rows, pseudonym
 from ._config import IngestConfig

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dltr._io import atomic_file
+from dltr.core.io import atomic_file
 
 STUDIES_SCHEMA = pa.schema([
     ("patient_id", pa.string()), ("center", pa.string()), ("phase", pa.string()),

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from dltr._io import fsync_dir, fsync_tree
+from dltr.core.io import fsync_dir, fsync_tree
 
 from ._config import IngestConfig
 
@@ -73,7 +73,7 @@ def ingest_lock(store_root: Path):
     dies; re-entrant within a process), on its own file so that ingest and feature-store writers do
     not exclude each other. A second run gets ``StoreLockedError`` at once.
     """
-    from features._lock import WriterLock
+    from dltr.core.lock import WriterLock
 
     (store_root / "ingest").mkdir(parents=True, exist_ok=True)
     return WriterLock(store_root / "ingest", "ingest")

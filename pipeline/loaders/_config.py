@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from dltr.exceptions import ModelError
-from dltr.hashing import content_hash, from_dict_checked
+from dltr.core.exceptions import ModelError
+from dltr.core.hashing import content_hash, from_dict_checked
 
 # (32, 32, 16): a 3-phase ROI of 16k voxels per channel. It keeps a three-candidate,
 # three-fold encoder selection inside a few minutes on 2 CPU cores, keeps the synthetic

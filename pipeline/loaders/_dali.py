@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dltr.exceptions import MissingDependencyError
+from dltr.core.exceptions import MissingDependencyError
 from pipeline.loaders._augment import AugmentConfig, augment_matrix, flip_args, jitter
 from pipeline.loaders._config import RoiConfig
 from pipeline.loaders._roi import RoiCrop, RoiReader, dali_matrix

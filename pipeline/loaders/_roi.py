@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dltr.exceptions import StoreError
+from dltr.core.exceptions import StoreError
 from pipeline.loaders._chunks import BoxRead
 from pipeline.loaders._config import RoiConfig
 

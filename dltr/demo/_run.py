@@ -4,7 +4,7 @@ synthesise -> validate -> ingest (Dask) -> register the cohort -> train and sele
 -> extract features (Ray + DALI) -> heads and evaluation -> survival -> radiogenomics -> report.
 
 Each stage is recorded in ``OUT/stages.json`` with the hash of its inputs; a re-run with the same
-inputs reuses the output and says so (``dltr._stages.StageLog``). Everything lands under ``OUT``:
+inputs reuses the output and says so (``dltr.demo._stages.StageLog``). Everything lands under ``OUT``:
 ``OUT/synthetic/{cohort,truth}``, ``OUT/store`` (volumes, tables, features, encoders, heads, figures)
 and ``OUT/report/{report.html,report.md}``.
 """
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dltr._stages import StageLog
-from dltr.exceptions import CohortError
-from dltr.hashing import content_hash
+from dltr.core.exceptions import CohortError
+from dltr.core.hashing import content_hash
+from dltr.demo._stages import StageLog
 
-_SHARED_HALLMARK = Path(__file__).resolve().parents[2] / "shared/data/genesets/h.all.v7.0.symbols.gmt"
+_SHARED_HALLMARK = Path(__file__).resolve().parents[3] / "shared/data/genesets/h.all.v7.0.symbols.gmt"
 
 
 def default_gene_sets() -> Path | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 from ._stage import SCORING_KEY, StagedPatient
 

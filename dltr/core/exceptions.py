@@ -26,6 +26,10 @@ class IngestError(DltrError, RuntimeError):
     """Ingest failed as a whole (``--strict``, no sound patient, store unusable)."""
 
 
+class InvalidReferenceError(DltrError, ValueError):
+    """A ``NAME@VERSION`` reference (feature set or head) that does not parse."""
+
+
 class StoreError(DltrError, RuntimeError):
     """The feature store refused an operation (bad rows, unknown version, ...)."""
 

@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from dltr.exceptions import StoreLockedError
+from dltr.core.exceptions import StoreLockedError
 
 LOCK_NAME = ".writer.lock"
 

@@ -69,7 +69,7 @@ def head_frame(tmp_store: Path, cohort_dir: Path, lineage: Any, row: pa.Table, t
     labs = _labs_with_names(cohort.labs, lineage.labs, key)
     store = FeatureStore(tmp_store)
     store.add_cohort(dataclasses.replace(cohort, clinical=clinical, labs=labs, expression=None))
-    store.publish(lineage.feature_set, row, producer="pipeline.scoring",
+    store.publish(lineage.feature_set, row, producer="dltr.scoring",
                   lineage={"encoder_card_hash": lineage.encoder_card_hash,
                            "preprocess_hash": lineage.preprocess_hash, "scoring_of": lineage.feature_set_version})
     frame = store.training_frame(lineage.feature_set, label="response", clinical=list(lineage.clinical),

@@ -50,5 +50,5 @@ def append_record(store_root: str | Path, pred: Any, patient_id: str | None, emb
     new = pa.Table.from_pylist([row], schema=schema)
     if RECORDS_TABLE in store.tables():
         new = pa.concat_tables([store.table(RECORDS_TABLE).cast(schema), new])
-    store.write_table(RECORDS_TABLE, new, lineage={"producer": "pipeline.scoring", "append": True})
+    store.write_table(RECORDS_TABLE, new, lineage={"producer": "dltr.scoring", "append": True})
     return rid

@@ -17,19 +17,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from dltr.exceptions import ModelError, StoreError
+from dltr.core.exceptions import ModelError, StoreError
+from dltr.core.vocabulary import parse_ref
 
-__all__ = ["ScoringLineage", "parse_head_ref", "resolve_lineage"]
+__all__ = ["ScoringLineage", "resolve_lineage"]
 
 _INGEST_OUTPUT_FIELDS = ("target_spacing", "chunks", "compressor", "max_voxels")
-
-
-def parse_head_ref(ref: str) -> tuple[str, str | None]:
-    """``"dltr_mlp"`` -> ("dltr_mlp", None); ``"dltr_mlp@abc"`` -> ("dltr_mlp", "abc")."""
-    name, _, version = str(ref).partition("@")
-    if not name:
-        raise ModelError(f"head {ref!r}: give NAME or NAME@VERSION (e.g. dltr_mlp)")
-    return name, version or None
 
 
 @dataclass(frozen=True)
@@ -90,7 +83,7 @@ def resolve_lineage(store_root: str | Path, head: str = "dltr_mlp") -> tuple[Sco
     from pipeline.loaders import RoiConfig
 
     store_root = Path(store_root)
-    name, version = parse_head_ref(head)
+    name, version = parse_ref(head, what="head")
     fh, meta = HeadRegistry(store_root).load(name, version)
     lin = meta["lineage"]
     store = FeatureStore(store_root, create=False)

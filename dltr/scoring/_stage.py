@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dltr.exceptions import CohortError
+from dltr.core.exceptions import CohortError
 
 __all__ = ["SCORING_KEY", "StagedPatient", "normalisation_table", "stage_cohort"]
 

@@ -37,7 +37,7 @@ def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the form that hashes are taken of."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=json_default)
 
 
 def from_dict_checked(cls: type, d: dict[str, Any], error: type[Exception]) -> Any:
@@ -58,7 +58,7 @@ def content_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
-def _default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return o.as_posix()
     if isinstance(o, (set, frozenset)):

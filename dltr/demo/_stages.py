@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dltr._io import atomic_write_text
-from dltr.hashing import content_hash
+from dltr.core.hashing import content_hash
+from dltr.core.io import atomic_write_text
 
 
 @dataclass

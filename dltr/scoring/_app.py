@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dltr.exceptions import DltrError
+from dltr.core.exceptions import DltrError
 
 from ._scorer import Scorer
 from ._upload import ServeLimits, UploadError, build_upload_cohort

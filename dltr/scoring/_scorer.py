@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dltr.exceptions import IngestError
+from dltr.core.exceptions import IngestError
 
 from ._lineage import ScoringLineage, resolve_lineage, training_stats
 from ._prediction import Prediction, interval_for, pfs_group

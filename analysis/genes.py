@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dltr.core.exceptions import StoreError
+from dltr.core.layout import StoreLayout
 
 from ._correlation import correlation_matrix, gene_summaries, r_to_p, standardize_columns
 from ._enrichment import overrepresentation, preranked_enrichment
@@ -217,5 +218,5 @@ def run_genes(store, *, feature_set: str = "dltr", gene_sets: str | Path, config
             store.write_table(name, pa.Table.from_pandas(df, preserve_index=False), lineage=lineage)
         from .genes_plots import save_genes_figures
 
-        save_genes_figures(res, Path(out) if out else Path(store.root) / "figures")
+        save_genes_figures(res, Path(out) if out else StoreLayout.of(store).figures)
     return res

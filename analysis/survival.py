@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dltr.core.exceptions import StoreError
+from dltr.core.layout import StoreLayout
 
 from ._km import at_risk_counts, compare_groups, km_frame
 from .groups import evaluation_groups
@@ -152,5 +153,5 @@ def run_survival(store, *, head: str = "dltr_mlp", cutoff: str = "scores", out: 
             store.write_table(name, pa.Table.from_pandas(df, preserve_index=False), lineage=lineage)
         from .survival_plots import save_survival_figures
 
-        save_survival_figures(res, Path(out) if out else Path(store.root) / "figures")
+        save_survival_figures(res, Path(out) if out else StoreLayout.of(store).figures)
     return res

@@ -13,14 +13,13 @@ version as ``NAME__<version_id>`` and ``"NAME@<version_id>"``.
 
 from features._catalog import CATALOG_NAME
 from features._frames import TrainingFrame, embedding_matrix, table_hash
-from features._registry import REGISTRY_NAME, FeatureSetVersion
+from features._registry import FeatureSetVersion
 from features._rows import feature_schema
 from features._store import FeatureStore
 from features._writer import FeatureWriter, version_id_of
 
 __all__ = [
     "CATALOG_NAME",
-    "REGISTRY_NAME",
     "FeatureSetVersion",
     "FeatureStore",
     "FeatureWriter",

@@ -22,10 +22,11 @@ from pathlib import Path
 import duckdb
 
 from dltr.core.io import fsync_dir
+from dltr.core.layout import StoreLayout
 from dltr.core.lock import try_lock
 from features._registry import FeatureSetVersion, Registry
 
-CATALOG_NAME = "catalog.duckdb"
+CATALOG_NAME = StoreLayout(Path(".")).catalog.name  # the file name of a catalog (a private copy has the same)
 META = "_dltr_catalog"
 MANAGED = "_dltr_views"
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import StoreError
+from dltr.core.layout import StoreLayout
 
 DATE_COLUMNS = ("tace_date",)
 TIME_COLUMNS = ("measured_at", "recorded_at")
@@ -106,7 +107,7 @@ def cohort_tables(cohort: Any, store_root: Path) -> dict[str, tuple[pa.Table, di
     scale = getattr(cfg, "expression_scale", "log2tpm1") if cfg is not None else "log2tpm1"
     expr, lin = expression_table(getattr(cohort, "expression", None), scale)
     out["expression"] = (expr, {"source": source, "file": "expression.tsv", **lin})
-    studies = Path(store_root) / "ingest" / "studies.parquet"
+    studies = StoreLayout.of(store_root).studies
     if studies.is_file():
         out["studies"] = (pq.read_table(studies), {"source": studies.relative_to(store_root).as_posix()})
     return out

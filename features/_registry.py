@@ -16,9 +16,9 @@ from typing import Any
 
 from dltr.core.exceptions import StoreError
 from dltr.core.io import atomic_write_text
+from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import parse_ref
 
-REGISTRY_NAME = "registry.json"
 FORMAT = 1
 
 
@@ -64,7 +64,7 @@ def now_iso() -> str:
 
 
 class Registry:
-    """An in-memory copy of ``registry.json``; ``commit()`` writes it back atomically."""
+    """An in-memory copy of the registry file; ``commit()`` writes it back atomically."""
 
     def __init__(self, root: Path, data: dict[str, Any] | None = None):
         self.root = Path(root)
@@ -72,7 +72,7 @@ class Registry:
 
     @classmethod
     def load(cls, root: Path) -> Registry:
-        path = Path(root) / REGISTRY_NAME
+        path = StoreLayout.of(root).registry
         if not path.exists():
             return cls(root)
         try:
@@ -89,10 +89,10 @@ class Registry:
         return int(self.data["revision"])
 
     def commit(self) -> None:
-        """The commit point: one atomic replace of registry.json."""
+        """The commit point: one atomic replace of the registry file."""
         self.data["revision"] = self.revision + 1
         self.data["committed_at"] = now_iso()
-        atomic_write_text(self.root / REGISTRY_NAME, json.dumps(self.data, indent=1, sort_keys=True))
+        atomic_write_text(StoreLayout.of(self.root).registry, json.dumps(self.data, indent=1, sort_keys=True))
 
     # -- feature sets -------------------------------------------------------------------------
     def feature_sets(self) -> list[str]:

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import duckdb
 
-from features._catalog import CATALOG_NAME, META, literal
-from features._registry import REGISTRY_NAME, Registry
+from dltr.core.layout import StoreLayout
+from features._catalog import META, literal
+from features._registry import Registry
 
 _ABANDONED: list = []  # sessions inherited across fork(): never closed in the child
 _ALIASES = itertools.count(1)
@@ -42,7 +43,8 @@ def _stat(path: Path) -> tuple[int, int, int] | None:
 def lock_down(con: duckdb.DuckDBPyConnection, root: Path, files: tuple[Path, ...] = ()) -> None:
     """Read only the store's data folders (and ``files``); no extensions; configuration locked."""
     root = Path(root).resolve()
-    dirs = ", ".join(literal((root / d).as_posix() + "/") for d in ("features", "tables"))
+    lay = StoreLayout.of(root)
+    dirs = ", ".join(literal(d.as_posix() + "/") for d in (lay.features, lay.tables))
     con.execute(f"SET allowed_directories = [{dirs}]")
     if files:
         con.execute(f"SET allowed_paths = [{', '.join(literal(Path(f).as_posix()) for f in files)}]")
@@ -58,7 +60,7 @@ class CatalogSession:
     def __init__(self, root: Path):
         self.root = Path(root)
         self._here = str(self.root.resolve())
-        self._catalog = self.root.resolve() / CATALOG_NAME
+        self._catalog = StoreLayout.of(self.root.resolve()).catalog
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._pid = os.getpid()
@@ -84,7 +86,7 @@ class CatalogSession:
 
     def _refresh(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Attach the current catalog if it changed; False when it does not match the registry."""
-        key = (_stat(self._catalog), _stat(self.root / REGISTRY_NAME))
+        key = (_stat(self._catalog), _stat(StoreLayout.of(self.root).registry))
         if key == self._key and self._alias is not None:
             return True
         if key[0] is None:

@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 from dltr.core.exceptions import StoreError
 from dltr.core.hashing import file_sha256
 from dltr.core.io import atomic_file
+from dltr.core.layout import StoreLayout
 from dltr.core.lock import WriterLock, try_lock
 from dltr.core.vocabulary import parse_ref
 from features._aggregates import embedding_means
-from features._catalog import CATALOG_NAME, NAME_RE, build_catalog, ident
+from features._catalog import NAME_RE, build_catalog, ident
 from features._frame_embed import align_embeddings, read_embeddings
 from features._frames import (
     BASE_COLUMNS,
@@ -36,7 +37,7 @@ from features._writer import FeatureWriter, _existing, commit_version, version_i
 
 
 class FeatureStore:
-    """A store folder: Parquet feature sets and tables, ``registry.json``, ``catalog.duckdb``."""
+    """A store folder: Parquet feature sets and tables, the registry and the DuckDB catalog (``self.layout``)."""
 
     def __init__(self, root: str | Path, *, create: bool = True):
         root = Path(root)
@@ -45,12 +46,13 @@ class FeatureStore:
                 raise StoreError(f"{root}: no such store folder; create it with FeatureStore(root)")
             root.mkdir(parents=True)
         self.root = root
+        self.layout = StoreLayout(root)
         self._session = CatalogSession(root)
-        if not (root / CATALOG_NAME).exists():
+        if not StoreLayout.of(root).catalog.exists():
             lock = try_lock(root, "create the catalog")
             if lock is not None:
                 try:
-                    build_catalog(root, Registry.load(root), root / CATALOG_NAME)
+                    build_catalog(root, Registry.load(root), StoreLayout.of(root).catalog)
                 finally:
                     lock.release()
 
@@ -69,7 +71,7 @@ class FeatureStore:
 
     @property
     def catalog_path(self) -> Path:
-        return self.root / CATALOG_NAME
+        return self.layout.catalog
 
     def registry(self) -> Registry:
         return Registry.load(self.root)
@@ -141,7 +143,7 @@ class FeatureStore:
             reg = self.registry()
             entries = {}
             for name, (table, lineage) in tables.items():
-                path = self.root / "tables" / f"{name}.parquet"
+                path = StoreLayout.of(self.root).table(name)
                 with atomic_file(path) as f:
                     pq.write_table(table, f)
                 entries[name] = {"path": path.relative_to(self.root).as_posix(), "created_at": now_iso(),

@@ -25,12 +25,12 @@ import pyarrow.parquet as pq
 from dltr.core.exceptions import StoreError
 from dltr.core.hashing import content_hash
 from dltr.core.io import atomic_file, fsync_dir, fsync_tree
+from dltr.core.layout import StoreLayout
 from dltr.core.lock import WriterLock
-from features._catalog import CATALOG_NAME, NAME_RE, build_catalog
+from features._catalog import NAME_RE, build_catalog
 from features._registry import FeatureSetVersion, Registry, now_iso
 from features._rows import check_rows, conform
 
-STAGING = "_staging"
 HOOK_ENV = "DLTR_STORE_PAUSE_AT"  # test hook: pause (for a SIGKILL) at a named publish step
 HOOK_MARK_ENV = "DLTR_STORE_PAUSE_MARK"
 
@@ -63,7 +63,7 @@ class FeatureWriter:
             raise StoreError(f"{name}: dimension {dim} must be a positive integer")
         self.root, self.name, self.version_id = Path(root), name, version_id
         self.producer, self.lineage, self.dim, self.known = producer, dict(lineage), int(dim), known
-        self.staging = self.root / "features" / name / STAGING / version_id
+        self.staging = StoreLayout.of(self.root).feature_staging(name, version_id)
         self._lock = WriterLock(self.root, f"publish {name}@{version_id}").acquire()
         self._done: set[str] | None = None
 
@@ -151,7 +151,7 @@ def commit_version(root: Path, table: pa.Table, *, name: str, version_id: str, p
                    ) -> FeatureSetVersion:
     """Write partitions to a temporary folder, rename into place, then the one registry commit.
     The caller holds the writer lock and has validated ``table``."""
-    base = root / "features" / name
+    base = StoreLayout.of(root).feature_set(name)
     final = base / version_id
     for stale in base.glob(f".tmp-{version_id}-*"):  # debris of a writer killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
@@ -173,7 +173,7 @@ def commit_version(root: Path, table: pa.Table, *, name: str, version_id: str, p
     reg.add_version(v)
     reg.commit()
     _hook("registry_committed")
-    build_catalog(root, reg, root / CATALOG_NAME)
+    build_catalog(root, reg, StoreLayout.of(root).catalog)
     if cleanup is not None:
         shutil.rmtree(cleanup, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -1,4 +1,5 @@
-"""Encoder checkpoints: ``STORE/encoders/<card_hash>/model.safetensors`` + ``model_card.json``."""
+"""Encoder checkpoints: a folder with the weights (safetensors) and the model card (JSON), at
+``StoreLayout.encoder(card_hash)`` inside a store."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from dltr.core.exceptions import ModelError
 from dltr.core.hashing import content_hash
 from dltr.core.io import publish_dir
+from dltr.core.layout import StoreLayout, encoder_card, encoder_weights
 from models.encoders import Encoder3d, build_from_arch
 
 
@@ -36,12 +38,12 @@ def save_encoder(store_root: str | Path, module: Encoder3d, card: dict[str, Any]
 
     card = dict(card)
     card["card_hash"] = card_hash(card)
-    final = Path(store_root) / "encoders" / card["card_hash"]
+    final = StoreLayout.of(store_root).encoder(card["card_hash"])
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{card['card_hash']}.", dir=final.parent))
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(tmp / "model.safetensors"))
-    (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    save_file(state, str(encoder_weights(tmp)))
+    encoder_card(tmp).write_text(json.dumps(card, indent=2, sort_keys=True))
     publish_dir(tmp, final)
     return final
 
@@ -50,8 +52,8 @@ def load_encoder(path: str | Path, card_hash_: str | None = None) -> tuple[Encod
     """(module in eval mode, card) from an encoder folder, or from a store root and a card hash."""
     from safetensors.torch import load_file
 
-    folder = Path(path) / "encoders" / card_hash_ if card_hash_ else Path(path)
-    card_path = folder / "model_card.json"
+    folder = StoreLayout.of(path).encoder(card_hash_) if card_hash_ else Path(path)
+    card_path = encoder_card(folder)
     if not card_path.is_file():
         raise ModelError(f"{card_path}: no model card; give an encoder folder or --store with a card hash "
                          "from `dltr train-encoder`")
@@ -61,8 +63,8 @@ def load_encoder(path: str | Path, card_hash_: str | None = None) -> tuple[Encod
                          f"({card_hash(card)}); the card was edited - retrain or restore it")
     module = build_from_arch(card["architecture"])
     try:
-        module.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        module.load_state_dict(load_file(str(encoder_weights(folder))), strict=True)
     except (RuntimeError, FileNotFoundError) as e:
-        raise ModelError(f"{folder / 'model.safetensors'}: cannot load weights for "
+        raise ModelError(f"{encoder_weights(folder)}: cannot load weights for "
                          f"{card['architecture']}: {e}".splitlines()[0]) from None
     return module.eval(), card

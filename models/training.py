@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 
 from dltr.core.exceptions import ModelError
 from dltr.core.hashing import content_hash
+from dltr.core.layout import StoreLayout, encoder_card
 from models._auxiliary import descriptor_names, roi_descriptors
 from models._checkpoint import save_encoder, software_versions
 from models.encoders import Encoder3d, build_encoder
@@ -81,10 +83,10 @@ class EncoderTrainResult:
 
 
 def training_rows(store_root: str | Path) -> tuple[list[str], np.ndarray]:
-    """Sorted patient ids and labels of the labelled ``split == "train"`` rows of tables/clinical.parquet."""
+    """Sorted patient ids and labels of the labelled ``split == "train"`` rows of the clinical table."""
     import pyarrow.parquet as pq
 
-    path = Path(store_root) / "tables" / "clinical.parquet"
+    path = StoreLayout.of(store_root).table("clinical")
     if not path.is_file():
         raise ModelError(f"{path}: missing; register the cohort first (`dltr store add-cohort`)")
     t = pq.read_table(path, columns=["patient_id", "split", "label"]).to_pylist()
@@ -257,5 +259,5 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         "train_config": cfg.to_dict(), "software": software_versions(),
     }
     path = save_encoder(store_root, model.cpu(), card)
-    card = __import__("json").loads((path / "model_card.json").read_text())
+    card = json.loads(encoder_card(path).read_text())
     return EncoderTrainResult(card, path, tuple(sorted(seen)), time.perf_counter() - t0)

@@ -274,9 +274,9 @@ class NonAtomicIngestTarget(IngestTarget):
     name = "self-test-nonatomic"
 
     def victim(self, store: Path) -> dict:
-        from pipeline.ingest import _writer
+        from dltr.core.layout import StoreLayout
 
-        _writer.TMP_DIR = Path("volumes.zarr")  # mutation: write straight into the visible namespace
+        StoreLayout.ingest_tmp = property(lambda lay: lay.volumes)  # mutation: write straight into the visible namespace
         return self._ingest(store)
 
 

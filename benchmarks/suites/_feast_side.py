@@ -4,7 +4,7 @@ Imports nothing from dltr. Usage::
 
     python _feast_side.py DATA_DIR REPO_DIR OUT_JSON [--repeats N]
 
-DATA_DIR holds ``clinical.parquet`` (patient_id, tace_ts, age, label), ``labs.parquet`` (long form:
+DATA_DIR holds ``patients.parquet`` (patient_id, tace_ts, age, label), ``labs.parquet`` (long form:
 patient_id, name, value, measured_at, recorded_at) and ``features.parquet`` (patient_id, embedding).
 Untimed setup: one Parquet file and FeatureView per lab (event time ``measured_at``, created time
 ``recorded_at``, no TTL), one FeatureView for the embedding, ``FeatureStore.apply`` on a DuckDB offline
@@ -95,7 +95,7 @@ def setup(data: Path, repo: Path):
     refs.append("features:embedding")
     store = FeatureStore(repo_path=str(repo))
     store.apply([patient, *views])
-    clin = pq.read_table(data / "clinical.parquet").to_pandas()
+    clin = pq.read_table(data / "patients.parquet").to_pandas()
     entity_df = pd.DataFrame({"patient_id": clin["patient_id"],
                               "event_timestamp": pd.to_datetime(clin["tace_ts"]).dt.tz_localize("UTC"),
                               "age": clin["age"], "label": clin["label"]})

@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import BenchContext, Figure, Timing, measure
+from dltr.core.layout import StoreLayout
 
 PHASES = ("arterial", "portal", "delayed")
 
 
 def _store(root: Path, n: int, shape: tuple[int, int, int], grid: tuple[int, int, int], seed: int) -> Path:
-    """volumes.zarr + ingest/studies.parquet + intensity stats + a seeded (untrained) encoder checkpoint."""
+    """A volume store, studies table and intensity stats, and a seeded (untrained) encoder checkpoint."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
@@ -28,7 +29,7 @@ def _store(root: Path, n: int, shape: tuple[int, int, int], grid: tuple[int, int
     from pipeline.loaders import RoiConfig
 
     layout = ingest_layout()
-    grp = zarr.open_group(root / "volumes.zarr", mode="w")
+    grp = zarr.open_group(StoreLayout.of(root).volumes, mode="w")
     rows = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
@@ -51,11 +52,11 @@ def _store(root: Path, n: int, shape: tuple[int, int, int], grid: tuple[int, int
         msha = hashlib.sha256(mask.tobytes()).hexdigest()
         rows += [{"patient_id": pid, "center": center, "phase": ph, "dtype": "int16", "source_sha256": sha[ph],
                   "mask_sha256": msha, "status": "ok"} for ph in PHASES]
-    (root / "ingest").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), root / "ingest" / "studies.parquet")
+    (StoreLayout.of(root).ingest).mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), StoreLayout.of(root).studies)
     stats = [{"phase": ph, "center": c, "region": "body", "n": 1, "mean": 230.0, "std": 50.0, "p01": 0.0,
               "p50": 0.0, "p99": 0.0} for ph in PHASES for c in "ABC"]
-    pq.write_table(pa.Table.from_pylist(stats), root / "ingest" / "intensity_stats.parquet")
+    pq.write_table(pa.Table.from_pylist(stats), StoreLayout.of(root).intensity_stats)
     torch.manual_seed(seed)
     m = build_encoder("resnet10", 3, embed_dim=256, width=16).eval()
     card = {"architecture": m.arch, "in_channels": 3, "embed_dim": 256,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import BenchContext, Figure, Timing, measure
+from dltr.core.layout import StoreLayout
 
 ROI = 64
 
@@ -96,7 +97,7 @@ def _roi_figure(ctx: BenchContext, cohort: Path, store: Path, repeats: int) -> F
     import pyarrow.parquet as pq
     import zarr
 
-    rows = [r for r in pq.read_table(store / "ingest" / "studies.parquet").to_pylist()
+    rows = [r for r in pq.read_table(StoreLayout.of(store).studies).to_pylist()
             if r["source_path"].endswith((".nii", ".nii.gz"))]
     rows = rows[: 8 if ctx.quick else 40]
 
@@ -108,7 +109,7 @@ def _roi_figure(ctx: BenchContext, cohort: Path, store: Path, repeats: int) -> F
 
     def zarr_reads():
         for r in rows:
-            a = zarr.open_array(store / "volumes.zarr" / r["volume_key"], mode="r")
+            a = zarr.open_array(StoreLayout.of(store).volumes / r["volume_key"], mode="r")
             a[box(r, a.shape)]
 
     def nifti_reads():  # the usual loader: decode the whole file, then crop (same canonical box)
@@ -129,7 +130,7 @@ def _compressor_figure(store: Path) -> Figure:
 
     from pipeline.ingest import DEFAULT_COMPRESSOR, compressor_codec
 
-    grp = zarr.open_group(store / "volumes.zarr", mode="r")
+    grp = zarr.open_group(StoreLayout.of(store).volumes, mode="r")
     arrays = [grp[k][p][...] for k in sorted(grp.group_keys()) for p in grp[k].attrs["phases"]][:16]
     raw = sum(a.nbytes for a in arrays)
     ratios, secs = {}, {}

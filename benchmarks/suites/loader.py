@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import BenchContext, Figure, Timing, growth_exponent
+from dltr.core.layout import StoreLayout
 
 PHASES = ("arterial", "portal", "delayed")
 
@@ -29,7 +30,7 @@ def make_store(root: Path, n: int, seed: int, shape=(96, 96, 32)) -> Path:
 
     layout = ingest_layout()
     rng = np.random.default_rng(seed)
-    grp = zarr.open_group(root / "volumes.zarr", mode="w")
+    grp = zarr.open_group(StoreLayout.of(root).volumes, mode="w")
     ii = np.indices(shape, dtype=np.float32)
     for p in range(n):
         c = [rng.uniform(15, s - 15) for s in shape[:2]] + [rng.uniform(4, shape[2] - 4)]
@@ -44,11 +45,11 @@ def make_store(root: Path, n: int, seed: int, shape=(96, 96, 32)) -> Path:
         g.attrs.update({"patient_id": f"B{p:04d}", "center": "A", "phases": list(PHASES),
                         "bbox_vox": [int(a.min()) for a in nz] + [int(a.max()) + 1 for a in nz],
                         "spacing": [0.8, 0.8, 4.0]})
-    (root / "ingest").mkdir(parents=True, exist_ok=True)
+    (StoreLayout.of(root).ingest).mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist([
         {"phase": ph, "center": "A", "region": "body", "n": 1, "mean": 230.0 + 30 * k, "std": 25.0,
          "p01": 0.0, "p50": 0.0, "p99": 0.0} for k, ph in enumerate(PHASES)]),
-        root / "ingest" / "intensity_stats.parquet")
+        StoreLayout.of(root).intensity_stats)
     return root
 
 

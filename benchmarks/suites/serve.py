@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import BenchContext, Figure, Timing
+from dltr.core.layout import StoreLayout
 
 
 def _p95(values) -> float:
@@ -136,7 +137,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     store, cohort, stages = _demo(ctx)
     import pyarrow.parquet as pq
 
-    clin = pq.read_table(store / "tables" / "clinical.parquet", columns=["patient_id", "split"]).to_pylist()
+    clin = pq.read_table(StoreLayout.of(store).table("clinical"), columns=["patient_id", "split"]).to_pylist()
     n_all = len(clin)
     external = [r["patient_id"] for r in clin if r["split"] == "external"]
     pids = external[:6] if ctx.quick else external

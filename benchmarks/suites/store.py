@@ -138,7 +138,7 @@ def _feast(work: Path, clin: pd.DataFrame, labs: pd.DataFrame, table: pa.Table, 
     data = work / "feast_data"
     data.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"patient_id": clin.patient_id, "tace_ts": pd.to_datetime(clin.tace_date), "age": clin.age,
-                  "label": clin.label}).to_parquet(data / "clinical.parquet", index=False)
+                  "label": clin.label}).to_parquet(data / "patients.parquet", index=False)
     labs.to_parquet(data / "labs.parquet", index=False)
     pq.write_table(table.select(["patient_id", "embedding"]), data / "features.parquet")
     out = work / "feast_out.json"

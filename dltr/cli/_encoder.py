@@ -22,7 +22,7 @@ def _grid(text: str) -> tuple[int, int, int]:
 def register(app: typer.Typer) -> None:
     @app.command("train-encoder")
     def train_encoder_cmd(
-        store: Path = typer.Option(..., "--store", help="The dltr store (volumes.zarr, ingest/, tables/clinical.parquet)."),
+        store: Path = typer.Option(..., "--store", help="The dltr store (ingested volumes and the registered cohort tables)."),
         candidates: str = typer.Option("resnet10,densenet,plain", "--candidates",
                                        help="Comma-separated encoder families to compare (see models.ENCODERS)."),
         folds: int = typer.Option(3, "--folds", help="Cross-validation folds inside the training split."),

@@ -10,7 +10,7 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("extract")
     def extract(
-        store: Path = typer.Option(..., "--store", help="The store folder (volumes.zarr, tables, encoders)."),
+        store: Path = typer.Option(..., "--store", help="The store folder (ingested volumes, tables, encoders)."),
         encoder: str = typer.Option(None, "--encoder",
                                     help="Encoder card hash in STORE/encoders or a checkpoint folder "
                                          "(default: the newest encoder in the store)."),

@@ -26,7 +26,7 @@ def _spacing(text: str | None) -> tuple[float, float, float] | None:
 
 def ingest_cmd(
     cohort: Path = typer.Argument(..., help="Cohort folder (manifest.csv, clinical.csv, images)."),
-    store: Path = typer.Option(..., "--store", help="Store folder; volumes go to STORE/volumes.zarr."),
+    store: Path = typer.Option(..., "--store", help="Store folder; the volumes go to its Zarr volume store."),
     workers: int = typer.Option(2, "--workers", help="Workers of the local Dask cluster."),
     scheduler: str = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler to use instead."),
     threads: bool = typer.Option(False, "--threads", help="Local Dask workers as threads in this process "

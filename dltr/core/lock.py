@@ -13,8 +13,7 @@ import threading
 from pathlib import Path
 
 from dltr.core.exceptions import StoreLockedError
-
-LOCK_NAME = ".writer.lock"
+from dltr.core.layout import LOCK_NAME
 
 _HELD: dict[str, list] = {}  # realpath of the store -> [fd, count]
 _GUARD = threading.Lock()

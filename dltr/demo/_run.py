@@ -21,6 +21,7 @@ from typing import Any
 
 from dltr.core.exceptions import CohortError
 from dltr.core.hashing import content_hash
+from dltr.core.layout import StoreLayout
 from dltr.demo._stages import StageLog
 
 _SHARED_HALLMARK = Path(__file__).resolve().parents[3] / "shared/data/genesets/h.all.v7.0.symbols.gmt"
@@ -115,7 +116,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
             {"volumes": s["volumes"], "MB": s["source_mb"]}
 
     records.append(ledger.run("ingest", [synth_hash, cfg.ingest_workers], ingest_stage,
-                              done=lambda o: (store_root / "ingest/studies.parquet").exists()))
+                              done=lambda o: (StoreLayout.of(store_root).studies).exists()))
 
     def register_stage():
         FeatureStore(store_root).add_cohort(cohort)
@@ -168,7 +169,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
 
         store = FeatureStore(store_root)
         res = train_heads(store, feature_set=feature_set, seed=cfg.seed)
-        evaluate(store, out=store_root / "figures", seed=cfg.seed)
+        evaluate(store, out=StoreLayout.of(store_root).figures, seed=cfg.seed)
         return {"heads": res.versions}, {}
 
     records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed], heads_stage))
@@ -176,7 +177,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     def survival_stage():
         from analysis.survival import run_survival
 
-        run_survival(FeatureStore(store_root), head="dltr_mlp", out=store_root / "figures")
+        run_survival(FeatureStore(store_root), head="dltr_mlp", out=StoreLayout.of(store_root).figures)
         return {"head": "dltr_mlp"}, {}
 
     records.append(ledger.run("survival", records[-1].outputs, survival_stage))
@@ -188,7 +189,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
             gmt = Path(synth_dir / "truth" / "gene_sets.gmt")
         else:
             gmt = Path(gene_sets)
-        res = run_genes(FeatureStore(store_root), feature_set=feature_set, gene_sets=gmt, out=store_root / "figures")
+        res = run_genes(FeatureStore(store_root), feature_set=feature_set, gene_sets=gmt, out=StoreLayout.of(store_root).figures)
         return {"n_significant": int(len(res.significant)), "gene_sets": str(gmt)}, {}
 
     records.append(ledger.run("radiogenomics", [fs_version, gene_sets], genes_stage))

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from dltr.core.io import atomic_write_text
+from dltr.core.layout import StoreLayout
 from dltr.report._document import Section, render_html, render_markdown
 from dltr.report._sections import (
     cohort_section,
@@ -64,7 +65,7 @@ def build_report(store_root: str | Path, out: str | Path, *, truth_dir: str | Pa
     stages = stages if stages is not None else _stages_beside(store_root)
     truth = _truth(Path(truth_dir)) if truth_dir else None
     t = _tables(store_root)
-    fig_dir = store_root / "figures"
+    fig_dir = StoreLayout.of(store_root).figures
     sections: list[Section] = [
         cohort_section(t),
         comparison_section(t),

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dltr.core.layout import StoreLayout
+
 __all__ = ["head_frame"]
 
 
@@ -63,7 +65,7 @@ def head_frame(tmp_store: Path, cohort_dir: Path, lineage: Any, row: pa.Table, t
     from models.heads import frame_arrays
 
     cohort = load_cohort(cohort_dir)
-    train_schema = pq.read_schema(Path(train_store) / "tables" / "clinical.parquet")
+    train_schema = pq.read_schema(StoreLayout.of(train_store).table("clinical"))
     clinical = _conform_clinical(cohort.clinical, train_schema, lineage.clinical)
     key = str(clinical["patient_id"].iloc[0])
     labs = _labs_with_names(cohort.labs, lineage.labs, key)

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import ModelError, StoreError
+from dltr.core.layout import StoreLayout, encoder_card
 from dltr.core.vocabulary import parse_ref
 
 __all__ = ["ScoringLineage", "resolve_lineage"]
@@ -54,7 +55,7 @@ class ScoringLineage:
 def _ingest_config(store_root: Path, volume_hash: str | None) -> tuple[dict[str, Any], str]:
     from pipeline.ingest import IngestConfig
 
-    run = store_root / "ingest" / "run.json"
+    run = StoreLayout.of(store_root).ingest_run
     if not run.is_file():
         raise StoreError(f"{run}: missing; the store's ingest configuration is unknown (run `dltr ingest`)")
     cfg = json.loads(run.read_text()).get("config", {})
@@ -70,7 +71,7 @@ def _ingest_config(store_root: Path, volume_hash: str | None) -> tuple[dict[str,
 
 
 def _volume_config_hash(store_root: Path, patient_id: str) -> str | None:
-    p = store_root / "volumes.zarr" / patient_id / "zarr.json"
+    p = StoreLayout.of(store_root).volume_attrs(patient_id)
     if not p.is_file():
         return None
     return json.loads(p.read_text()).get("attributes", {}).get("ingest_config_hash")
@@ -89,7 +90,7 @@ def resolve_lineage(store_root: str | Path, head: str = "dltr_mlp") -> tuple[Sco
     store = FeatureStore(store_root, create=False)
     fsv = store.resolve(f"{lin['feature_set']}@{lin['feature_set_version']}")
     card_hash, pre_hash = fsv.lineage.get("encoder_card_hash"), fsv.lineage.get("preprocess_hash")
-    card_path = store_root / "encoders" / str(card_hash) / "model_card.json"
+    card_path = encoder_card(StoreLayout.of(store_root).encoder(str(card_hash)))
     if not card_path.is_file():
         raise ModelError(f"{card_path}: encoder {card_hash} of feature set {fsv.ref} is not in the store")
     card = json.loads(card_path.read_text())
@@ -117,7 +118,7 @@ def _uses_clinical(fh: Any) -> bool:
 
 def training_stats(store_root: str | Path) -> Any:
     """The training ingest's intensity statistics (Arrow table)."""
-    path = Path(store_root) / "ingest" / "intensity_stats.parquet"
+    path = StoreLayout.of(store_root).intensity_stats
     if not path.is_file():
         raise StoreError(f"{path}: missing; scoring normalises with the training ingest's statistics")
     return pq.read_table(path)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from dltr.core.layout import StoreLayout
+
 __all__ = ["Prediction", "interval_for", "pfs_group"]
 
 Z975 = 1.959963984540054
@@ -66,7 +68,7 @@ def interval_for(fh: Any, df, emb: np.ndarray) -> tuple[list[float] | None, str]
 def pfs_group(store_root: Path, head: str, head_version: str, score: float) -> tuple[str | None, dict[str, Any]]:
     """The survival risk group with the survival analysis's training cutoff, and that group's
     training-cohort median PFS (``survival_summary``, cohort ``training``)."""
-    path = Path(store_root) / "tables" / "survival_summary.parquet"
+    path = StoreLayout.of(store_root).table("survival_summary")
     if not path.is_file():
         return None, {"note": "no survival_summary table in the store (run `dltr survival`)"}
     import pyarrow.parquet as pq

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import IngestError
+from dltr.core.layout import StoreLayout
 
 from ._lineage import ScoringLineage, resolve_lineage, training_stats
 from ._prediction import Prediction, interval_for, pfs_group
@@ -38,7 +39,7 @@ class Scorer:
 
         self.store_root = Path(store_root).resolve()
         self.lineage, self.head = resolve_lineage(self.store_root, head)
-        self.module, self.card = load_encoder(self.store_root / "encoders" / self.lineage.encoder_card_hash)
+        self.module, self.card = load_encoder(StoreLayout.of(self.store_root).encoder(self.lineage.encoder_card_hash))
         self.stats = training_stats(self.store_root)
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.torch_threads = torch_threads
@@ -107,7 +108,7 @@ class Scorer:
             msg = str(e).replace(str(staged.cohort) + "/", "")
             raise IngestError(f"the patient's images could not be read: {msg}") from None
         table, norm = normalisation_table(self.stats, self.store_root, staged.center)
-        pq.write_table(table, tmp_store / "ingest" / "intensity_stats.parquet")
+        pq.write_table(table, StoreLayout.of(tmp_store).intensity_stats)
         return norm
 
     def _preprocess(self, tmp_store: Path):
@@ -147,7 +148,7 @@ class Scorer:
 def _input_checksum(tmp_store: Path, phases: list[str]) -> str:
     from pipeline.extract import input_checksum
 
-    attrs = json.loads((tmp_store / "volumes.zarr" / SCORING_KEY / "zarr.json").read_text())["attributes"]
+    attrs = json.loads((StoreLayout.of(tmp_store).volume_attrs(SCORING_KEY)).read_text())["attributes"]
     sums = attrs["source_sha256"]
     return input_checksum({p: sums[p] for p in phases}, sums["mask"])
 

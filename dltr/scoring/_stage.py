@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import CohortError
+from dltr.core.layout import StoreLayout
 
 __all__ = ["SCORING_KEY", "StagedPatient", "normalisation_table", "stage_cohort"]
 
@@ -108,7 +109,7 @@ def stage_cohort(src: str | Path, work: Path) -> StagedPatient:
 
 
 def _train_centers(store_root: Path) -> list[str]:
-    t = pq.read_table(store_root / "tables" / "clinical.parquet", columns=["center", "split"]).to_pylist()
+    t = pq.read_table(StoreLayout.of(store_root).table("clinical"), columns=["center", "split"]).to_pylist()
     return sorted({str(r["center"]) for r in t if r["split"] == "train"})
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from dltr.core.exceptions import ModelError
 from dltr.core.hashing import content_hash, json_default
 from dltr.core.io import atomic_write_text, publish_dir
+from dltr.core.layout import HEAD_META, StoreLayout
 
 __all__ = ["HeadRegistry", "serialize_head"]
 
@@ -33,7 +34,7 @@ class HeadRegistry:
     """Versioned, lineage-carrying storage of trained heads under ``STORE/heads``."""
 
     def __init__(self, store_root: str | Path):
-        self.root = Path(store_root) / "heads"
+        self.root = StoreLayout.of(store_root).heads
 
     def publish(self, name: str, head: Any, *, lineage: dict[str, Any], hyperparameters: dict[str, Any],
                 seed: int, metrics: dict[str, Any], cutoff: float, extra: dict[str, Any] | None = None) -> str:
@@ -46,11 +47,11 @@ class HeadRegistry:
                 "cutoff": cutoff, "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 **(extra or {})}
         final = self.root / name / version
-        if not (final / "head.json").exists():
+        if not (final / HEAD_META).exists():
             (self.root / name).mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root / name))
             (tmp / "head.pkl").write_bytes(blob)
-            (tmp / "head.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=json_default))
+            (tmp / HEAD_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=json_default))
             publish_dir(tmp, final)
         atomic_write_text(self.root / name / "latest.json", json.dumps({"version": version}))
         return version
@@ -62,7 +63,7 @@ class HeadRegistry:
 
     def versions(self, name: str) -> list[str]:
         d = self.root / name
-        return sorted(p.name for p in d.iterdir() if (p / "head.json").exists()) if d.exists() else []
+        return sorted(p.name for p in d.iterdir() if (p / HEAD_META).exists()) if d.exists() else []
 
     def latest(self, name: str) -> str:
         p = self.root / name / "latest.json"
@@ -72,7 +73,7 @@ class HeadRegistry:
 
     def meta(self, name: str, version: str | None = None) -> dict[str, Any]:
         version = version or self.latest(name)
-        p = self.root / name / version / "head.json"
+        p = self.root / name / version / HEAD_META
         if not p.exists():
             raise ModelError(f"head {name}@{version} not found under {self.root}; known: {self.versions(name)}")
         return json.loads(p.read_text())

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dltr.core.exceptions import StoreError
+from dltr.core.layout import StoreLayout
 from pipeline.extract._config import ExtractConfig, ExtractReport
 from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
 from pipeline.extract._scope import Scope, build_scope
@@ -168,9 +169,10 @@ def clean_committed_staging(store_root: str | Path, name: str) -> list[str]:
     from dltr.core.lock import try_lock
 
     root = Path(store_root)
-    base = root / "features" / name
+    base = StoreLayout.of(root).feature_set(name)
+    staging = StoreLayout.of(root).feature_staging(name)
     committed = {_version_id(v) for v in _versions(_open_store(root), name)}
-    stale = [p for p in (base / "_staging").glob("*") if p.name in committed] if base.is_dir() else []
+    stale = [p for p in staging.glob("*") if p.name in committed] if base.is_dir() else []
     stale += [p for p in base.glob(".tmp-*") if any(p.name.startswith(f".tmp-{vid}-") for vid in committed)]
     if not stale:
         return []
@@ -181,7 +183,7 @@ def clean_committed_staging(store_root: str | Path, name: str) -> list[str]:
         for p in stale:
             shutil.rmtree(p, ignore_errors=True)
         with contextlib.suppress(OSError):
-            (base / "_staging").rmdir()  # only when empty
+            staging.rmdir()  # only when empty
     finally:
         lock.release()
     return sorted(p.relative_to(root).as_posix() for p in stale)

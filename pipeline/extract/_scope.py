@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from dltr.core.exceptions import ModelError, StoreError
 from dltr.core.hashing import content_hash
+from dltr.core.layout import ENCODER_CARD, StoreLayout, encoder_card
 
 PRODUCER = "pipeline.extract"
 SCOPE_SCHEMA = pa.schema([("patient_id", pa.string()), ("center", pa.string()),
@@ -22,14 +23,14 @@ SCOPE_SCHEMA = pa.schema([("patient_id", pa.string()), ("center", pa.string()),
 
 def resolve_encoder(store_root: str | Path, encoder: str | Path | None) -> Path:
     """An encoder folder from a path, a card hash in ``STORE/encoders``, or (None) the newest there."""
-    root = Path(store_root) / "encoders"
+    root = StoreLayout.of(store_root).encoders
     if encoder is not None:
         for cand in (Path(encoder), root / str(encoder)):
-            if (cand / "model_card.json").is_file():
+            if encoder_card(cand).is_file():
                 return cand
-        raise ModelError(f"encoder {str(encoder)!r}: neither a folder with model_card.json nor a card hash "
+        raise ModelError(f"encoder {str(encoder)!r}: neither a folder with {ENCODER_CARD} nor a card hash "
                          f"under {root}; run `dltr train-encoder` or give the checkpoint folder")
-    cards = sorted(root.glob("*/model_card.json"), key=lambda p: (p.stat().st_mtime, p.parent.name)) \
+    cards = sorted(root.glob(f"*/{ENCODER_CARD}"), key=lambda p: (p.stat().st_mtime, p.parent.name)) \
         if root.is_dir() else []
     if not cards:
         raise ModelError(f"{root}: no encoder checkpoint; run `dltr train-encoder --store "
@@ -38,10 +39,10 @@ def resolve_encoder(store_root: str | Path, encoder: str | Path | None) -> Path:
 
 
 def read_card(encoder_dir: Path) -> dict[str, Any]:
-    card = json.loads((encoder_dir / "model_card.json").read_text())
+    card = json.loads(encoder_card(encoder_dir).read_text())
     for key in ("card_hash", "preprocess", "embed_dim"):
         if key not in card:
-            raise ModelError(f"{encoder_dir / 'model_card.json'}: field {key!r} missing; the card does not "
+            raise ModelError(f"{encoder_card(encoder_dir)}: field {key!r} missing; the card does not "
                              "follow docs/architecture.md (retrain the encoder)")
     return card
 
@@ -51,7 +52,7 @@ def studies_table(store, store_root: Path) -> pa.Table:
     try:
         return store.table("studies")
     except (StoreError, KeyError, FileNotFoundError):
-        path = store_root / "ingest" / "studies.parquet"
+        path = StoreLayout.of(store_root).studies
         if not path.is_file():
             raise StoreError(f"{store_root}: no studies table (tables/studies.parquet nor {path}); run "
                              "`dltr ingest` and `dltr store add-cohort`") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from dltr.core.layout import encoder_card
 from pipeline.extract._rows import work_rows
 
 # Test hook: when set to a file path that does not exist, the first worker to see it creates
@@ -125,7 +126,7 @@ class LoadWorker:
 
         from pipeline.loaders import DaliRoiPipeline, RoiConfig
 
-        card = json.loads((Path(encoder_dir) / "model_card.json").read_text())
+        card = json.loads(encoder_card(encoder_dir).read_text())
         self.config = RoiConfig.from_dict(card["preprocess"])
         self.pipe = DaliRoiPipeline(store_root, self.config, batch_size, device=None, num_threads=dali_threads)
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dltr.core.hashing import content_hash, tree_sha256
+from dltr.core.layout import StoreLayout
 
 from ._config import IngestConfig
 from ._dicom import series_files
@@ -155,7 +156,7 @@ def run_patient(task: PatientTask) -> PatientResult:
     mask_row = next((r for r in task.rows if r.mask is not None), None)
     inputs = content_hash({"rows": [[r.phase, sums[r.image], sums.get(r.mask), r.study_date] for r in task.rows],
                            "center": task.center, "config": cfg.output_hash()})
-    existing = store_root / "volumes.zarr" / task.key / "zarr.json"
+    existing = StoreLayout.of(store_root).volume_attrs(task.key)
     if existing.exists() and _stored_inputs(existing) == inputs:
         res.status = "skipped"
         return res

@@ -12,6 +12,7 @@ from typing import Any
 
 from dltr.core.exceptions import IngestError
 from dltr.core.io import atomic_write_text
+from dltr.core.layout import StoreLayout
 
 from ._cohort_io import cohort_rows, pseudonym
 from ._config import IngestConfig
@@ -178,7 +179,7 @@ def _run_locked(tasks, store_root: Path, config: IngestConfig, executor: str,
     finally:
         _close(client, cluster)
     report.seconds = time.perf_counter() - t0
-    atomic_write_text(store_root / "ingest" / "run.json", json.dumps(report.summary, indent=2, sort_keys=True))
+    atomic_write_text(StoreLayout.of(store_root).ingest_run, json.dumps(report.summary, indent=2, sort_keys=True))
     return report
 
 
@@ -210,11 +211,11 @@ def _finish(tasks, results, store_root: Path, config: IngestConfig, client) -> I
     studies.sort(key=lambda r: (r["patient_id"], r["phase"]))
     errors.sort(key=lambda e: (e["row"], e["file"]))
     rep.errors = errors
-    write_parquet(store_root / "ingest" / "studies.parquet", studies, STUDIES_SCHEMA)
-    write_parquet(store_root / "ingest" / "errors.parquet", errors, ERRORS_SCHEMA)
+    write_parquet(StoreLayout.of(store_root).studies, studies, STUDIES_SCHEMA)
+    write_parquet(StoreLayout.of(store_root).ingest_errors, errors, ERRORS_SCHEMA)
     if config.stats:
         stats = intensity_stats(store_root, volumes, _computer(client))
-        write_parquet(store_root / "ingest" / "intensity_stats.parquet", stats, STATS_SCHEMA)
+        write_parquet(StoreLayout.of(store_root).intensity_stats, stats, STATS_SCHEMA)
     return rep
 
 

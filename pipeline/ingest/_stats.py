@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from dltr.core.layout import StoreLayout
+
 QUANTILES = (("p01", 1.0), ("p50", 50.0), ("p99", 99.0))
 REGIONS = ("body", "tumour")
 BLOCK_VOXELS = 1 << 24
@@ -197,7 +199,7 @@ def intensity_stats(store_root: str | Path, volumes: list[tuple[str, str, str]],
     import zarr
     from dask import delayed
 
-    root = zarr.open_group(str(Path(store_root) / "volumes.zarr"), mode="r")
+    root = zarr.open_group(str(StoreLayout.of(store_root).volumes), mode="r")
     by_patient: dict[tuple[str, str], list[str]] = defaultdict(list)
     for key, center, phase in volumes:
         by_patient[(key, center)].append(phase)

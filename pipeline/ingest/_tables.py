@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from dltr.core.io import atomic_file
+from dltr.core.layout import StoreLayout
 
 STUDIES_SCHEMA = pa.schema([
     ("patient_id", pa.string()), ("center", pa.string()), ("phase", pa.string()),
@@ -34,7 +35,7 @@ def studies_rows(store_root: Path, key: str) -> list[dict[str, Any]]:
     """One studies row per phase of a stored patient, from the Zarr attributes alone."""
     import zarr
 
-    g = zarr.open_group(store_root / "volumes.zarr" / key, mode="r")
+    g = zarr.open_group(StoreLayout.of(store_root).volume_group(key), mode="r")
     ga = dict(g.attrs)
     rows = []
     for phase in ga["phases"]:

@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from dltr.core.io import fsync_dir, fsync_tree
+from dltr.core.layout import StoreLayout
 
 from ._config import IngestConfig
 
-TMP_DIR = Path("ingest") / ".tmp"
 OLD_TAG = ".old."  # <key>.old.<hex>: a replaced group on its way out (see the module docstring)
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -57,10 +57,10 @@ def compressor_codec(name: str):
 
 
 def open_root(store_root: Path):
-    """Create (once) and open the root group ``STORE/volumes.zarr``."""
+    """Create (once) and open the root group of the volume store (``StoreLayout.volumes``)."""
     import zarr
 
-    path = store_root / "volumes.zarr"
+    path = StoreLayout.of(store_root).volumes
     if not (path / "zarr.json").exists():
         zarr.open_group(path, mode="a")
     return zarr.open_group(path, mode="r")
@@ -75,8 +75,8 @@ def ingest_lock(store_root: Path):
     """
     from dltr.core.lock import WriterLock
 
-    (store_root / "ingest").mkdir(parents=True, exist_ok=True)
-    return WriterLock(store_root / "ingest", "ingest")
+    (StoreLayout.of(store_root).ingest).mkdir(parents=True, exist_ok=True)
+    return WriterLock(StoreLayout.of(store_root).ingest, "ingest")
 
 
 def clean_tmp(store_root: Path) -> None:
@@ -84,14 +84,14 @@ def clean_tmp(store_root: Path) -> None:
     run's temporary groups are never removed under it). A replaced group whose new group never landed
     (the two-rename fallback, killed between the renames) is renamed back first."""
     with ingest_lock(store_root):
-        tmp_root = store_root / TMP_DIR
+        tmp_root = StoreLayout.of(store_root).ingest_tmp
         if not tmp_root.is_dir():
             return
         for p in sorted(tmp_root.iterdir()):
             key = _old_group_key(p)
-            if key is not None and not (store_root / "volumes.zarr" / key).exists():
-                os.replace(p, store_root / "volumes.zarr" / key)
-                fsync_dir(store_root / "volumes.zarr")
+            if key is not None and not (StoreLayout.of(store_root).volume_group(key)).exists():
+                os.replace(p, StoreLayout.of(store_root).volume_group(key))
+                fsync_dir(StoreLayout.of(store_root).volumes)
         shutil.rmtree(tmp_root, ignore_errors=True)
 
 
@@ -119,7 +119,7 @@ def write_patient(store_root: Path, key: str, arrays: dict[str, tuple[np.ndarray
     """Write one patient group atomically; returns the bytes written."""
     import zarr
 
-    tmp_root = store_root / TMP_DIR
+    tmp_root = StoreLayout.of(store_root).ingest_tmp
     tmp_root.mkdir(parents=True, exist_ok=True)
     tmp = tmp_root / f"{key}.{uuid.uuid4().hex}"
     try:
@@ -132,7 +132,7 @@ def write_patient(store_root: Path, key: str, arrays: dict[str, tuple[np.ndarray
                                    attributes=attrs)
             arr[...] = data
         nbytes = dir_bytes(tmp)
-        _publish(tmp, store_root / "volumes.zarr" / key, tmp_root)
+        _publish(tmp, StoreLayout.of(store_root).volume_group(key), tmp_root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

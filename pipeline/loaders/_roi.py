@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dltr.core.exceptions import StoreError
+from dltr.core.layout import StoreLayout
 from pipeline.loaders._chunks import BoxRead
 from pipeline.loaders._config import RoiConfig
 
@@ -197,7 +198,7 @@ class RoiReader:
         if self._root is None:
             from zarr.api.asynchronous import open_group
 
-            src = self.zarr_store if self.zarr_store is not None else self.store_root / "volumes.zarr"
+            src = self.zarr_store if self.zarr_store is not None else StoreLayout.of(self.store_root).volumes
             if self.zarr_store is None and not Path(src).is_dir():
                 raise StoreError(f"{src}: no volume store; run `dltr ingest` first")
             self._root = await open_group(src, mode="r")
@@ -256,7 +257,7 @@ class RoiReader:
 def _load_stats(store_root: Path, config: RoiConfig) -> dict[tuple[str, str], tuple[float, float]]:
     if config.normalisation == "none":
         return {}
-    path = store_root / "ingest" / "intensity_stats.parquet"
+    path = StoreLayout.of(store_root).intensity_stats
     if not path.is_file():
         raise StoreError(f"{path}: missing; z-score normalisation needs the ingest statistics (run `dltr ingest`)")
     import pyarrow.parquet as pq

@@ -1,4 +1,4 @@
-"""Two-group survival comparison of one cohort with lifelines.
+"""Two-group survival comparison of one evaluation group with lifelines.
 
 Groups: ``high`` risk (predicted non-responder, score < cutoff) against ``low`` risk (predicted
 responder, score >= cutoff). Hazard ratios are high against low, and per ``score_unit`` increase of
@@ -74,8 +74,8 @@ def _named(d: dict[str, float], what: str) -> dict[str, float]:
 
 
 def compare_groups(time, event, score, cutoff: float, *, level: float = 0.95, score_unit: float = 0.1,
-                   cohort: str = "") -> tuple[dict[str, Any], pd.DataFrame]:
-    """All statistics of one cohort: ``(summary row, long KM frame with a group column)``."""
+                   evaluation_group: str = "") -> tuple[dict[str, Any], pd.DataFrame]:
+    """All statistics of one evaluation group: ``(summary row, long KM frame with a group column)``."""
     from lifelines.statistics import logrank_test
     from lifelines.utils import concordance_index
 
@@ -83,7 +83,7 @@ def compare_groups(time, event, score, cutoff: float, *, level: float = 0.95, sc
     e = np.asarray(event, float).astype(int)
     s = np.asarray(score, float)
     high = s < cutoff
-    row: dict[str, Any] = {"cohort": cohort, "n": int(t.size), "events": int(e.sum()), "cutoff": float(cutoff)}
+    row: dict[str, Any] = {"evaluation_group": evaluation_group, "n": int(t.size), "events": int(e.sum()), "cutoff": float(cutoff)}
     kms = []
     for g, mask in (("low", ~high), ("high", high)):
         row[f"n_{g}"] = int(mask.sum())
@@ -101,7 +101,7 @@ def compare_groups(time, event, score, cutoff: float, *, level: float = 0.95, sc
         row.update(logrank_stat=float(lr.test_statistic), logrank_p=float(lr.p_value))
         row.update(_named(_cox(df, "high_risk", level), "group"))
     else:
-        warnings.warn(f"survival cohort {cohort!r}: {row['n_low']} low-risk / {row['n_high']} high-risk "
+        warnings.warn(f"survival, evaluation group {evaluation_group!r}: {row['n_low']} low-risk / {row['n_high']} high-risk "
                       f"patients and {row['events']} events; group statistics are NaN",
                       ApproximationWarning, stacklevel=2)
         row.update(logrank_stat=math.nan, logrank_p=math.nan)

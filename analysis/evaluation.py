@@ -1,16 +1,17 @@
 """Multicenter evaluation of the heads, as the paper reports it.
 
 Cohorts: ``training`` (split train), ``internal`` (split internal) and one ``external <center>``
-per external center. Per head and cohort: AUC with the DeLong 95 % CI (and a stratified
+per external center. Per head and evaluation group: AUC with the DeLong 95 % CI (and a stratified
 bootstrap CI when asked), accuracy, sensitivity, specificity, PPV and NPV at the cutoff fixed
-on the training split (Youden; read from the ``scores`` table, never refitted on a test cohort),
+on the training split (Youden; read from the ``scores`` table, never refitted on a test group),
 Brier score, calibration slope and intercept, the binned calibration curve and the decision
 curve; paired DeLong tests between every two heads on the same patients. Rows without a label
-are left out. A cohort with one outcome class gets NaN discrimination statistics.
+are left out. An evaluation group with one outcome class gets NaN discrimination statistics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from itertools import combinations
@@ -29,7 +30,7 @@ from .decision_curve import decision_curve
 from .groups import labelled_groups
 from .roc import bootstrap_auc_ci, delong_auc, delong_test
 
-__all__ = ["EvaluationResult", "evaluate", "evaluate_scores", "paper_table",
+__all__ = ["EvaluateConfig", "EvaluationResult", "evaluate", "evaluate_scores", "paper_table",
            "threshold_metrics"]
 
 
@@ -47,6 +48,23 @@ def threshold_metrics(y, score, cutoff: float) -> dict[str, float]:
     return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "accuracy": _nan_div(tp + tn, y.size),
             "sensitivity": _nan_div(tp, tp + fn), "specificity": _nan_div(tn, tn + fp),
             "ppv": _nan_div(tp, tp + fp), "npv": _nan_div(tn, tn + fn)}
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``bootstrap``: stratified bootstrap resamples for a second AUC CI (0 = DeLong only); ``seed``: of the
+    bootstrap and the ROC bands; ``figures``: write the ROC, calibration and decision-curve figures."""
+
+    bootstrap: int = 0
+    seed: int = 0
+    figures: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bootstrap < 0:
+            raise ValueError(f"EvaluateConfig.bootstrap {self.bootstrap}: must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -88,21 +106,21 @@ def evaluate_scores(scores: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
     met, dl, cal, dca = [], [], [], []
     per_head = {h: scores[scores["head"] == h].sort_values("patient_id", kind="mergesort").reset_index(drop=True)
                 for h in heads}
-    for cohort, _ in labelled_groups(scores).items():
+    for group, _ in labelled_groups(scores).items():
         vecs = {}
         for h in heads:
             d = per_head[h]
-            mask = labelled_groups(d).get(cohort)
+            mask = labelled_groups(d).get(group)
             if mask is None:
                 continue
             y = d.loc[mask, "label"].astype(int).to_numpy()
             s = d.loc[mask, "score"].to_numpy(np.float64)
             vecs[h] = (d.loc[mask, "patient_id"].to_numpy(), y, s)
             row, curve = _one(y, s, float(d["cutoff"].iloc[0]), bootstrap, seed)
-            met.append({"head": h, "model": display_name(h), "cohort": cohort,
+            met.append({"head": h, "model": display_name(h), "evaluation_group": group,
                         "head_version": str(d["head_version"].iloc[0]), **row})
-            cal.append(curve.assign(head=h, cohort=cohort))
-            dca.append(decision_curve(y, s, thresholds).assign(head=h, cohort=cohort))
+            cal.append(curve.assign(head=h, evaluation_group=group))
+            dca.append(decision_curve(y, s, thresholds).assign(head=h, evaluation_group=group))
         for h1, h2 in combinations(list(vecs), 2):
             (id1, y, s1), (id2, _, s2) = vecs[h1], vecs[h2]
             if not np.array_equal(id1, id2) or y.min() == y.max():
@@ -110,7 +128,7 @@ def evaluate_scores(scores: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ApproximationWarning)
                 t = delong_test(y, s1, s2)
-            dl.append({"cohort": cohort, "head1": h1, "head2": h2, "n": int(y.size), **t.to_dict()})
+            dl.append({"evaluation_group": group, "head1": h1, "head2": h2, "n": int(y.size), **t.to_dict()})
     cols = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     return EvaluationResult(pd.DataFrame(met), pd.DataFrame(dl), cols(cal), cols(dca))
 
@@ -122,13 +140,13 @@ def _fmt_auc(r) -> str:
 
 
 def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Model x cohort table of "AUC [95 % CI]" strings, in the paper's layout."""
+    """Model x evaluation-group table of "AUC [95 % CI]" strings, in the paper's layout."""
     if metrics.empty:
         return pd.DataFrame()
     t = metrics.assign(cell=metrics.apply(_fmt_auc, axis=1))
     order_m = list(dict.fromkeys(t["model"]))
-    order_c = list(dict.fromkeys(t["cohort"]))
-    return t.pivot(index="model", columns="cohort", values="cell").loc[order_m, order_c].rename_axis(
+    order_c = list(dict.fromkeys(t["evaluation_group"]))
+    return t.pivot(index="model", columns="evaluation_group", values="cell").loc[order_m, order_c].rename_axis(
         index="model", columns=None)
 
 
@@ -139,12 +157,12 @@ def _p_vs(delong: pd.DataFrame, ref: str = PRIMARY_HEAD) -> pd.DataFrame:
     for _, r in delong.iterrows():
         if ref in (r["head1"], r["head2"]):
             other = r["head2"] if r["head1"] == ref else r["head1"]
-            rows.append({"model": display_name(other), "cohort": r["cohort"], "p": r["p_value"]})
+            rows.append({"model": display_name(other), "evaluation_group": r["evaluation_group"], "p": r["p_value"]})
     if not rows:
         return pd.DataFrame()
     d = pd.DataFrame(rows)
-    order = list(dict.fromkeys(d["cohort"]))
-    return d.pivot(index="model", columns="cohort", values="p")[order].rename_axis(columns=None)
+    order = list(dict.fromkeys(d["evaluation_group"]))
+    return d.pivot(index="model", columns="evaluation_group", values="p")[order].rename_axis(columns=None)
 
 
 def _markdown(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
@@ -169,8 +187,8 @@ def write_tables(result: EvaluationResult, out: Path) -> list[Path]:
     return [out / "model_comparison.csv", out / "model_comparison.md"]
 
 
-def evaluate(store, *, out: str | Path | None = None, bootstrap: int = 0, seed: int = 0,
-             figures: bool = True, scores: pd.DataFrame | None = None) -> EvaluationResult:
+def evaluate(store, config: EvaluateConfig | None = None, *, out: str | Path | None = None,
+             scores: pd.DataFrame | None = None) -> EvaluationResult:
     """Compute every statistic from the store's ``scores`` table (written by ``models.heads.train_heads``
     or ``score_heads``; or the ``scores`` frame given), write the ``eval_*`` tables into the store, the
     paper-style table (CSV + Markdown) and the figures under ``out`` (default ``STORE/figures``)."""
@@ -178,18 +196,18 @@ def evaluate(store, *, out: str | Path | None = None, bootstrap: int = 0, seed: 
 
     from dltr.core.layout import StoreLayout
 
+    cfg = config or EvaluateConfig()
     if scores is None:
         scores = store.table("scores").to_pandas()
-    result = evaluate_scores(scores, bootstrap=bootstrap, seed=seed)
-    lineage = {"heads": dict(zip(scores["head"], scores["head_version"], strict=False)),
-               "bootstrap": bootstrap, "seed": seed}
+    result = evaluate_scores(scores, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    lineage = {"heads": dict(zip(scores["head"], scores["head_version"], strict=False)), **cfg.to_dict()}
     for name, df in (("eval_metrics", result.metrics), ("eval_delong", result.delong),
                      ("eval_calibration", result.calibration), ("eval_decision_curve", result.decision_curve)):
         store.write_table(name, pa.Table.from_pandas(df, preserve_index=False), lineage=lineage)
     out = Path(out) if out is not None else StoreLayout.of(store).figures
     write_tables(result, out)
-    if figures:
+    if cfg.figures:
         from .plots import save_evaluation_figures
 
-        save_evaluation_figures(scores, result, out, seed=seed)
+        save_evaluation_figures(scores, result, out, seed=cfg.seed)
     return result

@@ -29,6 +29,7 @@ import pandas as pd
 
 from dltr.core.exceptions import StoreError
 from dltr.core.layout import StoreLayout
+from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 
 from ._correlation import correlation_matrix, gene_summaries, r_to_p, standardize_columns
 from ._enrichment import overrepresentation, preranked_enrichment
@@ -43,6 +44,7 @@ __all__ = ["GeneSet", "GeneSetError", "GenesConfig", "GenesResult", "bh_adjust",
 
 @dataclass(frozen=True)
 class GenesConfig:
+    feature_set: str = DEFAULT_FEATURE_SET  # NAME or NAME@VERSION
     method: str = "spearman"
     pcs: int | None = None
     feature_adjust: str = "bonferroni"
@@ -194,13 +196,14 @@ def _embeddings(table) -> tuple[list[str], np.ndarray]:
     return table.column("patient_id").to_pylist(), x
 
 
-def run_genes(store, *, feature_set: str = "dltr", gene_sets: str | Path, config: GenesConfig | None = None,
+def run_genes(store, gene_sets: str | Path, config: GenesConfig | None = None, *,
               out: str | Path | None = None, write: bool = True) -> GenesResult:
     """Store-facing job: deep features ``feature_set`` x ``tables/expression``; writes the tables
     ``genes_correlation``, ``genes_significant``, ``genes_enrichment`` and the figures."""
     import pyarrow as pa
 
     cfg = config or GenesConfig()
+    feature_set = cfg.feature_set
     sets = read_gmt(gene_sets)
     pids, x = _embeddings(store.read(feature_set))
     long = store.table("expression").to_pandas()

@@ -101,7 +101,7 @@ def _slug(s: str) -> str:
 
 
 def save_evaluation_figures(scores: pd.DataFrame, result, out: str | Path, *, seed: int = 0) -> list[Path]:
-    """``roc_<cohort>.png``, ``calibration_<cohort>.png``, ``decision_curve_<cohort>.png``."""
+    """``roc_<group>.png``, ``calibration_<group>.png``, ``decision_curve_<group>.png``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -111,11 +111,11 @@ def save_evaluation_figures(scores: pd.DataFrame, result, out: str | Path, *, se
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for cohort in labelled_groups(scores):
+    for group in labelled_groups(scores):
         svec, y = {}, None
         for h, d in scores.groupby("head", sort=False):
             d = d.sort_values("patient_id", kind="mergesort").reset_index(drop=True)
-            m = labelled_groups(d).get(cohort)
+            m = labelled_groups(d).get(group)
             if m is None:
                 continue
             yy = d.loc[m, "label"].astype(int).to_numpy()
@@ -124,18 +124,18 @@ def save_evaluation_figures(scores: pd.DataFrame, result, out: str | Path, *, se
             y, svec[display_name(h)] = yy, d.loc[m, "score"].to_numpy(float)
         if not svec:
             continue
-        cal = {display_name(h): g for h, g in result.calibration[result.calibration["cohort"] == cohort]
+        cal = {display_name(h): g for h, g in result.calibration[result.calibration["evaluation_group"] == group]
                .groupby("head", sort=False)}
-        dca = {display_name(h): g for h, g in result.decision_curve[result.decision_curve["cohort"] == cohort]
+        dca = {display_name(h): g for h, g in result.decision_curve[result.decision_curve["evaluation_group"] == group]
                .groupby("head", sort=False)}
-        draws = (("roc", partial(plot_roc, y, svec, seed=seed, title=f"ROC - {cohort}")),
-                 ("calibration", partial(plot_calibration, cal, title=f"Calibration - {cohort}")),
-                 ("decision_curve", partial(plot_decision_curve, dca, title=f"Decision curve - {cohort}")))
+        draws = (("roc", partial(plot_roc, y, svec, seed=seed, title=f"ROC - {group}")),
+                 ("calibration", partial(plot_calibration, cal, title=f"Calibration - {group}")),
+                 ("decision_curve", partial(plot_decision_curve, dca, title=f"Decision curve - {group}")))
         for kind, draw in draws:
             fig, ax = plt.subplots(figsize=(5, 5))
             try:
                 draw(ax=ax)
-                paths.append(_save(fig, out / f"{kind}_{_slug(cohort)}.png"))
+                paths.append(_save(fig, out / f"{kind}_{_slug(group)}.png"))
             finally:
                 plt.close(fig)
     return paths

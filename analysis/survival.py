@@ -4,7 +4,7 @@ Risk groups come from one head's score with a cutoff fixed on the **training spl
 default the cutoff the ``scores`` table carries (Youden on the training split, written by the
 heads stage); ``cutoff="youden"`` recomputes Youden from the training rows' labels and scores,
 ``"median"`` takes the training rows' median score. Patients with score >= cutoff are predicted
-responders (``low`` risk), the others ``high`` risk. Per cohort (``training``, ``internal``, each
+responders (``low`` risk), the others ``high`` risk. Per evaluation group (``training``, ``internal``, each
 ``external <center>`` and, with more than one external center, ``external (pooled)``): Kaplan-Meier
 curves with CI bands and numbers at risk, log-rank test, Cox HR (high vs low, and per
 ``score_unit`` of the score) with CI and the Schoenfeld-residual proportional-hazards test
@@ -23,19 +23,20 @@ import pandas as pd
 
 from dltr.core.exceptions import StoreError
 from dltr.core.layout import StoreLayout
+from dltr.core.vocabulary import PRIMARY_HEAD
 
 from ._km import at_risk_counts, compare_groups, km_frame
 from .groups import evaluation_groups
 
 __all__ = ["SurvivalConfig", "SurvivalResult", "at_risk_counts", "fixed_cutoff", "km_frame", "run_survival",
-           "survival_analysis", "survival_cohorts"]
+           "survival_analysis", "survival_groups"]
 
 CUTOFF_METHODS = ("scores", "youden", "median")
 
 
 @dataclass(frozen=True)
 class SurvivalConfig:
-    head: str = "dltr_mlp"
+    head: str = PRIMARY_HEAD
     cutoff: str = "scores"
     level: float = 0.95
     score_unit: float = 0.1
@@ -78,7 +79,7 @@ def fixed_cutoff(frame: pd.DataFrame, method: str = "scores") -> float:
     return youden_cutoff(lab["label"].astype(int).to_numpy(), lab["score"].astype(float).to_numpy())
 
 
-def survival_cohorts(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def survival_groups(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Cohort name -> boolean row mask (rows with a PFS time and event only)."""
     ok = (frame["pfs_days"].notna() & frame["pfs_event"].notna()).to_numpy()
     return evaluation_groups(frame, ok, pooled=True)
@@ -86,7 +87,7 @@ def survival_cohorts(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 @dataclass
 class SurvivalResult:
-    """``summary``: one row per cohort; ``km``: long Kaplan-Meier table (cohort, group, time, ...)."""
+    """``summary``: one row per evaluation group; ``km``: long Kaplan-Meier table (evaluation_group, group, time, ...)."""
 
     head: str
     head_version: str
@@ -111,16 +112,16 @@ def survival_analysis(frame: pd.DataFrame, config: SurvivalConfig | None = None,
         raise StoreError(f"survival: input lacks columns {sorted(missing)}")
     cutoff = fixed_cutoff(frame, cfg.cutoff)
     rows, kms = [], []
-    for name, mask in survival_cohorts(frame).items():
+    for name, mask in survival_groups(frame).items():
         d = frame.loc[mask]
         row, km = compare_groups(d["pfs_days"], d["pfs_event"], d["score"], cutoff, level=cfg.level,
-                                 score_unit=cfg.score_unit, cohort=name)
+                                 score_unit=cfg.score_unit, evaluation_group=name)
         rows.append(row)
-        kms.append(km.assign(cohort=name))
+        kms.append(km.assign(evaluation_group=name))
     if not rows:
         raise StoreError("survival: no patient has both a score and pfs_days / pfs_event")
     km = pd.concat(kms, ignore_index=True)
-    km = km[["cohort", "group"] + [c for c in km.columns if c not in ("cohort", "group")]]
+    km = km[["evaluation_group", "group"] + [c for c in km.columns if c not in ("evaluation_group", "group")]]
     return SurvivalResult(cfg.head, head_version, cutoff, cfg.cutoff, pd.DataFrame(rows), km)
 
 
@@ -137,15 +138,15 @@ def _frame_from_store(store, head: str) -> tuple[pd.DataFrame, str]:
     return frame, str(versions[0])
 
 
-def run_survival(store, *, head: str = "dltr_mlp", cutoff: str = "scores", out: str | Path | None = None,
-                 level: float = 0.95, score_unit: float = 0.1, write: bool = True) -> SurvivalResult:
+def run_survival(store, config: SurvivalConfig | None = None, *, out: str | Path | None = None,
+                 write: bool = True) -> SurvivalResult:
     """Store-facing job: read ``scores`` and ``clinical``, analyse, write ``survival_summary`` and
-    ``survival_km`` to the store and the KM figures (one PNG per cohort) to ``out`` (default
+    ``survival_km`` to the store and the KM figures (one PNG per evaluation group) to ``out`` (default
     ``STORE/figures``)."""
     import pyarrow as pa
 
-    cfg = SurvivalConfig(head=head, cutoff=cutoff, level=level, score_unit=score_unit)
-    frame, version = _frame_from_store(store, head)
+    cfg = config or SurvivalConfig()
+    frame, version = _frame_from_store(store, cfg.head)
     res = survival_analysis(frame, cfg, head_version=version)
     if write:
         lineage = {"config": cfg.to_dict(), "head_version": version, "cutoff": res.cutoff}

@@ -50,7 +50,7 @@ def _at_risk_table(ax, km: pd.DataFrame, ticks: np.ndarray) -> None:
 
 def plot_km(km: pd.DataFrame, *, summary_row: dict | None = None, ax=None, at_risk: bool = True,
             n_ticks: int = 7, title: str = ""):
-    """KM curves of one cohort (``km``: rows of ``survival_km`` for that cohort) with CI bands,
+    """KM curves of one evaluation group (``km``: rows of ``survival_km`` for that evaluation group) with CI bands,
     censoring ticks, log-rank P / HR from ``summary_row`` and a numbers-at-risk table."""
     ax = _axes(ax)
     tmax = float(km["time"].max()) if len(km) else 1.0
@@ -90,7 +90,7 @@ def _slug(s: str) -> str:
 
 
 def save_survival_figures(result, out: Path, dpi: int = 110) -> list[Path]:
-    """One PNG per cohort, ``km_<head>_<cohort>.png``, under ``out``; returns the paths."""
+    """One PNG per evaluation group, ``km_<head>_<group>.png``, under ``out``; returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -102,12 +102,12 @@ def save_survival_figures(result, out: Path, dpi: int = 110) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for row in result.summary.to_dict("records"):
-        cohort = row["cohort"]
+        group = row["evaluation_group"]
         fig, ax = plt.subplots(figsize=(6, 5.6))
         fig.subplots_adjust(bottom=0.3)
-        plot_km(result.km.loc[result.km["cohort"] == cohort], summary_row=row, ax=ax,
-                title=f"{result.head} - {cohort}")
-        path = out / f"km_{_slug(result.head)}_{_slug(cohort)}.png"
+        plot_km(result.km.loc[result.km["evaluation_group"] == group], summary_row=row, ax=ax,
+                title=f"{result.head} - {group}")
+        path = out / f"km_{_slug(result.head)}_{_slug(group)}.png"
         with atomic_file(path) as f:
             fig.savefig(f, format="png", dpi=dpi)
         plt.close(fig)

@@ -7,7 +7,7 @@ Usage (from the repository root)::
 
 For each target the sweep (1) builds a reference store with an uninterrupted run, (2) counts the
 store-touching filesystem events ``E`` of one run (renames, fsyncs, unlinks, mkdirs, rmdirs: see
-``tests/_crash_harness.py``), then (3) for each kill point ``N`` in ``1..E`` (or ``--points`` of
+``tests/kit/crash.py``), then (3) for each kill point ``N`` in ``1..E`` (or ``--points`` of
 them, evenly spread) prepares a store, runs the victim in a forked child that SIGKILLs itself just
 before event ``N``, checks what the crash left (only complete, reference-equal patients/versions
 visible, the catalog opens and every view answers), re-runs the same command to completion and
@@ -38,7 +38,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from _crash_harness import (  # noqa: E402
+from kit.crash import (  # noqa: E402
     KillSwitch,
     catalog_check,
     diff,
@@ -76,10 +76,10 @@ class IngestTarget:
     name = "ingest"
 
     def __init__(self, work: Path, per_center: int = 1, seed: int = 3):
-        from _ingest_cohort import make_cohort
+        from kit.images import image_cohort
 
         self.work = work
-        self.cohort, _ = make_cohort(work / "cohort", per_center=per_center, seed=seed)
+        self.cohort, _ = image_cohort(work / "cohort", per_center=per_center, seed=seed)
         self.ref = work / "ref.json"
 
     def _ingest(self, store: Path, cohort: Path | None = None) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _loader_store import build_store
+from kit.roi_store import roi_store
 
 from dltr.core.exceptions import ModelError
 from models import ENCODERS, build_encoder, card_hash, load_encoder
@@ -24,7 +24,7 @@ TINY = EncoderTrainConfig(candidates=("plain", "resnet10"), folds=2, epochs=3, p
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     # centers A (train 75 % / internal 25 %), B and C external; labels alternate within a center
-    return build_store(tmp_path_factory.mktemp("enc") / "store", n_patients=30, seed=5, centers=("A", "B", "C"),
+    return roi_store(tmp_path_factory.mktemp("enc") / "store", n_patients=30, seed=5, centers=("A", "B", "C"),
                        train_fraction=0.75, border_every=4)
 
 

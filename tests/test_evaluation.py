@@ -80,17 +80,17 @@ def _scores(seed=0):
 def test_evaluate_scores_uses_training_cutoff_and_delong():
     sc = _scores()
     res = evaluate_scores(sc)
-    assert set(res.metrics["cohort"]) == {"training", "internal", "external B", "external C"}
+    assert set(res.metrics["evaluation_group"]) == {"training", "internal", "external B", "external C"}
     sub = sc[(sc["head"] == "dltr") & (sc["center"] == "B") & sc["label"].notna()]
     y, s = sub["label"].astype(int).to_numpy(), sub["score"].to_numpy()
-    row = res.metrics[(res.metrics["head"] == "dltr") & (res.metrics["cohort"] == "external B")].iloc[0]
+    row = res.metrics[(res.metrics["head"] == "dltr") & (res.metrics["evaluation_group"] == "external B")].iloc[0]
     d = delong_auc(y, s)
     assert (row["auc"], row["ci_low"], row["ci_high"]) == pytest.approx((d.auc, d.ci_low, d.ci_high), abs=1e-12)
     assert row["sensitivity"] == pytest.approx(np.mean(s[y == 1] >= 0.51))      # the fixed cutoff, not refitted
     assert row["n"] == len(sub)
     mlp = sc[(sc["head"] == "dltr_mlp") & (sc["center"] == "B") & sc["label"].notna()]
     t = delong_test(y, mlp["score"].to_numpy(), s)
-    drow = res.delong[(res.delong["cohort"] == "external B") & (res.delong["head1"] == "dltr")
+    drow = res.delong[(res.delong["evaluation_group"] == "external B") & (res.delong["head1"] == "dltr")
                       & (res.delong["head2"] == "dltr_mlp")].iloc[0]
     assert drow["p_value"] == pytest.approx(t.p_value, abs=1e-12)
     assert drow["z"] == pytest.approx(-t.z, abs=1e-12)
@@ -117,15 +117,10 @@ def test_figures_are_written_and_decode(tmp_path):
 # traits (truth/patients.csv), published with store.publish, so that the heads can be tested without
 # training an encoder. The demo test wires the real pipeline features.
 
-def _store_or_skip(request, tmp_path):
-    features = pytest.importorskip("features")
-    if not hasattr(features, "FeatureStore"):
-        pytest.skip("features.FeatureStore not available yet")
-    try:
-        cohort = request.getfixturevalue("tiny_cohort")
-    except pytest.FixtureLookupError:
-        pytest.skip("tiny_cohort fixture (tests/conftest.py) not available yet")
-    store = features.FeatureStore(tmp_path / "store")
+def _tiny_store(cohort, tmp_path):
+    from features import FeatureStore
+
+    store = FeatureStore(tmp_path / "store")
     store.add_cohort(cohort.cohort)
     return store, cohort
 
@@ -153,18 +148,18 @@ def _truth_features(cohort, d: int = 32, seed: int = 0):
 
 
 @pytest.mark.slow
-def test_train_heads_and_evaluate_through_the_store(request, tmp_path):
-    from analysis.evaluation import evaluate
-    from models.heads import HeadRegistry, train_heads
+def test_train_heads_and_evaluate_through_the_store(tiny_cohort, tmp_path):
+    from analysis.evaluation import EvaluateConfig, evaluate
+    from models.heads import HeadRegistry, HeadsConfig, train_heads
 
-    store, cohort = _store_or_skip(request, tmp_path)
+    store, cohort = _tiny_store(tiny_cohort, tmp_path)
     table, traits = _truth_features(cohort)
     store.publish("dltr", table, producer="test-truth-projection", lineage={"traits": traits})
-    res = train_heads(store, feature_set="dltr", seed=0)
+    res = train_heads(store, HeadsConfig(feature_set="dltr", seed=0))
     reg = HeadRegistry(store.root)
     meta = reg.meta("dltr_mlp")
     assert meta["lineage"]["frame_row_hash"] and meta["lineage"]["feature_set_version"]
-    ev = evaluate(store, out=tmp_path / "out", bootstrap=50)
+    ev = evaluate(store, EvaluateConfig(bootstrap=50), out=tmp_path / "out")
     scores = pd.DataFrame(store.table("scores").to_pandas())
     assert set(scores["head"]) == {"clinical", "dltr", "dltr_mlp", "xgb_fusion"}
     # the cutoff stored with each head is Youden on the training rows of its own scores
@@ -208,7 +203,7 @@ def _check_oracle(cohort, metrics):
         return
     oracle = _oracle_aucs(path.read_text())
     for center, o in oracle.items():
-        row = metrics[(metrics["head"] == "dltr_mlp") & (metrics["cohort"] == f"external {center}")]
+        row = metrics[(metrics["head"] == "dltr_mlp") & (metrics["evaluation_group"] == f"external {center}")]
         if row.empty or not np.isfinite(row["auc"].iloc[0]):
             continue
         se = float(np.sqrt(row["auc_variance"].iloc[0]))

@@ -22,13 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
 
-pytest.importorskip("nvidia.dali")
-ray = pytest.importorskip("ray")
-
-from dltr.core.hashing import content_hash  # noqa: E402
-from features import FeatureStore  # noqa: E402
-from pipeline.extract import ERRORS_TABLE, ExtractConfig, extract_features, extract_local  # noqa: E402
+from dltr.core.hashing import content_hash
+from features import FeatureStore
+from pipeline.extract import ERRORS_TABLE, ExtractConfig, extract_features, extract_local
 
 ATOL = 1e-5
 PHASES = ("arterial", "portal", "delayed")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from kit import SHARED_DATA
 from scipy import stats
 
 from analysis.expression import ExpressionError, read_tcga_tpm, tcga_sample_kind
@@ -28,7 +29,7 @@ from analysis.genes import (
     read_gmt,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 GMT = DATA / "genesets" / "h.all.v7.0.symbols.gmt"
 TCGA = DATA / "expression" / "tcga_lihc_tpm_linnorm.csv.gz"
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +200,7 @@ def test_run_genes_on_a_real_store_and_cli(tmp_path):
     import pyarrow as pa
     from typer.testing import CliRunner
 
-    from analysis.genes import run_genes
+    from analysis.genes import GenesConfig, run_genes
     from dltr.cli import app
     from features import FeatureStore
 
@@ -221,7 +222,7 @@ def test_run_genes_on_a_real_store_and_cli(tmp_path):
                      "roi_box": [[0, 0, 0, 1, 1, 1]] * n, "input_checksum": ["x"] * n,
                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 64)})
     store.publish("dltr", rows, producer="test", lineage={"test": 1})
-    res = run_genes(store, feature_set="dltr", gene_sets=GMT, out=tmp_path / "fig")
+    res = run_genes(store, GMT, GenesConfig(feature_set="dltr"), out=tmp_path / "fig")
     core = radiogenomics(x, expr.astype(np.float32).astype(np.float64), sets)
     assert res.significant == core.significant and len(res.significant) > 20
     assert len(set(res.significant) & set(planted)) / len(res.significant) > 0.9

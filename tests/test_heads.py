@@ -150,10 +150,9 @@ def test_registry_round_trip_lineage_and_corruption(tmp_path):
 def _store(root, df, emb):
     import pyarrow as pa
 
-    features = pytest.importorskip("features")
-    if not hasattr(features, "FeatureStore"):
-        pytest.skip("features.FeatureStore not available yet")
-    store = features.FeatureStore(root)
+    from features import FeatureStore
+
+    store = FeatureStore(root)
     clin = df.assign(tace_date=pd.Timestamp("2020-01-01").date(), label=df["label"].astype("int8"),
                      response=np.where(df["label"] == 1, "PR", "SD"), pfs_days=300.0, pfs_event=1)
     store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False))
@@ -170,17 +169,17 @@ def _store(root, df, emb):
 
 @pytest.mark.slow
 def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
-    from analysis.evaluation import evaluate
-    from models.heads import train_heads
+    from analysis.evaluation import EvaluateConfig, evaluate
+    from models.heads import HeadsConfig, train_heads
 
     df, emb, _ = planted(n=500, d=24, seed=4)
     s1 = _store(tmp_path / "s1", df, emb)
-    r1 = train_heads(s1, seed=0)
+    r1 = train_heads(s1, HeadsConfig(seed=0))
     df2 = df.copy()
     test = (df2["split"] != "train").to_numpy()
     df2.loc[test, "label"] = np.random.default_rng(1).permutation(df2.loc[test, "label"].to_numpy())
     s2 = _store(tmp_path / "s2", df2, emb)
-    r2 = train_heads(s2, seed=0)
+    r2 = train_heads(s2, HeadsConfig(seed=0))
     reg1, reg2 = HeadRegistry(s1.root), HeadRegistry(s2.root)
     for name in r1.versions:
         b1 = (s1.root / "heads" / name / r1.versions[name] / "head.pkl").read_bytes()
@@ -190,9 +189,9 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
         assert m1["lineage"]["frame_row_hash"] != m2["lineage"]["frame_row_hash"]   # the frames differ
         assert m1["lineage"]["feature_set_version"] == s1.resolve("dltr").version_id
         assert m1["cutoff"] == m2["cutoff"]
-    ev = evaluate(s1, out=tmp_path / "out", figures=False)
+    ev = evaluate(s1, EvaluateConfig(figures=False), out=tmp_path / "out")
     got = s1.sql("SELECT head, cohort, auc FROM eval_metrics WHERE cohort = 'external B' ORDER BY head")
-    sub = ev.metrics[ev.metrics["cohort"] == "external B"].sort_values("head")
+    sub = ev.metrics[ev.metrics["evaluation_group"] == "external B"].sort_values("head")
     assert got.column("auc").to_pylist() == pytest.approx(sub["auc"].tolist(), abs=1e-12)
     n_scores = s1.sql("SELECT count(*) AS n FROM scores").column("n")[0].as_py()
     assert n_scores == 4 * len(df)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 import zarr
-from _ingest_cohort import FAKE, make_cohort, region_values
+from kit.images import FAKE, image_cohort, region_values
 
 from pipeline.ingest import IngestConfig, ingest_cohort
 
@@ -19,7 +19,7 @@ CFG = IngestConfig(workers=2, processes=False)
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    return make_cohort(tmp_path_factory.mktemp("cohort") / "c", per_center=2, seed=3)
+    return image_cohort(tmp_path_factory.mktemp("cohort") / "c", per_center=2, seed=3)
 
 
 @pytest.fixture(scope="module")

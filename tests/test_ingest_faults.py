@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 import zarr
-from _ingest_cohort import make_cohort
+from kit.images import image_cohort
 
 from dltr.cli import main as cli_main
 from pipeline.ingest import IngestConfig, ingest_cohort
@@ -55,7 +55,7 @@ def _corrupt(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory):
-    root, _ = make_cohort(tmp_path_factory.mktemp("broken") / "c", per_center=3, seed=5)
+    root, _ = image_cohort(tmp_path_factory.mktemp("broken") / "c", per_center=3, seed=5)
     return root, _corrupt(root)
 
 
@@ -103,7 +103,7 @@ def _snapshot(store: Path) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_rerun_equals_uninterrupted(tmp_path):
-    root, _ = make_cohort(tmp_path / "c", per_center=5, seed=7)
+    root, _ = image_cohort(tmp_path / "c", per_center=5, seed=7)
     cmd = [sys.executable, "-m", "dltr", "ingest", str(root), "--workers", "1", "--threads"]
     ref = tmp_path / "ref"
     subprocess.run(cmd + ["--store", str(ref)], check=True, cwd=REPO, capture_output=True, timeout=300)

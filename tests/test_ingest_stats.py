@@ -4,15 +4,13 @@ concatenated voxels read back from the store; int16 exactness is tests/test_inge
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
-from _ingest_cohort import region_values
+from kit.images import nifti_cohort, region_values
 
 from pipeline.ingest import IngestConfig, ingest_cohort
 from pipeline.ingest._stats import FLOAT_RTOL  # the stated accuracy, documented in pipeline/ingest/_stats.py
@@ -26,15 +24,12 @@ def _cohort(root: Path, kinds: dict[str, tuple[str, str]], seed: int) -> Path:
     negative values, int = integer-valued (stored int16), intfloat = integer values plus 0.5 on a
     quarter of the voxels (float32, few distinct values)."""
     rng = np.random.default_rng(seed)
-    aff = np.diag([0.9, 1.1, 2.5, 1.0])
     ii = np.indices(SHAPE, dtype=np.float32)
-    man, clin = [], []
+    patients = {}
     for pid, (center, kind) in kinds.items():
-        d = root / "images" / pid
-        d.mkdir(parents=True)
         c = rng.uniform(8, 22, 3)
         mask = ((((ii[0] - c[0]) / 6) ** 2 + ((ii[1] - c[1]) / 5) ** 2 + ((ii[2] - 5) / 2.5) ** 2) <= 1)
-        nib.save(nib.Nifti1Image(mask.astype(np.uint8), aff), str(d / "mask.nii"))
+        images = {}
         for k, ph in enumerate(PHASES):
             v = rng.lognormal(5.0 + 0.3 * k, 0.6, SHAPE) + 60 * mask
             v[:3] = 0.0  # air: outside "body"
@@ -45,16 +40,9 @@ def _cohort(root: Path, kinds: dict[str, tuple[str, str]], seed: int) -> Path:
                 v = (np.round(v) + 0.5 * (rng.random(SHAPE) < 0.25)).astype(np.float32)
             else:
                 v = v.astype(np.float32)
-            nib.save(nib.Nifti1Image(v, aff), str(d / f"{ph}.nii"))
-            man.append({"patient_id": pid, "phase": ph, "image": f"images/{pid}/{ph}.nii",
-                        "mask": f"images/{pid}/mask.nii"})
-        clin.append({"patient_id": pid, "center": center, "tace_date": "2020-01-01"})
-    for name, rows in (("manifest.csv", man), ("clinical.csv", clin)):
-        with open(root / name, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return root
+            images[ph] = v
+        patients[pid] = (center, mask, images)
+    return nifti_cohort(root, patients, np.diag([0.9, 1.1, 2.5, 1.0]))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import zarr
-from _loader_store import CHUNKS, PHASES, build_store
+from kit.roi_store import CHUNKS, PHASES, roi_store
 from scipy.ndimage import map_coordinates
 from zarr.storage import LocalStore, WrapperStore
 
@@ -28,7 +28,7 @@ TOL = 1e-4  # max |DALI - reference| after z-scoring (float32 warp vs float64 se
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("roi") / "store", n_patients=9, seed=7)
+    return roi_store(tmp_path_factory.mktemp("roi") / "store", n_patients=9, seed=7)
 
 
 IDS = [f"P{i:03d}" for i in range(9)]

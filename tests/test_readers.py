@@ -13,6 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import zarr
+from kit import SHARED_DATA
 from pydicom.data import get_testdata_file
 
 from pipeline.ingest import (
@@ -28,7 +29,7 @@ from pipeline.ingest import (
     to_canonical,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "imaging"
+SHARED = SHARED_DATA / "imaging"
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 NICOM_DATA = Path(nib.__file__).parent / "nicom" / "tests" / "data"
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from _crash_harness import catalog_check, diff, process_state, volume_store_snapshot
-from _ingest_cohort import make_cohort
+from kit.crash import catalog_check, diff, process_state, volume_store_snapshot
+from kit.images import image_cohort
 
 from dltr.core.exceptions import StoreError
 from features import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
-HARNESS = str(REPO / "tests" / "_crash_harness.py")
+HARNESS = str(REPO / "tests" / "kit" / "crash.py")
 sys.path.insert(0, str(REPO / "scripts"))
 from crash_sweep import feature_rows  # noqa: E402  (the sweep's row generator)
 
@@ -73,7 +73,7 @@ def test_two_writers_started_at_once(tmp_path, round_):
 
 
 def test_second_ingest_on_the_same_store_is_refused_or_harmless(tmp_path):
-    cohort, _ = make_cohort(tmp_path / "c", per_center=1, seed=21)
+    cohort, _ = image_cohort(tmp_path / "c", per_center=1, seed=21)
     root = tmp_path / "store"
     ref = tmp_path / "ref"
     from pipeline.ingest import IngestConfig, ingest_cohort
@@ -136,7 +136,7 @@ def _fill(mnt: Path, leave: int) -> Path:
 
 
 def test_ingest_on_a_full_disk_fails_cleanly_and_store_stays_usable(small_disk, tmp_path):
-    cohort, _ = make_cohort(tmp_path / "c", per_center=2, seed=22)
+    cohort, _ = image_cohort(tmp_path / "c", per_center=2, seed=22)
     from pipeline.ingest import IngestConfig, ingest_cohort
 
     ref = tmp_path / "ref"
@@ -152,7 +152,7 @@ def test_ingest_on_a_full_disk_fails_cleanly_and_store_stays_usable(small_disk, 
     FULL_DISK_STDERR.append(p.stderr)
     ref_snap = volume_store_snapshot(ref)
     for pid in (q.name for q in (store / "volumes.zarr").iterdir() if q.is_dir() and not q.name.startswith(".")):
-        from _crash_harness import group_snapshot
+        from kit.crash import group_snapshot
 
         assert group_snapshot(store / "volumes.zarr" / pid) == ref_snap["groups"][pid]  # complete or absent
     assert not list((store / "ingest" / ".tmp").glob("*")) if (store / "ingest" / ".tmp").exists() else True

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _crash_harness import catalog_check, kill_session
+from kit.crash import catalog_check, kill_session
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = REPO / "scripts" / "crash_sweep.py"
@@ -84,12 +84,12 @@ def test_group_left_aside_by_the_two_rename_fallback_is_restored_at_open(tmp_pat
     old group at ingest/.tmp/<key>.old.<hex> (the state built here by hand). The next run restores it
     before writing anything: an unchanged cohort then skips every patient (nothing re-ingested) and the
     store equals the reference; a temporary group of another patient under an '.old.' name is dropped."""
-    from _crash_harness import diff, volume_store_snapshot
-    from _ingest_cohort import make_cohort
+    from kit.crash import diff, volume_store_snapshot
+    from kit.images import image_cohort
 
     from pipeline.ingest import IngestConfig, ingest_cohort
 
-    cohort, _ = make_cohort(tmp_path / "c", per_center=1, seed=4)
+    cohort, _ = image_cohort(tmp_path / "c", per_center=1, seed=4)
     store = tmp_path / "s"
     ingest_cohort(cohort, store, IngestConfig(), executor="serial")
     ref = volume_store_snapshot(store)
@@ -122,15 +122,13 @@ def _encoder(root: Path) -> None:
 @pytest.fixture(scope="module")
 def extract_store(tmp_path_factory) -> Path:
     """A real store: the ingest test cohort (NIfTI + DICOM) ingested, registered, plus a seeded encoder."""
-    pytest.importorskip("nvidia.dali")
-    pytest.importorskip("ray")
-    from _ingest_cohort import make_cohort
+    from kit.images import image_cohort
 
     from features import FeatureStore
     from pipeline.ingest import IngestConfig, ingest_cohort
 
     tmp = tmp_path_factory.mktemp("xstore")
-    cohort, _ = make_cohort(tmp / "cohort", per_center=2, seed=11)
+    cohort, _ = image_cohort(tmp / "cohort", per_center=2, seed=11)
     root = tmp / "store"
     ingest_cohort(cohort, root, IngestConfig(), executor="serial")
     FeatureStore(root).add_cohort(cohort)
@@ -187,7 +185,7 @@ def test_extract_killed_mid_run_with_readers_then_resumed(extract_store, tmp_pat
     stop, seen = tmp_path / "stop", tmp_path / "seen.json"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(root), str(seen), str(stop)], cwd=REPO, env=_env())
     try:
-        killed = _extract(root, str(REPO / "tests" / "_crash_harness.py"), "exec", "--root", str(root),
+        killed = _extract(root, str(REPO / "tests" / "kit" / "crash.py"), "exec", "--root", str(root),
                           "--kill-after", r"features/dltr/_staging/[0-9a-f]+/part-[^/]*\.parquet$", "--nth", "2", "--")
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
         assert catalog_check(root) == []

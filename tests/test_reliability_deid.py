@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from _ingest_cohort import make_cohort
+from kit.images import image_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 UID_ROOT = "1.2.826.0.1.3680043.8.498.9"  # pydicom's example root + a marker digit
@@ -80,7 +80,7 @@ def _needles(planted: dict[str, str]) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def deid_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("deid")
-    root, _ = make_cohort(tmp / "cohort", per_center=2, seed=12)  # P004, P005: DICOM series (center C)
+    root, _ = image_cohort(tmp / "cohort", per_center=2, seed=12)  # P004, P005: DICOM series (center C)
     planted: dict[str, str] = {}
     per_patient: dict[str, dict[str, str]] = {}
     for pid in ("P004", "P005"):
@@ -155,7 +155,7 @@ def test_voxels_survive_de_identification(deid_run):
 
 
 def test_uid_named_slice_file_does_not_leak_through_errors(tmp_path):
-    root, _ = make_cohort(tmp_path / "cohort", per_center=1, seed=13)
+    root, _ = image_cohort(tmp_path / "cohort", per_center=1, seed=13)
     files = sorted((root / "images" / "P002" / "arterial").glob("*.dcm"))
     uids = []
     for k, f in enumerate(files):

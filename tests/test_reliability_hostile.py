@@ -19,9 +19,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from _ingest_cohort import make_cohort
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from kit.images import image_cohort
 
 from analysis.gmt import GeneSetError, read_gmt
 from dltr.core.exceptions import CohortError
@@ -138,7 +138,7 @@ def test_empty_nifti_file_is_a_named_error(tmp_path):
 
 
 def test_one_bad_nifti_header_does_not_fail_the_other_patients(tmp_path):
-    root, _ = make_cohort(tmp_path / "c", per_center=1, seed=2)
+    root, _ = image_cohort(tmp_path / "c", per_center=1, seed=2)
     p = root / "images" / "P001" / "portal.nii"  # center B: plain NIfTI
     b = bytearray(p.read_bytes())
     b[70:72] = struct.pack("<h", 1234)
@@ -228,7 +228,7 @@ def _stored(store: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def dicom_cohort(tmp_path_factory):
     """Center C (DICOM) patients P006..P008, each broken in its geometry; A and B patients sound."""
-    root, _ = make_cohort(tmp_path_factory.mktemp("geo") / "c", per_center=3, seed=4)
+    root, _ = image_cohort(tmp_path_factory.mktemp("geo") / "c", per_center=3, seed=4)
     files = {pid: sorted((root / "images" / pid / "arterial").glob("*.dcm")) for pid in ("P006", "P007", "P008")}
     edits = {"P006": ("ImageOrientationPatient", [0, 1, 0, 0, 0, -1]),  # one slice sagittal
              "P007": ("PixelSpacing", [0.5, 0.5]),  # one slice with another pixel spacing
@@ -312,7 +312,7 @@ def test_declared_size_larger_than_file_is_refused_before_allocating(tmp_path, k
 # -- paths that leave the cohort ---------------------------------------------------------------------
 @pytest.fixture
 def traversal_cohort(tmp_path):
-    root, _ = make_cohort(tmp_path / "c", per_center=2, seed=6)
+    root, _ = image_cohort(tmp_path / "c", per_center=2, seed=6)
     outside = tmp_path / "outside"
     outside.mkdir()
     secret = outside / "secret.nii.gz"
@@ -344,7 +344,7 @@ def test_paths_leaving_the_cohort_are_refused_per_row(traversal_cohort, tmp_path
 @pytest.mark.parametrize("inside", [False, True], ids=["outside-refused", "inside-read"])
 def test_symlink_inside_a_dicom_series_is_refused(tmp_path, inside):
     """A slice symlinked out of the cohort is refused; one linked from elsewhere inside the cohort is read."""
-    root, _ = make_cohort(tmp_path / "c", per_center=1, seed=6)
+    root, _ = image_cohort(tmp_path / "c", per_center=1, seed=6)
     target = (root / "archive") if inside else (tmp_path / "outside")
     target.mkdir()
     f = sorted((root / "images" / "P002" / "portal").glob("*.dcm"))[0]
@@ -360,7 +360,7 @@ def test_symlink_inside_a_dicom_series_is_refused(tmp_path, inside):
 # -- cohort tables: injection, encodings, dates ------------------------------------------------------
 @pytest.fixture
 def table_cohort(tmp_path):
-    root, _ = make_cohort(tmp_path / "c", per_center=1, seed=8)
+    root, _ = image_cohort(tmp_path / "c", per_center=1, seed=8)
     return root, (root / "clinical.csv").read_text()
 
 
@@ -424,7 +424,7 @@ def test_out_of_range_dates_are_reported_per_row(table_cohort, value):
 
 def test_invalid_dicom_study_date_does_not_fail_the_run(tmp_path):
     _count("dates")
-    root, _ = make_cohort(tmp_path / "c", per_center=1, seed=8)
+    root, _ = image_cohort(tmp_path / "c", per_center=1, seed=8)
     import warnings
 
     with warnings.catch_warnings():

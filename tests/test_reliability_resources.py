@@ -8,15 +8,14 @@ show up as that much extra peak RSS; a streaming ingest stays within noise (unde
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
+from kit.images import nifti_cohort
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (128, 128, 32)
@@ -34,28 +33,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 def _cohort(root: Path, n: int, dtype: str) -> Path:
     rng = np.random.default_rng(0)
-    aff = np.diag([0.8, 0.8, 3.0, 1.0])
-    man, clin = [], []
     ii = np.indices(SHAPE, dtype=np.float32)
     mask = ((((ii[0] - 64) / 12) ** 2 + ((ii[1] - 60) / 10) ** 2 + ((ii[2] - 16) / 4) ** 2) <= 1).astype(np.uint8)
+    patients = {}
     for k in range(n):
-        pid = f"P{k:03d}"
-        d = root / "images" / pid
-        d.mkdir(parents=True)
-        nib.save(nib.Nifti1Image(mask, aff), str(d / "mask.nii"))
+        images = {}
         for ph in ("arterial", "portal"):
             v = rng.normal(200, 40, SHAPE)
-            v = v.astype(np.float32) if dtype == "float32" else np.round(v).astype(np.int16)
-            nib.save(nib.Nifti1Image(v, aff), str(d / f"{ph}.nii"))
-            man.append({"patient_id": pid, "phase": ph, "image": f"images/{pid}/{ph}.nii",
-                        "mask": f"images/{pid}/mask.nii"})
-        clin.append({"patient_id": pid, "center": "A", "tace_date": "2020-01-01"})
-    for name, rows in (("manifest.csv", man), ("clinical.csv", clin)):
-        with open(root / name, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return root
+            images[ph] = v.astype(np.float32) if dtype == "float32" else np.round(v).astype(np.int16)
+        patients[f"P{k:03d}"] = ("A", mask, images)
+    return nifti_cohort(root, patients, np.diag([0.8, 0.8, 3.0, 1.0]))
 
 
 def _peak_mb(tmp: Path, n: int, dtype: str) -> float:

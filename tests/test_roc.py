@@ -3,11 +3,10 @@ and scikit-learn; stated edge-case behaviour."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from kit import shared_file
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
@@ -22,15 +21,12 @@ from analysis.roc import (
 )
 from dltr.core.exceptions import ApproximationWarning
 
-ASAH = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference" / "aSAH.csv"
 TOL = 1e-9
 
 
 @pytest.fixture(scope="module")
 def asah():
-    if not ASAH.exists():
-        pytest.skip(f"reference data {ASAH} not present")
-    d = pd.read_csv(ASAH)
+    d = pd.read_csv(shared_file("reference/aSAH.csv"))
     return (d["outcome"] == "Poor").astype(int).to_numpy(), d
 
 

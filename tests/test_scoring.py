@@ -9,7 +9,7 @@ from contextlib import redirect_stdout
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from _scoring_fixture import one_patient_cohort, patients_of, shared_demo
+from kit.scoring import one_patient_cohort, patients_of
 from scipy.special import logit
 
 from dltr.core.exceptions import DltrError
@@ -21,11 +21,6 @@ pytestmark = pytest.mark.slow
 # The batch path encodes patients in batches inside Ray actors, the single path one at a time; the
 # float32 convolutions and MLP then differ in the last bits (observed < 1e-6 absolute).
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def scoring_demo(tmp_path_factory):
-    return shared_demo(tmp_path_factory)
 
 
 def _batch(store, head: str):

@@ -12,20 +12,15 @@ import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from _scoring_fixture import one_patient_cohort, patients_of, read_rows, shared_demo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit.scoring import one_patient_cohort, patients_of, read_rows
 
 from dltr.cli._serve import ServeConfigError, serve_token
 from dltr.scoring import ServeLimits, create_app, predict_patient
 
 pytestmark = pytest.mark.slow
 PHASES = ("t2", "arterial", "portal", "delayed")
-
-
-@pytest.fixture(scope="module")
-def scoring_demo(tmp_path_factory):
-    return shared_demo(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

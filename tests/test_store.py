@@ -8,54 +8,18 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from kit.tables import LABS, clinical_tables
 
 from dltr.core.exceptions import ReadOnlyQueryError, StoreError, StoreLockedError
 from features import FeatureStore, embedding_matrix, feature_schema, table_hash, version_id_of
 
 REPO = Path(__file__).resolve().parents[1]
-LABS = ("afp", "albumin")
-
-
-def make_cohort(n: int = 30, seed: int = 0):
-    """A cohort object as dltr.cohort.load_cohort returns it, built in code, with planted
-    late-recorded lab values (value >= 9000) that must never reach a training frame."""
-    rng = np.random.default_rng(seed)
-    pids = [f"P{i:03d}" for i in range(n)]
-    tace = [dt.date(2020, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 600, n)]
-    resp = rng.choice(["CR", "PR", "SD", "PD", None], n)
-    clinical = pd.DataFrame({
-        "patient_id": pids, "center": [("A", "B", "C")[i % 3] for i in range(n)],
-        "tace_date": pd.to_datetime(tace), "response": resp,
-        "pfs_days": rng.integers(30, 900, n).astype(float), "pfs_event": rng.integers(0, 2, n),
-        "split": [("train", "internal", "external")[i % 3] for i in range(n)],
-        "label": pd.array([None if r is None else int(r in ("CR", "PR")) for r in resp], dtype="Int8"),
-        "age": rng.integers(35, 85, n), "sex": pd.Categorical(rng.choice(["F", "M"], n)),
-    })
-    rows, late = [], []
-    for pid, t in zip(pids, tace, strict=True):
-        t0 = pd.Timestamp(t)
-        for name in LABS:
-            for k in range(int(rng.integers(0, 5))):  # ordinary values, known before TACE
-                m = t0 - pd.Timedelta(days=int(rng.integers(1, 200)), hours=int(rng.integers(0, 20)))
-                rows.append((pid, name, float(rng.normal(50, 10)), m, m + pd.Timedelta(hours=k)))
-            m = t0 - pd.Timedelta(days=int(rng.integers(0, 5)), hours=1)  # measured before, recorded after
-            late.append((pid, name, 9000.0 + len(late), m, t0 + pd.Timedelta(days=int(rng.integers(1, 4)))))
-            late.append((pid, name, 9500.0 + len(late), t0 + pd.Timedelta(hours=9), t0 + pd.Timedelta(hours=10)))
-    if rows:  # an amendment: same measured_at, recorded later (but before TACE) -> the amended value wins
-        p, nm, v, m, r = rows[0]
-        rows.append((p, nm, v + 1.0, m, r + pd.Timedelta(minutes=5)))
-    labs = pd.DataFrame(rows + late, columns=["patient_id", "name", "value", "measured_at", "recorded_at"])
-    labs["unit"] = "u"
-    cohort = types.SimpleNamespace(clinical=clinical, labs=labs, expression=None, root="<in-code>",
-                                   config=types.SimpleNamespace(expression_scale="log2tpm1"))
-    return cohort, pd.DataFrame(late, columns=labs.columns[:5])
 
 
 def feature_rows(pids, centers, dim: int = 16, seed: int = 0) -> pa.Table:
@@ -70,7 +34,7 @@ def feature_rows(pids, centers, dim: int = 16, seed: int = 0) -> pa.Table:
 @pytest.fixture
 def store(tmp_path):
     s = FeatureStore(tmp_path / "store")
-    cohort, late = make_cohort()
+    cohort, late = clinical_tables()
     s.add_cohort(cohort)
     c = cohort.clinical
     s.publish("dltr", feature_rows(c.patient_id, c.center), "test", {"inputs_hash": "v1"})
@@ -131,12 +95,8 @@ def test_frame_lineage_zero_copy_and_reproducible_sql(store):
     assert table_hash(again.combine_chunks()) == frame.lineage["row_hash"]
 
 
-def test_planted_synthetic_cohort_if_available(tmp_path, request):
-    pytest.importorskip("dltr.synth")
-    try:
-        tiny = request.getfixturevalue("tiny_cohort")
-    except pytest.FixtureLookupError:
-        pytest.skip("tiny_cohort fixture not available yet")
+def test_planted_synthetic_cohort(tmp_path, tiny_cohort):
+    tiny = tiny_cohort
     s = FeatureStore(tmp_path / "s")
     s.add_cohort(tiny.cohort)
     clin = s.table("clinical").to_pandas()
@@ -418,7 +378,7 @@ def test_frame_equals_single_query_frame(tmp_path, clinical, labs, max_age, labe
     """The frame (labs by arg_max in DuckDB, embedding attached from Parquet) is the table the old
     single query gives, schema and row hash included, for an older version with a subset of patients
     spread over centers, and with exact (measured_at, recorded_at) ties broken by the larger value."""
-    cohort, _ = make_cohort(n=40, seed=4)
+    cohort, _ = clinical_tables(n=40, seed=4)
     t0 = pd.Timestamp(cohort.clinical.tace_date.iloc[0]) - pd.Timedelta(minutes=30)  # P000's latest albumin
     ties = pd.DataFrame({"patient_id": "P000", "name": ["albumin"] * 3, "value": [41.0, 43.0, 42.0],
                          "measured_at": t0, "recorded_at": t0, "unit": "u"})

@@ -35,15 +35,15 @@ def test_statistics_equal_lifelines_called_directly():
     df = _frame()
     res = survival_analysis(df, SurvivalConfig(cutoff="scores"))
     assert res.cutoff == 0.47
-    cohorts = {"training": df.split == "train", "internal": df.split == "internal",
+    groups = {"training": df.split == "train", "internal": df.split == "internal",
                "external B": (df.split == "external") & (df.center == "B"),
                "external C": (df.split == "external") & (df.center == "C"),
                "external (pooled)": df.split == "external"}
-    assert list(res.summary["cohort"]) == list(cohorts)
-    for name, mask in cohorts.items():
+    assert list(res.summary["evaluation_group"]) == list(groups)
+    for name, mask in groups.items():
         d = df[mask]
         hi = (d.score < 0.47).to_numpy()
-        row = res.summary.set_index("cohort").loc[name]
+        row = res.summary.set_index("evaluation_group").loc[name]
         assert row["n_high"] == hi.sum() and row["n_low"] == (~hi).sum()
         lr = logrank_test(d.pfs_days[hi], d.pfs_days[~hi], d.pfs_event[hi], d.pfs_event[~hi])
         assert row["logrank_stat"] == pytest.approx(lr.test_statistic, rel=1e-10)
@@ -62,10 +62,10 @@ def test_statistics_equal_lifelines_called_directly():
         assert (math.isnan(row["median_pfs_low"]) and math.isinf(med)) or row["median_pfs_low"] == med
         assert 0 <= row["ph_p_group"] <= 1
     # the planted effect (higher score, longer PFS) shows where it should
-    tr = res.summary.set_index("cohort").loc["training"]
+    tr = res.summary.set_index("evaluation_group").loc["training"]
     assert tr["hr_score"] < 1 and tr["c_index"] > 0.5
     km = res.km
-    assert set(km["cohort"]) == set(cohorts) and set(km["group"]) == {"low", "high"}
+    assert set(km["evaluation_group"]) == set(groups) and set(km["group"]) == {"low", "high"}
 
 
 def test_kaplan_meier_by_hand():
@@ -123,7 +123,7 @@ def test_single_group_cohort_warns_and_gives_nan():
     df.loc[df.center == "C", "score"] = 0.9         # every patient of C a predicted responder
     with pytest.warns(ApproximationWarning, match="external C"):
         res = survival_analysis(df)
-    row = res.summary.set_index("cohort").loc["external C"]
+    row = res.summary.set_index("evaluation_group").loc["external C"]
     assert row["n_high"] == 0 and math.isnan(row["logrank_p"]) and math.isnan(row["hr_group"])
 
 
@@ -135,7 +135,7 @@ def test_run_survival_on_a_real_store_and_cli(tmp_path):
     import pyarrow as pa
     from typer.testing import CliRunner
 
-    from analysis.survival import run_survival
+    from analysis.survival import SurvivalConfig, run_survival
     from dltr.cli import app
     from features import FeatureStore
 
@@ -147,21 +147,21 @@ def test_run_survival_on_a_real_store_and_cli(tmp_path):
                                                               predicted=(df.score >= 0.47).astype("int8"))
     other = scores.assign(head="clinical", score=1 - scores.score, cutoff=0.5)
     store.write_table("scores", pa.Table.from_pandas(pd.concat([scores, other]), preserve_index=False))
-    res = run_survival(store, head="dltr_mlp", out=tmp_path / "fig")
+    res = run_survival(store, SurvivalConfig(head="dltr_mlp"), out=tmp_path / "fig")
     direct = survival_analysis(df)
     pd.testing.assert_frame_equal(res.summary, direct.summary)
-    q = store.sql("SELECT cohort, logrank_p, head FROM survival_summary ORDER BY cohort").to_pandas()
-    exp = direct.summary.sort_values("cohort")
+    q = store.sql("SELECT evaluation_group, logrank_p, head FROM survival_summary ORDER BY evaluation_group").to_pandas()
+    exp = direct.summary.sort_values("evaluation_group")
     np.testing.assert_allclose(q["logrank_p"], exp["logrank_p"], rtol=1e-12)
     assert set(q["head"]) == {"dltr_mlp"}
-    km = store.sql("SELECT count(*) AS n FROM survival_km WHERE cohort = 'external B'").to_pandas()
-    assert km["n"].iloc[0] == (direct.km["cohort"] == "external B").sum()
+    km = store.sql("SELECT count(*) AS n FROM survival_km WHERE evaluation_group = 'external B'").to_pandas()
+    assert km["n"].iloc[0] == (direct.km["evaluation_group"] == "external B").sum()
     pngs = sorted(p.name for p in (tmp_path / "fig").glob("*.png"))
     assert "km_dltr_mlp_external_b.png" in pngs and len(pngs) == len(direct.summary)
     assert (tmp_path / "fig" / pngs[0]).read_bytes()[:4] == b"\x89PNG"
     out = CliRunner().invoke(app, ["survival", "--store", str(tmp_path / "store"), "--out",
                                    str(tmp_path / "fig2"), "--json"])
     assert out.exit_code == 0, out.output
-    got = {c["cohort"]: c for c in json.loads(out.stdout)["cohorts"]}
+    got = {c["evaluation_group"]: c for c in json.loads(out.stdout)["evaluation_groups"]}
     for r in direct.summary.to_dict("records"):
-        assert got[r["cohort"]]["logrank_stat"] == pytest.approx(r["logrank_stat"], rel=1e-12)
+        assert got[r["evaluation_group"]]["logrank_stat"] == pytest.approx(r["logrank_stat"], rel=1e-12)

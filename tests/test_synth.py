@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from kit import SHARED_DATA
 from lifelines import KaplanMeierFitter
 
 from dltr.core.exceptions import DltrError
 from dltr.core.hashing import tree_sha256
 from dltr.synth import SynthConfig, draw_patients, oracle_aucs, read_gmt, render_study, synthesize
 
-GMT = Path(__file__).resolve().parents[2] / "shared" / "data" / "genesets" / "h.all.v7.0.symbols.gmt"
+GMT = SHARED_DATA / "genesets" / "h.all.v7.0.symbols.gmt"
 TABLES = ["cohort/manifest.csv", "cohort/clinical.csv", "cohort/labs.csv", "cohort/expression.tsv",
           "cohort/cohort.toml", "truth/patients.csv", "truth/tumours.csv", "truth/centers.json"]
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import typer
 
-from dltr.cli._common import echo_json
+from dltr.cli._common import config_from, echo_json
 
 
 def _store(path: Path):
@@ -24,23 +25,23 @@ def _clean(records: list[dict]) -> list[dict]:
 
 def survival_cmd(
     store: Path = typer.Option(..., "--store", help="Store folder with a scores table (dltr train-heads)."),
-    head: str = typer.Option("dltr_mlp", "--head", help="Head whose score defines the risk groups."),
-    cutoff: str = typer.Option("scores", "--cutoff", help="Cutoff source, fixed on the training split: "
-                               "'scores' (the head's Youden cutoff in the scores table), 'youden' or 'median'."),
+    head: str = typer.Option(None, "--head", help="Head whose score defines the risk groups (default dltr_mlp)."),
+    cutoff: str = typer.Option(None, "--cutoff", help="Cutoff source, fixed on the training split: 'scores' "
+                               "(default: the head's Youden cutoff in the scores table), 'youden' or 'median'."),
     out: Path = typer.Option(None, "--out", help="Folder for the KM figures (default STORE/figures)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the per-cohort summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the per-evaluation-group summary as JSON."),
 ) -> None:
-    """PFS by predicted response: KM curves, log-rank, Cox HR, PH check, C-index per cohort."""
-    from analysis.survival import run_survival
+    """PFS by predicted response: KM curves, log-rank, Cox HR, PH check, C-index per evaluation group."""
+    from analysis.survival import SurvivalConfig, run_survival
 
-    res = run_survival(_store(store), head=head, cutoff=cutoff, out=out)
+    res = run_survival(_store(store), config_from(SurvivalConfig(), head=head, cutoff=cutoff), out=out)
     if as_json:
         echo_json({"head": res.head, "head_version": res.head_version, "cutoff": res.cutoff,
-                   "cohorts": _clean(res.summary.to_dict(orient="records"))})
+                   "evaluation_groups": _clean(res.summary.to_dict(orient="records"))})
         return
     typer.echo(f"{res.head} {res.head_version}: cutoff {res.cutoff:.4g} ({res.cutoff_method}, training split)")
     for r in res.summary.to_dict(orient="records"):
-        typer.echo(f"  {r['cohort']:<20} n={r['n']:<4} events={r['events']:<4} high/low={r['n_high']}/{r['n_low']}"
+        typer.echo(f"  {r['evaluation_group']:<20} n={r['n']:<4} events={r['events']:<4} high/low={r['n_high']}/{r['n_low']}"
                    f"  log-rank P={r['logrank_p']:.3g}  HR={r['hr_group']:.2f} [{r['hr_group_lower']:.2f}-"
                    f"{r['hr_group_upper']:.2f}]  C={r['c_index']:.3f}")
 
@@ -48,29 +49,34 @@ def survival_cmd(
 def genes_cmd(
     store: Path = typer.Option(..., "--store", help="Store folder with deep features and an expression table."),
     gene_sets: Path = typer.Option(..., "--gene-sets", help="Gene sets in MSigDB GMT format."),
-    feature_set: str = typer.Option("dltr", "--feature-set", help="Feature set: NAME or NAME@VERSION."),
-    method: str = typer.Option("spearman", "--method", help="Correlation: spearman or pearson."),
+    feature_set: str = typer.Option(None, "--feature-set", help="Feature set: NAME or NAME@VERSION (default dltr)."),
+    method: str = typer.Option(None, "--method", help="Correlation: spearman (default) or pearson."),
     pcs: int = typer.Option(None, "--pcs", help="Correlate genes with the top K principal components of the "
                             "features instead of every feature."),
-    fdr: float = typer.Option(0.05, "--fdr", help="BH FDR level on the per-gene P (Bonferroni over features); "
-                              "0 turns FDR off (then P < --alpha)."),
-    alpha: float = typer.Option(0.05, "--alpha", help="P threshold when FDR is off."),
+    fdr: float = typer.Option(None, "--fdr", help="BH FDR level on the per-gene P (Bonferroni over features; "
+                              "default 0.05); 0 turns FDR off (then P < --alpha)."),
+    alpha: float = typer.Option(None, "--alpha", help="P threshold when FDR is off (default 0.05)."),
     paper_rule: bool = typer.Option(False, "--paper-rule", help="The paper's rule: any feature at P < --alpha, "
                                     "no adjustment (most genes pass by chance with many features)."),
-    min_expression: float = typer.Option(1.0, "--min-expression", help="Test genes whose mean log2(TPM+1) "
-                                         "is at least this."),
+    min_expression: float = typer.Option(None, "--min-expression", help="Test genes whose mean log2(TPM+1) "
+                                         "is at least this (default 1)."),
     preranked: bool = typer.Option(False, "--preranked", help="Also run preranked (GSEA-style) enrichment."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the preranked permutations."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the preranked permutations (default 0)."),
     out: Path = typer.Option(None, "--out", help="Folder for the figures (default STORE/figures)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Deep feature x gene correlation (dask), significant genes and gene-set enrichment."""
     from analysis.genes import GenesConfig, run_genes
 
-    kw = {"method": method, "pcs": pcs, "alpha": alpha, "min_expression": min_expression,
-          "preranked": preranked, "seed": seed}
-    cfg = GenesConfig.paper(**kw) if paper_rule else GenesConfig(fdr=fdr or None, **kw)
-    res = run_genes(_store(store), feature_set=feature_set, gene_sets=gene_sets, config=cfg, out=out)
+    kw = {"feature_set": feature_set, "method": method, "pcs": pcs, "alpha": alpha, "min_expression": min_expression,
+          "preranked": preranked or None, "seed": seed}
+    if paper_rule:
+        cfg = config_from(GenesConfig.paper(), **kw)
+    else:
+        cfg = config_from(GenesConfig(), **kw)
+        if fdr is not None:
+            cfg = dataclasses.replace(cfg, fdr=fdr or None)
+    res = run_genes(_store(store), gene_sets, cfg, out=out)
     ora = res.enrichment[res.enrichment["method"] == "hypergeometric"]
     if as_json:
         echo_json({"info": res.info, "significant": res.significant,

@@ -37,8 +37,8 @@ def validate(
 
 def synth(
     out: Path = typer.Argument(..., help="Output folder; gets cohort/ and truth/ (replaced if a previous synth)."),
-    profile: str = typer.Option("default", "--profile", help="Size profile: default (demo) or tiny (tests)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
+    profile: str = typer.Option(None, "--profile", help="Size profile: default (demo) or tiny (tests)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default 0); the same seed gives the same bytes."),
     patients: int = typer.Option(None, "--patients", help="Patients per center (overrides the profile)."),
     gene_sets: Path = typer.Option(None, "--gene-sets", help="GMT file whose pathways are planted in expression."),
     as_json: bool = typer.Option(False, "--json", help="Print the result (paths, counts, oracle AUCs) as JSON."),
@@ -49,8 +49,8 @@ def synth(
 
     if gene_sets is not None and not gene_sets.is_file():
         raise DltrError(f"--gene-sets {gene_sets}: file does not exist; give a GMT file")
-    cfg = SynthConfig.profile(profile, patients=patients, seed=seed,
-                              gene_sets=None if gene_sets is None else str(gene_sets.absolute()))
+    given = {"patients": patients, "seed": seed, "gene_sets": None if gene_sets is None else str(gene_sets.absolute())}
+    cfg = SynthConfig.profile(profile or SynthConfig.profile_name, **{k: v for k, v in given.items() if v is not None})
     res = synthesize(out, cfg, progress=lambda it: progress(it, desc="patients"))
     if as_json:
         echo_json(res.to_dict())

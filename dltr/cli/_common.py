@@ -26,3 +26,11 @@ def progress(iterable=None, *, total: int | None = None, desc: str = "", disable
     if disable:
         return iterable
     return track(iterable, total=total, description=desc, transient=False)
+
+
+def config_from(base: Any, **given: Any) -> Any:
+    """``base`` (a config dataclass instance) with the options the user gave: every CLI option defaults to
+    ``None``, so the defaults live only in the dataclass."""
+    import dataclasses
+
+    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})

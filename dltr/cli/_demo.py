@@ -13,8 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the cohort, the store and the report."),
-        profile: str = typer.Option("default", "--profile", help="Synthetic cohort size: default (300 patients) or tiny."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the cohort and of every model."),
+        profile: str = typer.Option(None, "--profile", help="Synthetic cohort size: default (380 patients) or tiny."),
+        seed: int = typer.Option(None, "--seed", help="Seed of the cohort and of every model (default 0)."),
         epochs: int = typer.Option(None, "--epochs", help="Encoder training epochs per fold (default by profile)."),
         gene_sets: Path = typer.Option(None, "--gene-sets", help="GMT file of gene sets for the generator and the "
                                        "enrichment (default: MSigDB Hallmark beside the checkout, if present)."),
@@ -23,10 +23,9 @@ def register(app: typer.Typer) -> None:
         """Run every stage on a synthetic cohort and write OUT/report/report.html; a re-run reuses what is done."""
         from dltr.demo import DemoConfig, run_demo
 
-        kw = {"profile": profile, "seed": seed, "gene_sets": str(gene_sets) if gene_sets else None}
-        if epochs is not None:
-            kw["epochs"] = epochs
-        res = run_demo(out, DemoConfig.for_profile(**kw), log=lambda m: typer.echo(m, err=True))
+        cfg = DemoConfig.for_profile(profile or DemoConfig.profile, seed=seed, epochs=epochs,
+                                     gene_sets=str(gene_sets) if gene_sets else None)
+        res = run_demo(out, cfg, log=lambda m: typer.echo(m, err=True))
         if as_json:
             echo_json({"report_html": str(res.report_html), "report_md": str(res.report_md),
                        "seconds": res.seconds, "stages": res.stages})

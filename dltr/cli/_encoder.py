@@ -23,22 +23,25 @@ def register(app: typer.Typer) -> None:
     @app.command("train-encoder")
     def train_encoder_cmd(
         store: Path = typer.Option(..., "--store", help="The dltr store (ingested volumes and the registered cohort tables)."),
-        candidates: str = typer.Option("resnet10,densenet,plain", "--candidates",
-                                       help="Comma-separated encoder families to compare (see models.ENCODERS)."),
-        folds: int = typer.Option(3, "--folds", help="Cross-validation folds inside the training split."),
-        epochs: int = typer.Option(12, "--epochs", help="Maximum epochs per fold (early stopping may end sooner)."),
+        candidates: str = typer.Option(None, "--candidates",
+                                       help="Comma-separated encoder families to compare (see models.ENCODERS; "
+                                            "default resnet10,densenet,plain)."),
+        folds: int = typer.Option(None, "--folds", help="Cross-validation folds inside the training split (default 3)."),
+        epochs: int = typer.Option(None, "--epochs", help="Maximum epochs per fold (default 12; early stopping may "
+                                    "end sooner)."),
         grid: str = typer.Option(None, "--grid", help="Encoder input grid X,Y,Z (default: RoiConfig's, 32,32,16)."),
         phases: str = typer.Option(None, "--phases", help="Input channels, comma-separated phase names in order "
                                    "(default: RoiConfig's, arterial,portal,delayed; the demo uses cohort.toml's)."),
-        aux_weight: float = typer.Option(1.0, "--aux-weight", help="Weight of the label-free ROI-descriptor "
-                                         "loss (tumour/ring/core/rim intensities); 0 trains on the label alone."),
-        seed: int = typer.Option(0, "--seed", help="Seed of folds, initialisation and augmentation."),
+        aux_weight: float = typer.Option(None, "--aux-weight", help="Weight of the label-free ROI-descriptor "
+                                         "loss (tumour/ring/core/rim intensities; default 1); 0 trains on the "
+                                         "label alone."),
+        seed: int = typer.Option(None, "--seed", help="Seed of folds, initialisation and augmentation (default 0)."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON."),
     ) -> None:
         """Train each candidate with k-fold CV on the training split, refit the best, write the checkpoint."""
         import dataclasses
 
-        from dltr.cli._common import echo_json
+        from dltr.cli._common import config_from, echo_json
         from models.training import EncoderTrainConfig, train_encoder
         from pipeline.loaders import RoiConfig, dali_available
 
@@ -50,8 +53,9 @@ def register(app: typer.Typer) -> None:
         roi = RoiConfig() if grid is None else dataclasses.replace(RoiConfig(), grid=_grid(grid))
         if phases:
             roi = dataclasses.replace(roi, phases=tuple(p.strip() for p in phases.split(",") if p.strip()))
-        cfg = EncoderTrainConfig(candidates=tuple(c.strip() for c in candidates.split(",") if c.strip()),
-                                 folds=folds, epochs=epochs, seed=seed, roi=roi, aux_weight=aux_weight)
+        names = None if candidates is None else tuple(c.strip() for c in candidates.split(",") if c.strip())
+        cfg = config_from(EncoderTrainConfig(), candidates=names, folds=folds, epochs=epochs, seed=seed, roi=roi,
+                          aux_weight=aux_weight)
         res = train_encoder(store, cfg, log=lambda m: typer.echo(m, err=True))
         if as_json:
             echo_json(res.card)

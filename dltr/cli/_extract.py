@@ -14,24 +14,25 @@ def register(app: typer.Typer) -> None:
         encoder: str = typer.Option(None, "--encoder",
                                     help="Encoder card hash in STORE/encoders or a checkpoint folder "
                                          "(default: the newest encoder in the store)."),
-        name: str = typer.Option("dltr", "--name", help="Feature-set name to publish."),
+        name: str = typer.Option(None, "--name", help="Feature-set name to publish (default dltr)."),
         address: str = typer.Option(None, "--address",
                                     help="Ray cluster address; default: an embedded local Ray for this run."),
-        workers: int = typer.Option(1, "--workers", help="Actors, each with a DALI pipeline and an encoder."),
-        gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="GPUs per actor (0: CPU only)."),
-        cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", help="CPUs per actor (torch threads)."),
-        batch_size: int = typer.Option(8, "--batch-size", help="Studies per batch (and per staged part)."),
+        workers: int = typer.Option(None, "--workers", help="Actors, each with a DALI pipeline and an encoder (default 1)."),
+        gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", help="GPUs per actor (default 0: CPU only)."),
+        cpus_per_worker: float = typer.Option(None, "--cpus-per-worker", help="CPUs per actor (torch threads; default 1)."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Patients per batch (and per staged part; default 8)."),
         allow_partial: bool = typer.Option(False, "--allow-partial",
                                            help="Publish even if some studies failed (recorded as partial)."),
         as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
     ) -> None:
         """Extract DLTR deep features on Ray (resumable, incremental) and publish a feature-set version."""
-        from dltr.cli._common import echo_json
+        from dltr.cli._common import config_from, echo_json
         from dltr.core.exceptions import DltrError
         from pipeline.extract import ExtractConfig, extract_features
 
-        cfg = ExtractConfig(name=name, address=address, workers=workers, gpus_per_worker=gpus_per_worker,
-                            cpus_per_worker=cpus_per_worker, batch_size=batch_size, allow_partial=allow_partial)
+        cfg = config_from(ExtractConfig(), name=name, address=address, workers=workers,
+                          gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_size=batch_size,
+                          allow_partial=allow_partial or None)
         with _Bar() as bar:
             report = extract_features(store, encoder, cfg, progress=bar.advance)
         if as_json:
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(report.summary())
             if report.status == "exists":
-                typer.echo(f"version {report.version_id} of {name!r} already published: nothing to do")
+                typer.echo(f"version {report.version_id} of {cfg.name!r} already published: nothing to do")
         if report.status == "incomplete":
             failed = ", ".join(e["patient_id"] for e in report.errors if e.get("stage") != "scope")
             raise DltrError(f"{store}: {report.n_errors} stud(ies) failed ({failed}); see table "

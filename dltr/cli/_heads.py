@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dltr.cli._common import echo_json
+from dltr.cli._common import config_from, echo_json
 
 
 def _store(path: Path):
@@ -17,15 +17,18 @@ def _store(path: Path):
 
 def train_heads_cmd(
     store: Path = typer.Option(..., "--store", help="Store folder (holds the feature set and cohort tables)."),
-    feature_set: str = typer.Option("dltr", "--feature-set", help="Feature set to train on: NAME or NAME@VERSION."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (CV folds, network init, trees)."),
+    feature_set: str = typer.Option(None, "--feature-set", help="Feature set to train on: NAME or NAME@VERSION "
+                                     "(default: dltr, latest version)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of every random choice (CV folds, network init, trees); "
+                           "default 0."),
     max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train the clinical, DLTR, DLTR_MLP and XGBoost heads on the training split and register them."""
-    from models.heads import train_heads
+    from models.heads import HeadsConfig, train_heads
 
-    res = train_heads(_store(store), feature_set=feature_set, seed=seed, max_age_days=max_age_days)
+    res = train_heads(_store(store), config_from(HeadsConfig(), feature_set=feature_set, seed=seed,
+                                                  max_age_days=max_age_days))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,
                    "clinical_selected": res.clinical_summary["variable"].drop_duplicates().tolist()[1:],
@@ -45,16 +48,17 @@ def evaluate_cmd(
     store: Path = typer.Option(..., "--store", help="Store folder with trained heads (dltr train-heads)."),
     out: Path = typer.Option(None, "--out", help="Folder for the CSV/Markdown table and figures "
                                                  "(default STORE/figures)."),
-    bootstrap: int = typer.Option(0, "--bootstrap", help="Also give stratified bootstrap AUC CIs with N resamples."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and ROC bands."),
+    bootstrap: int = typer.Option(None, "--bootstrap", help="Also give stratified bootstrap AUC CIs with N "
+                                   "resamples (default 0: DeLong only)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the bootstrap and ROC bands (default 0)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
-    """Evaluate every head per cohort (AUC [95 % CI], cutoff metrics, DeLong, calibration, decision curves)."""
-    from analysis.evaluation import evaluate
+    """Evaluate every head per evaluation group (AUC [95 % CI], cutoff metrics, DeLong, calibration, decision curves)."""
+    from analysis.evaluation import EvaluateConfig, evaluate
     from models.heads import score_heads
 
     fs = _store(store)
-    res = evaluate(fs, out=out, bootstrap=bootstrap, seed=seed, scores=score_heads(fs, write=True))
+    res = evaluate(fs, config_from(EvaluateConfig(), bootstrap=bootstrap, seed=seed), out=out, scores=score_heads(fs, write=True))
     if as_json:
         echo_json({"metrics": res.metrics.to_dict(orient="records"),
                    "delong": res.delong.to_dict(orient="records")})

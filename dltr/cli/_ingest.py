@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dltr.cli._common import echo_json
+from dltr.cli._common import config_from, echo_json
 from dltr.core.exceptions import IngestError
 
 
@@ -27,7 +27,7 @@ def _spacing(text: str | None) -> tuple[float, float, float] | None:
 def ingest_cmd(
     cohort: Path = typer.Argument(..., help="Cohort folder (manifest.csv, clinical.csv, images)."),
     store: Path = typer.Option(..., "--store", help="Store folder; the volumes go to its Zarr volume store."),
-    workers: int = typer.Option(2, "--workers", help="Workers of the local Dask cluster."),
+    workers: int = typer.Option(None, "--workers", help="Workers of the local Dask cluster (default 2)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler to use instead."),
     threads: bool = typer.Option(False, "--threads", help="Local Dask workers as threads in this process "
                                                           "(default: one process per worker)."),
@@ -46,8 +46,9 @@ def ingest_cmd(
         key = os.environ.get(pseudonym_key_env)
         if not key:
             raise IngestError(f"--pseudonym-key-env {pseudonym_key_env}: the variable is unset or empty")
-    cfg = IngestConfig(target_spacing=_spacing(target_spacing), workers=workers, processes=not threads,
-                       scheduler_address=scheduler, strict=strict, pseudonym_key=key)
+    cfg = config_from(IngestConfig(), target_spacing=_spacing(target_spacing), workers=workers,
+                      processes=False if threads else None, scheduler_address=scheduler, strict=strict or None,
+                      pseudonym_key=key)
     bar = _Bar()
     try:
         report = ingest_cohort(cohort, store, cfg, on_patient=bar.step)

@@ -22,6 +22,7 @@ from typing import Any
 from dltr.core.exceptions import CohortError
 from dltr.core.hashing import content_hash
 from dltr.core.layout import StoreLayout
+from dltr.core.vocabulary import DEFAULT_FEATURE_SET, PRIMARY_HEAD, format_ref
 from dltr.demo._stages import StageLog
 
 _SHARED_HALLMARK = Path(__file__).resolve().parents[3] / "shared/data/genesets/h.all.v7.0.symbols.gmt"
@@ -161,35 +162,35 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
 
     records.append(ledger.run("extract features", [card_hash, cfg.extract_workers], extract_stage))
     fs_version = records[-1].outputs.get("version_id")
-    feature_set = f"dltr@{fs_version}" if fs_version else "dltr"
+    feature_set = format_ref(DEFAULT_FEATURE_SET, fs_version)
 
     def heads_stage():
-        from analysis.evaluation import evaluate
-        from models.heads import train_heads
+        from analysis.evaluation import EvaluateConfig, evaluate
+        from models.heads import HeadsConfig, train_heads
 
         store = FeatureStore(store_root)
-        res = train_heads(store, feature_set=feature_set, seed=cfg.seed)
-        evaluate(store, out=StoreLayout.of(store_root).figures, seed=cfg.seed)
+        res = train_heads(store, HeadsConfig(feature_set=feature_set, seed=cfg.seed))
+        evaluate(store, EvaluateConfig(seed=cfg.seed))
         return {"heads": res.versions}, {}
 
     records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed], heads_stage))
 
     def survival_stage():
-        from analysis.survival import run_survival
+        from analysis.survival import SurvivalConfig, run_survival
 
-        run_survival(FeatureStore(store_root), head="dltr_mlp", out=StoreLayout.of(store_root).figures)
-        return {"head": "dltr_mlp"}, {}
+        run_survival(FeatureStore(store_root), SurvivalConfig(head=PRIMARY_HEAD))
+        return {"head": PRIMARY_HEAD}, {}
 
     records.append(ledger.run("survival", records[-1].outputs, survival_stage))
 
     def genes_stage():
-        from analysis.genes import run_genes
+        from analysis.genes import GenesConfig, run_genes
 
         if gene_sets is None:
             gmt = Path(synth_dir / "truth" / "gene_sets.gmt")
         else:
             gmt = Path(gene_sets)
-        res = run_genes(FeatureStore(store_root), feature_set=feature_set, gene_sets=gmt, out=StoreLayout.of(store_root).figures)
+        res = run_genes(FeatureStore(store_root), gmt, GenesConfig(feature_set=feature_set))
         return {"n_significant": int(len(res.significant)), "gene_sets": str(gmt)}, {}
 
     records.append(ledger.run("radiogenomics", [fs_version, gene_sets], genes_stage))

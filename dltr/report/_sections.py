@@ -41,20 +41,20 @@ def cohort_section(t: dict[str, pd.DataFrame]) -> Section:
 def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     m = t["eval_metrics"]
     m = m.assign(model=m["head"].map(display_name), cell=m.apply(_auc_cell, axis=1))
-    cohorts = list(dict.fromkeys(m["cohort"]))
+    cohorts = list(dict.fromkeys(m["evaluation_group"]))
     models = [display_name(h) for h in head_order(m["head"])]
-    table = m.pivot(index="model", columns="cohort", values="cell").loc[models, cohorts].reset_index()
+    table = m.pivot(index="model", columns="evaluation_group", values="cell").loc[models, cohorts].reset_index()
     d = t.get("eval_delong", pd.DataFrame())
     prow = []
     for _, r in d.iterrows():
         if PRIMARY_HEAD in (r["head1"], r["head2"]):
             other = r["head2"] if r["head1"] == PRIMARY_HEAD else r["head1"]
-            prow.append({"model": display_name(other), "cohort": r["cohort"], "p": float(r["p_value"])})
-    tables = [("AUC [95 % CI] (DeLong) per model and cohort", table)]
+            prow.append({"model": display_name(other), "evaluation_group": r["evaluation_group"], "p": float(r["p_value"])})
+    tables = [("AUC [95 % CI] (DeLong) per model and evaluation group", table)]
     if prow:
-        p = pd.DataFrame(prow).pivot(index="model", columns="cohort", values="p")
+        p = pd.DataFrame(prow).pivot(index="model", columns="evaluation_group", values="p")
         tables.append(("Paired DeLong P against DLTR_MLP", p[[c for c in cohorts if c in p]].reset_index()))
-    cut = m[["model", "cohort", "accuracy", "sensitivity", "specificity", "ppv", "npv", "brier",
+    cut = m[["model", "evaluation_group", "accuracy", "sensitivity", "specificity", "ppv", "npv", "brier",
              "calibration_slope", "calibration_intercept"]].copy()
     cut = cut[[c for c in cut.columns if c in m.columns or c in ("model",)]]
     tables.append(("Metrics at the cutoff fixed on the training split (Youden), and calibration", cut))
@@ -84,7 +84,7 @@ def survival_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
     s = t.get("survival_summary")
     tables = []
     if s is not None and not s.empty:
-        cols = [c for c in ("cohort", "n", "events", "n_low", "n_high", "median_pfs_low", "median_pfs_high",
+        cols = [c for c in ("evaluation_group", "n", "events", "n_low", "n_high", "median_pfs_low", "median_pfs_high",
                             "logrank_p", "hr_group", "hr_group_lower", "hr_group_upper", "c_index", "ph_p_group")
                 if c in s.columns]
         tables.append(("PFS by DLTR_MLP risk group (cutoff fixed on the training split)", s[cols]))
@@ -111,8 +111,8 @@ def genes_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
 
 
 def _ext_auc(m: pd.DataFrame, head: str) -> list[float]:
-    r = m[(m["head"] == head) & m["cohort"].str.startswith("external")]
-    return [float(x) for x in r.sort_values("cohort")["auc"]]
+    r = m[(m["head"] == head) & m["evaluation_group"].str.startswith("external")]
+    return [float(x) for x in r.sort_values("evaluation_group")["auc"]]
 
 
 def paper_section(t: dict[str, pd.DataFrame], paper: dict[str, Any], truth: dict[str, Any] | None) -> Section:
@@ -124,9 +124,9 @@ def paper_section(t: dict[str, pd.DataFrame], paper: dict[str, Any], truth: dict
                      "this run": " / ".join(f"{v:.3f}" for v in ours)})
     s = t.get("survival_summary")
     if s is not None and "logrank_p" in s:
-        ext = s[s["cohort"].astype(str).str.startswith("external")]
+        ext = s[s["evaluation_group"].astype(str).str.startswith("external")]
         rows.append({"figure": "PFS log-rank P (external)", "paper": f"{paper['pfs_logrank_p']}",
-                     "this run": " / ".join(f"{c}: {p:.3g}" for c, p in zip(ext["cohort"], ext["logrank_p"],
+                     "this run": " / ".join(f"{c}: {p:.3g}" for c, p in zip(ext["evaluation_group"], ext["logrank_p"],
                                                                           strict=True))})
     sig = t.get("genes_significant", pd.DataFrame())
     rows.append({"figure": "genes correlated with deep features", "paper": str(paper["n_genes"]),
@@ -139,7 +139,7 @@ def paper_section(t: dict[str, pd.DataFrame], paper: dict[str, Any], truth: dict
     tables = [("This run beside Chen et al. (BMC Cancer 25:1810, 2025)", pd.DataFrame(rows))]
     if truth:
         o = []
-        mlp = m[m["head"] == PRIMARY_HEAD].set_index("cohort")["auc"]
+        mlp = m[m["head"] == PRIMARY_HEAD].set_index("evaluation_group")["auc"]
         for center, c in sorted(truth["centers"].items()):
             key = f"external {center}" if f"external {center}" in mlp else "internal"
             ours = float(mlp[key]) if key in mlp else None

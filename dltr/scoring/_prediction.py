@@ -67,14 +67,14 @@ def interval_for(fh: Any, df, emb: np.ndarray) -> tuple[list[float] | None, str]
 
 def pfs_group(store_root: Path, head: str, head_version: str, score: float) -> tuple[str | None, dict[str, Any]]:
     """The survival risk group with the survival analysis's training cutoff, and that group's
-    training-cohort median PFS (``survival_summary``, cohort ``training``)."""
+    training-cohort median PFS (``survival_summary``, evaluation group ``training``)."""
     path = StoreLayout.of(store_root).table("survival_summary")
     if not path.is_file():
         return None, {"note": "no survival_summary table in the store (run `dltr survival`)"}
     import pyarrow.parquet as pq
 
     rows = [r for r in pq.read_table(path).to_pylist()
-            if r.get("head") == head and r.get("head_version") == head_version and r.get("cohort") == "training"]
+            if r.get("head") == head and r.get("head_version") == head_version and r.get("evaluation_group") == "training"]
     if not rows:
         return None, {"note": f"the survival analysis was not run on head {head}@{head_version}"}
     r = rows[0]

@@ -1,11 +1,12 @@
 """Prediction heads on top of the feature store: clinical model, DLTR, DLTR_MLP, XGBoost fusion.
 
 Every head follows the estimator contract (keyword-only hyper-parameters, ``fit(X, y)`` returns
-self, learned state ends in ``_``, ``predict_proba``). ``train_heads(store)`` trains them from a
-point-in-time training frame and registers them under ``STORE/heads`` with lineage.
+self, learned state ends in ``_``, ``predict_proba``). ``train_heads(store, HeadsConfig(...))`` trains them
+from a point-in-time training frame and registers them under ``STORE/heads`` with lineage.
 """
 
 from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
+from ._config import HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
 from ._registry import HeadRegistry, serialize_head
@@ -30,6 +31,7 @@ __all__ = [
     "DLTRHead",
     "FrameHead",
     "HeadRegistry",
+    "HeadsConfig",
     "HeadsResult",
     "LogisticFit",
     "XGBFusionHead",

@@ -18,6 +18,7 @@ from dltr.core.exceptions import ModelError
 from dltr.core.vocabulary import HEADS
 
 from ._clinical import ClinicalModel
+from ._config import HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
 from ._registry import HeadRegistry
@@ -135,14 +136,14 @@ def _scores_frame(df, name, version, score, cutoff) -> pd.DataFrame:
     })
 
 
-def train_heads(store, *, feature_set: str = "dltr", clinical: list[str] | None = None,
-                labs: list[str] | None = None, max_age_days: int | None = None, seed: int = 0,
-                heads: tuple[str, ...] = HEAD_NAMES) -> HeadsResult:
+def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     """Train every head from the store's training frame, publish them, write the ``scores`` table."""
     from analysis.roc import auc_score, youden_cutoff
 
-    clinical = list(clinical) if clinical is not None else _store_columns(store, "clinical")
-    labs = list(labs) if labs is not None else _store_columns(store, "labs")
+    cfg = config or HeadsConfig()
+    feature_set, max_age_days, seed, heads = cfg.feature_set, cfg.max_age_days, cfg.seed, cfg.heads
+    clinical = list(cfg.clinical) if cfg.clinical is not None else _store_columns(store, "clinical")
+    labs = list(cfg.labs) if cfg.labs is not None else _store_columns(store, "labs")
     frame = store.training_frame(feature_set, label="response", clinical=clinical, labs=labs,
                                  max_age_days=max_age_days)
     df, emb = frame_arrays(frame)

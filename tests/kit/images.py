@@ -11,6 +11,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from dltr.core.layout import StoreLayout
+
 PHASES = ("arterial", "portal")
 FAKE = {"name": "Doe^Jane{n}", "id": "MRN-{n}-XQZ", "birth": "19500101", "inst": "Hospital-Of-Nowhere-{n}",
         "acc": "ACC{n}ZZ"}
@@ -106,7 +108,7 @@ def _nrrd(path, data_ras, aff_ras):
                               "space origin": a[:3, 3].tolist()}, index_order="F")
 
 
-def make_cohort(root: str | Path, per_center: int = 2, seed: int = 0) -> tuple[Path, dict[str, dict]]:
+def image_cohort(root: str | Path, per_center: int = 2, seed: int = 0) -> tuple[Path, dict[str, dict]]:
     """Write the cohort; returns ``(root, truth)`` with truth[pid] = {center, centroid, spacing}."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -156,12 +158,32 @@ def _csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def nifti_cohort(root: Path, patients: dict[str, tuple[str, np.ndarray, dict[str, np.ndarray]]],
+                 affine: np.ndarray, tace_date: str = "2020-01-01") -> Path:
+    """A cohort folder of uncompressed NIfTI files from arrays given in code: ``patients[pid] = (center,
+    mask, {phase: image})``; one mask per patient, repeated on each of its manifest rows."""
+    root = Path(root)
+    man, clin = [], []
+    for pid, (center, mask, images) in patients.items():
+        d = root / "images" / pid
+        d.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.asarray(mask, np.uint8), affine), str(d / "mask.nii"))
+        for ph, v in images.items():
+            nib.save(nib.Nifti1Image(v, affine), str(d / f"{ph}.nii"))
+            man.append({"patient_id": pid, "phase": ph, "image": f"images/{pid}/{ph}.nii",
+                        "mask": f"images/{pid}/mask.nii"})
+        clin.append({"patient_id": pid, "center": center, "tace_date": tace_date})
+    _csv(root / "manifest.csv", man)
+    _csv(root / "clinical.csv", clin)
+    return root
+
+
 def region_values(store_root: Path, center: str, phase: str, region: str) -> np.ndarray:
     """The independent reference of the ingest statistics: every stored voxel of ``phase`` in ``center``'s
     patients inside the tumour mask (``region == "tumour"``) or non-zero (body), float64, sorted."""
     import zarr
 
-    grp = zarr.open_group(Path(store_root) / "volumes.zarr", mode="r")
+    grp = zarr.open_group(StoreLayout.of(store_root).volumes, mode="r")
     vals = []
     for pid in sorted(grp.group_keys()):
         g = grp[pid]

@@ -1,6 +1,5 @@
-"""A small trained store for the scoring tests, built once per test process and shared by
-tests/test_scoring.py and tests/test_serve.py (``shared_demo`` caches it at module level; each test
-module wraps it in its own fixture), plus one-patient cohort folders cut from it."""
+"""A small trained store for the scoring tests (``build_demo``; the session fixture ``scoring_demo`` in
+conftest.py builds it once), plus one-patient cohort folders cut from it."""
 
 from __future__ import annotations
 
@@ -9,8 +8,6 @@ import shutil
 import warnings
 from pathlib import Path
 from typing import NamedTuple
-
-import pytest
 
 
 class ScoringDemo(NamedTuple):
@@ -31,16 +28,6 @@ def build_demo(root: Path) -> ScoringDemo:
         warnings.simplefilter("ignore", DltrWarning)
         run_demo(out, DemoConfig.for_profile("tiny", seed=0, candidates=("plain",)), log=lambda _m: None)
     return ScoringDemo(out, out / "store", out / "synthetic" / "cohort")
-
-
-_CACHE: dict[str, ScoringDemo] = {}
-
-
-def shared_demo(tmp_path_factory: pytest.TempPathFactory) -> ScoringDemo:
-    """The demo store of this test process (built on first use; module fixtures call this)."""
-    if "demo" not in _CACHE:
-        _CACHE["demo"] = build_demo(tmp_path_factory.mktemp("scoring"))
-    return _CACHE["demo"]
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -13,7 +13,7 @@ Two runners:
   sweep of hundreds of points costs milliseconds of start-up each. The zygote itself never touches
   zarr or DuckDB (their background threads must not exist before ``fork``); every check runs in a
   forked child too.
-- ``python tests/_crash_harness.py exec --root STORE --kill-at N -- -m dltr ...``: the same switch
+- ``python tests/kit/crash.py exec --root STORE --kill-at N -- -m dltr ...``: the same switch
   in front of a real CLI run (used for ``dltr extract`` on Ray, whose driver cannot be forked).
 
 Targets (``ingest``, ``ingest-update``, ``publish``, ``staged``) and the sweep driver live in
@@ -33,6 +33,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from dltr.core.layout import StoreLayout
 
 EVENTS = ("replace", "rename", "fsync", "unlink", "rmdir", "mkdir")
 
@@ -184,7 +186,7 @@ def group_snapshot(group_dir: Path) -> dict[str, Any]:
 
 
 def visible_groups(store: Path) -> list[str]:
-    vz = Path(store) / "volumes.zarr"
+    vz = StoreLayout.of(store).volumes
     return sorted(p.name for p in vz.iterdir() if p.is_dir() and not p.name.startswith(".")) if vz.is_dir() else []
 
 
@@ -199,9 +201,9 @@ def parquet_rows(path: Path) -> list[dict[str, Any]] | None:
 def volume_store_snapshot(store: Path) -> dict[str, Any]:
     """Every group's arrays and attributes plus the three ingest tables (not run.json: it has timings)."""
     store = Path(store)
-    snap: dict[str, Any] = {"groups": {k: group_snapshot(store / "volumes.zarr" / k) for k in visible_groups(store)}}
+    snap: dict[str, Any] = {"groups": {k: group_snapshot(StoreLayout.of(store).volume_group(k)) for k in visible_groups(store)}}
     for t in ("studies", "errors", "intensity_stats"):
-        snap[t] = parquet_rows(store / "ingest" / f"{t}.parquet")
+        snap[t] = parquet_rows(StoreLayout.of(store).ingest / f"{t}.parquet")
     return snap
 
 
@@ -356,4 +358,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "exec":
         _exec_main(sys.argv[2:])
     else:
-        raise SystemExit("usage: python tests/_crash_harness.py exec --root STORE [--kill-at N] -- -m dltr ...")
+        raise SystemExit("usage: python tests/kit/crash.py exec --root STORE [--kill-at N] -- -m dltr ...")

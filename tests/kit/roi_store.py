@@ -11,6 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
+from dltr.core.layout import StoreLayout
+
 PHASES = ("arterial", "portal", "delayed")
 CHUNKS = (16, 16, 8)
 
@@ -26,12 +28,12 @@ def _volume(rng, shape, center, radii, label: int, phase_i: int) -> tuple[np.nda
     return np.clip(np.round(vol), -32768, 32767).astype(np.int16), mask
 
 
-def build_store(root: str | Path, n_patients: int = 8, seed: int = 0, *, centers=("A",),
+def roi_store(root: str | Path, n_patients: int = 8, seed: int = 0, *, centers=("A",),
                 border_every: int = 3, train_fraction: float = 1.0) -> Path:
     """Write STORE/volumes.zarr, ingest/intensity_stats.parquet and tables/clinical.parquet."""
     root = Path(root)
     rng = np.random.default_rng(seed)
-    grp = zarr.open_group(root / "volumes.zarr", mode="w")
+    grp = zarr.open_group(StoreLayout.of(root).volumes, mode="w")
     rows, sums = [], {}
     for n in range(n_patients):
         pid = f"P{n:03d}"
@@ -61,7 +63,7 @@ def build_store(root: str | Path, n_patients: int = 8, seed: int = 0, *, centers
         split = "external" if center != centers[0] else (
             "train" if k_in < train_fraction * n_patients / len(centers) else "internal")
         rows.append({"patient_id": pid, "center": center, "split": split, "label": label})
-    (root / "ingest").mkdir(parents=True, exist_ok=True)
+    (StoreLayout.of(root).ingest).mkdir(parents=True, exist_ok=True)
     (root / "tables").mkdir(parents=True, exist_ok=True)
     stats = []
     for (c, ph), (s1, s2, n) in sorted(sums.items()):
@@ -70,8 +72,8 @@ def build_store(root: str | Path, n_patients: int = 8, seed: int = 0, *, centers
         for region in ("body", "tumour"):
             stats.append({"phase": ph, "center": c, "region": region, "n": n, "mean": mean, "std": std,
                           "p01": mean - 2 * std, "p50": mean, "p99": mean + 2 * std})
-    pq.write_table(pa.Table.from_pylist(stats), root / "ingest" / "intensity_stats.parquet")
+    pq.write_table(pa.Table.from_pylist(stats), StoreLayout.of(root).intensity_stats)
     clin = pa.Table.from_pylist(rows).cast(pa.schema([("patient_id", pa.string()), ("center", pa.string()),
                                                       ("split", pa.string()), ("label", pa.int8())]))
-    pq.write_table(clin, root / "tables" / "clinical.parquet")
+    pq.write_table(clin, StoreLayout.of(root).table("clinical"))
     return root

@@ -1,0 +1,38 @@
+"""``HeadsConfig``: what ``train_heads(store, config)`` trains; the one place its defaults live."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from dltr.core.exceptions import ModelError
+from dltr.core.hashing import from_dict_checked
+from dltr.core.vocabulary import DEFAULT_FEATURE_SET, HEADS
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """``feature_set``: NAME or NAME@VERSION; ``clinical`` / ``labs``: candidate predictors (None = every
+    clinical column / lab name registered in the store); ``max_age_days``: the oldest lab value used;
+    ``heads``: which heads to train, by name (``dltr.core.vocabulary.HEADS``)."""
+
+    feature_set: str = DEFAULT_FEATURE_SET
+    clinical: tuple[str, ...] | None = None
+    labs: tuple[str, ...] | None = None
+    max_age_days: int | None = None
+    seed: int = 0
+    heads: tuple[str, ...] = tuple(HEADS)
+
+    def __post_init__(self) -> None:
+        for name in ("clinical", "labs", "heads"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(v))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadsConfig:
+        return from_dict_checked(cls, d, ModelError)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny synthetic cohort (seed 0), generated once per test session (about 2 s)."""
+"""Shared fixtures, built once per test session from the kit (tests/kit): the tiny synthetic cohort (seed 0,
+about 2 s) and a trained tiny store for the scoring tests (about 2 min)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,11 @@ def tiny_cohort(tmp_path_factory) -> TinyCohort:
     root = tmp_path_factory.mktemp("tiny_synth") / "synth"
     res = synthesize(root, SynthConfig.profile("tiny", seed=0))
     return TinyCohort(res.root, res.cohort, res.truth)
+
+
+@pytest.fixture(scope="session")
+def scoring_demo(tmp_path_factory):
+    """A trained tiny store (one encoder candidate) shared by the scoring and service tests; read-only."""
+    from kit.scoring import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("scoring"))

@@ -55,7 +55,7 @@ def lock_down(con: duckdb.DuckDBPyConnection, root: Path, files: tuple[Path, ...
 
 
 class CatalogSession:
-    """A reusable read-only view of ``STORE/catalog.duckdb`` (thread-safe; one per FeatureStore)."""
+    """A reusable read-only view of the store's DuckDB catalog (thread-safe; one per FeatureStore)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)

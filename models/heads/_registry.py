@@ -79,7 +79,7 @@ class HeadRegistry:
         return json.loads(p.read_text())
 
     def load(self, name: str, version: str | None = None) -> tuple[Any, dict[str, Any]]:
-        """The trained head object and its ``head.json`` metadata."""
+        """The trained head object and its metadata."""
         meta = self.meta(name, version)
         blob = (self.root / name / meta["version"] / "head.pkl").read_bytes()
         if hashlib.sha256(blob).hexdigest() != meta["head_sha256"]:

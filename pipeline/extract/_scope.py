@@ -48,13 +48,13 @@ def read_card(encoder_dir: Path) -> dict[str, Any]:
 
 
 def studies_table(store, store_root: Path) -> pa.Table:
-    """The registered ``studies`` table, else ``ingest/studies.parquet`` (before ``store add-cohort``)."""
+    """The registered ``studies`` table, else the ingest's own studies table (before ``store add-cohort``)."""
     try:
         return store.table("studies")
     except (StoreError, KeyError, FileNotFoundError):
         path = StoreLayout.of(store_root).studies
         if not path.is_file():
-            raise StoreError(f"{store_root}: no studies table (tables/studies.parquet nor {path}); run "
+            raise StoreError(f"{store_root}: no studies table (neither registered nor {path}); run "
                              "`dltr ingest` and `dltr store add-cohort`") from None
         return pq.read_table(path)
 

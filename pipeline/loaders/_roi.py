@@ -221,18 +221,18 @@ class RoiReader:
             g = await self._root.getitem(pid)
         except KeyError:
             raise StoreError(
-                f"{self.store_root / 'volumes.zarr'}: patient {pid!r} is not in the volume store") from None
+                f"{StoreLayout.of(self.store_root).volumes}: patient {pid!r} is not in the volume store") from None
         attrs = g.attrs
         missing = [p for p in self.config.phases if p not in attrs.get("phases", [])]
         if missing:
-            raise StoreError(f"volumes.zarr/{pid}: phase(s) {missing} missing (has "
+            raise StoreError(f"{StoreLayout.of(self.store_root).volume_group(pid)}: phase(s) {missing} missing (has "
                              f"{attrs.get('phases')}); ingest them or drop them from RoiConfig.phases")
         names = list(self.config.phases) + (["mask"] if with_mask else [])
         arrays = await asyncio.gather(*(g.getitem(n) for n in names))
         shape = tuple(arrays[0].shape)
         for name, arr in zip(names, arrays, strict=True):
             if tuple(arr.shape) != shape:
-                raise StoreError(f"volumes.zarr/{pid}/{name}: shape {tuple(arr.shape)} "
+                raise StoreError(f"{StoreLayout.of(self.store_root).volume_group(pid) / name}: shape {tuple(arr.shape)} "
                                  f"differs from {shape} of the other phases; re-run ingest")
         n = self.config.n_channels
         return _PatientMeta(attrs["bbox_vox"], attrs["spacing"], str(attrs.get("center", "")), shape,
@@ -247,7 +247,7 @@ class RoiReader:
             ms = self._stats.get((center, p))
             if ms is None:
                 raise StoreError(
-                    f"{self.store_root / 'ingest/intensity_stats.parquet'}: no row for center {center!r}, phase "
+                    f"{StoreLayout.of(self.store_root).intensity_stats}: no row for center {center!r}, phase "
                     f"{p!r}, region {c.norm_region!r} (patient {patient_id}); re-run ingest or set norm_region")
             out.append(ms)
         a = np.asarray(out, dtype=np.float64)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import typer
 
+from dltr.cli._common import config_from
 from dltr.core.exceptions import DltrError
+from dltr.core.vocabulary import PRIMARY_HEAD
 
 
 class ServeConfigError(DltrError, ValueError):
@@ -47,14 +49,14 @@ def register(app: typer.Typer) -> None:
     def predict_cmd(
         patient: Path = typer.Argument(..., help="One-patient cohort folder (manifest.csv, clinical.csv, images)."),
         store: Path = typer.Option(..., "--store", help="Store folder holding the registered heads."),
-        head: str = typer.Option("dltr_mlp", "--head", help="Registered head, NAME or NAME@VERSION."),
+        head: str = typer.Option(None, "--head", help="Registered head, NAME or NAME@VERSION (default dltr_mlp)."),
         record: bool = typer.Option(False, "--record", help="Append the patient's features to scoring_records."),
         as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
     ) -> None:
         """Score one patient with the registered preprocessing, encoder and head."""
         from dltr.scoring import predict_patient
 
-        pred = predict_patient(store, patient, head=head, record=record)
+        pred = predict_patient(store, patient, head=head or PRIMARY_HEAD, record=record)
         if as_json:
             from dltr.cli._common import echo_json
 
@@ -79,8 +81,10 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless a token is set)."),
         port: int = typer.Option(8000, "--port", help="TCP port."),
         token_env: str = typer.Option(None, "--token-env", help="Environment variable holding the bearer token."),
-        head: str = typer.Option("dltr_mlp", "--head", help="Registered head to serve, NAME or NAME@VERSION."),
-        max_request_mb: float = typer.Option(256.0, "--max-request-mb", help="Largest request body accepted."),
+        head: str = typer.Option(None, "--head", help="Registered head to serve, NAME or NAME@VERSION (default "
+                                  "dltr_mlp)."),
+        max_request_mb: float = typer.Option(None, "--max-request-mb", help="Largest request body accepted "
+                                             "(default 256 MB)."),
     ) -> None:
         """Serve POST /predict, GET /models, GET /health (OpenAPI at /docs and /openapi.json)."""
         import uvicorn
@@ -88,5 +92,6 @@ def register(app: typer.Typer) -> None:
         from dltr.scoring import ServeLimits, create_app
 
         token = serve_token(host, token_env)
-        api = create_app(store, head=head, token=token, limits=ServeLimits(max_request_mb=max_request_mb))
+        api = create_app(store, head=head or PRIMARY_HEAD, token=token,
+                         limits=config_from(ServeLimits(), max_request_mb=max_request_mb))
         uvicorn.run(api, host=host, port=port, access_log=False, log_level="info")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dltr.core.exceptions import DltrError
+from dltr.core.vocabulary import PRIMARY_HEAD
 
 from ._scorer import Scorer
 from ._upload import ServeLimits, UploadError, build_upload_cohort
@@ -69,7 +70,7 @@ def _part_name(filename: str | None) -> str | None:
     return None
 
 
-def create_app(store_root: str | Path, *, head: str = "dltr_mlp", token: str | None = None,
+def create_app(store_root: str | Path, *, head: str = PRIMARY_HEAD, token: str | None = None,
                limits: ServeLimits | None = None, work_dir: str | Path | None = None, max_concurrent: int = 2):
     """The FastAPI application serving ``head`` of the store (models loaded once, here)."""
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile

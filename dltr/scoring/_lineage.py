@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from dltr.core.exceptions import ModelError, StoreError
 from dltr.core.layout import StoreLayout, encoder_card
-from dltr.core.vocabulary import parse_ref
+from dltr.core.vocabulary import PRIMARY_HEAD, parse_ref
 
 __all__ = ["ScoringLineage", "resolve_lineage"]
 
@@ -77,7 +77,7 @@ def _volume_config_hash(store_root: Path, patient_id: str) -> str | None:
     return json.loads(p.read_text()).get("attributes", {}).get("ingest_config_hash")
 
 
-def resolve_lineage(store_root: str | Path, head: str = "dltr_mlp") -> tuple[ScoringLineage, Any]:
+def resolve_lineage(store_root: str | Path, head: str = PRIMARY_HEAD) -> tuple[ScoringLineage, Any]:
     """(the lineage of ``head`` (NAME or NAME@VERSION), the loaded head object)."""
     from features import FeatureStore
     from models.heads import HeadRegistry

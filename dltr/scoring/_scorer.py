@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from dltr.core.exceptions import IngestError
 from dltr.core.layout import StoreLayout
+from dltr.core.vocabulary import PRIMARY_HEAD
 
 from ._lineage import ScoringLineage, resolve_lineage, training_stats
 from ._prediction import Prediction, interval_for, pfs_group
@@ -33,7 +34,7 @@ __all__ = ["Scorer", "predict_patient"]
 class Scorer:
     """Scores single patients with ``head`` (NAME or NAME@VERSION) of the store at ``store_root``."""
 
-    def __init__(self, store_root: str | Path, head: str = "dltr_mlp", *, work_dir: str | Path | None = None,
+    def __init__(self, store_root: str | Path, head: str = PRIMARY_HEAD, *, work_dir: str | Path | None = None,
                  torch_threads: int = 1):
         from models import load_encoder
 
@@ -163,7 +164,7 @@ def _feature_row(center: str, phases: list[str], box: np.ndarray, checksum: str,
                     schema=feature_schema(dim))
 
 
-def predict_patient(store_root: str | Path, patient_dir: str | Path, head: str = "dltr_mlp",
+def predict_patient(store_root: str | Path, patient_dir: str | Path, head: str = PRIMARY_HEAD,
                     record: bool = False, *, work_dir: str | Path | None = None) -> Prediction:
     """Score one patient (a one-patient cohort folder) with a registered head of the store."""
     return Scorer(store_root, head, work_dir=work_dir).score_folder(patient_dir, record=record)

@@ -8,6 +8,7 @@ from typing import Any
 
 from dltr.core.exceptions import DltrError
 from dltr.core.hashing import from_dict_checked
+from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ExtractConfig:
       that reads overlap encoding; ``False`` (and every GPU run) uses one ``EmbedWorker`` per actor.
     """
 
-    name: str = "dltr"
+    name: str = DEFAULT_FEATURE_SET
     address: str | None = None
     workers: int = 1
     gpus_per_worker: float = 0.0

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from dltr.core.exceptions import StoreError
 from dltr.core.layout import StoreLayout
+from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 from pipeline.extract._config import ExtractConfig, ExtractReport
 from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
 from pipeline.extract._scope import Scope, build_scope
@@ -235,7 +236,7 @@ def extract_local(store_root: str | Path, encoder: str | Path | None = None, *, 
     """
     from pipeline.extract._worker import EmbedWorker
 
-    scope = build_scope(_open_store(store_root), store_root, encoder, "dltr")
+    scope = build_scope(_open_store(store_root), store_root, encoder, DEFAULT_FEATURE_SET)
     table = scope.table
     if patient_ids is not None:
         table = table.filter(pc.is_in(table.column("patient_id"), pa.array(list(patient_ids), pa.string())))

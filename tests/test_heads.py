@@ -137,10 +137,68 @@ def test_registry_round_trip_lineage_and_corruption(tmp_path):
     assert np.array_equal(loaded.predict_proba(emb), head.predict_proba(emb))
     assert meta["lineage"] == lin and meta["cutoff"] == 0.4 and meta["seed"] == 0
     assert json.loads((tmp_path / "heads" / "dltr" / v / "head.json").read_text())["version"] == v
-    (tmp_path / "heads" / "dltr" / v / "head.pkl").write_bytes(b"garbage")
-    with pytest.raises(ModelError, match="does not match its recorded SHA-256"):
+    state = json.loads((tmp_path / "heads" / "dltr" / v / "state.json").read_text())
+    assert state["coef_"] == head.coef_.tolist()                                   # coefficients as JSON
+    (tmp_path / "heads" / "dltr" / v / "state.json").write_text(json.dumps({**state, "intercept_": 9.0}))
+    with pytest.raises(ModelError, match="do not match its recorded SHA-256"):
         reg.load("dltr", v)
     assert not [p for p in (tmp_path / "heads" / "dltr").iterdir() if p.name.startswith(".")]
+
+
+def _state_files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != "head.json"}
+
+
+def test_every_head_saved_without_pickle_and_loaded_exactly(tmp_path):
+    """Each of the four heads goes through the registry as JSON / safetensors / UBJSON files and comes
+    back predicting bit-identically; no file is a pickle (protocol 2+ starts with 0x80)."""
+    df, emb, _ = planted(n=400, d=8, seed=2)
+    cand = ["age", "afp", "bclc", "sex"]
+    fitted = fit_heads(df, emb, cand, seed=0)
+    reg = HeadRegistry(tmp_path)
+    expected = {"clinical": {"state.json"}, "dltr": {"state.json"}, "dltr_mlp": {"state.json", "state.safetensors"},
+                "xgb_fusion": {"state.json", "estimator.model.ubj"}}
+    for name, fh in fitted.items():
+        v = reg.publish(name, fh, lineage={}, hyperparameters={}, seed=0, metrics={}, cutoff=0.5)
+        files = _state_files(tmp_path / "heads" / name / v)
+        assert set(files) == expected[name], (name, set(files))
+        assert not any(b.startswith(b"\x80") for b in files.values()), name
+        loaded, _ = reg.load(name, v)
+        assert type(loaded.estimator) is type(fh.estimator)
+        assert np.array_equal(loaded.predict_proba_frame(df, emb), fh.predict_proba_frame(df, emb)), name
+    import xgboost as xgb
+
+    ubj = (tmp_path / "heads" / "xgb_fusion" / reg.latest("xgb_fusion") / "estimator.model.ubj").read_bytes()
+    booster = xgb.Booster()
+    booster.load_model(bytearray(ubj))                                      # XGBoost reads its own file
+    clin = reg.load("clinical")[0].estimator
+    pd.testing.assert_frame_equal(clin.summary_, fitted["clinical"].estimator.summary_)
+
+
+def test_registry_refuses_a_pickled_head_and_unknown_kinds(tmp_path):
+    """A head folder holding a pickle (an old store, or one written by an attacker) is refused before
+    anything is unpickled; a state naming a class outside the heads is refused too."""
+    import pickle
+
+    df, emb, _ = planted(n=300, d=8)
+    reg = HeadRegistry(tmp_path)
+    v = reg.publish("dltr", DLTRHead(Cs=(0.1,)).fit(emb[:200], df["label"][:200]), lineage={},
+                    hyperparameters={}, seed=0, metrics={}, cutoff=0.5)
+    folder = tmp_path / "heads" / "dltr" / v
+    (folder / "head.pkl").write_bytes(pickle.dumps(ZeroDivisionError()))
+    with pytest.raises(ModelError, match="is a pickle; pickled heads are refused"):
+        reg.load("dltr", v)
+    (folder / "head.pkl").unlink()
+    meta = json.loads((folder / "head.json").read_text())
+    (folder / "head.json").write_text(json.dumps({**meta, "format": None, "files": ["head.pkl"]}))
+    with pytest.raises(ModelError, match="is a pickle"):
+        reg.load("dltr", v)
+    (folder / "head.json").write_text(json.dumps(meta))
+    state = json.loads((folder / "state.json").read_text())
+    from models.heads import from_kind
+
+    with pytest.raises(ModelError, match="not one of the known heads"):
+        from_kind({**state, "__kind__": "Popen"})
 
 
 # --- through the real feature store ------------------------------------------------------------
@@ -182,8 +240,8 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
     r2 = train_heads(s2, HeadsConfig(seed=0))
     reg1, reg2 = HeadRegistry(s1.root), HeadRegistry(s2.root)
     for name in r1.versions:
-        b1 = (s1.root / "heads" / name / r1.versions[name] / "head.pkl").read_bytes()
-        b2 = (s2.root / "heads" / name / r2.versions[name] / "head.pkl").read_bytes()
+        b1 = _state_files(s1.root / "heads" / name / r1.versions[name])
+        b2 = _state_files(s2.root / "heads" / name / r2.versions[name])
         assert b1 == b2, name
         m1, m2 = reg1.meta(name), reg2.meta(name)
         assert m1["lineage"]["frame_row_hash"] != m2["lineage"]["frame_row_hash"]   # the frames differ

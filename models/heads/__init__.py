@@ -9,7 +9,7 @@ from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
 from ._config import HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
-from ._registry import HeadRegistry, serialize_head
+from ._registry import HeadRegistry, from_kind, serialize_head
 from ._train import (
     DISPLAY_NAMES,
     HEAD_NAMES,
@@ -37,6 +37,7 @@ __all__ = [
     "XGBFusionHead",
     "fit_heads",
     "fit_logistic",
+    "from_kind",
     "frame_arrays",
     "score_heads",
     "serialize_head",

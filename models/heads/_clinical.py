@@ -25,6 +25,8 @@ from scipy.stats import chi2, norm, skew
 
 from dltr.core.exceptions import ApproximationWarning, ModelError
 
+from ._registry import estimator_from_state, estimator_state, head_state_class
+
 __all__ = ["ClinicalDesign", "ClinicalModel", "LogisticFit", "fit_logistic"]
 
 
@@ -233,3 +235,27 @@ class ClinicalModel:
         d = self.design_matrix(X)
         p1 = expit(self.fit_.coef[0] + d @ self.fit_.coef[1:])
         return np.column_stack([1 - p1, p1])
+
+    def get_state(self) -> dict:
+        """Encoding, screening table, selection and the fit as JSON values (the summary is recomputed)."""
+        d = self.design_
+        return estimator_state(self, design_={"skew_log": d.skew_log, "columns_": d.columns_, "spec_": d.spec_},
+                               univariable_=self.univariable_.to_dict(orient="list"), screened_=self.screened_,
+                               selected_=self.selected_, coef=self.fit_.coef.tolist(), cov=self.fit_.cov.tolist(),
+                               loglik=self.fit_.loglik)
+
+    @classmethod
+    def from_state(cls, state: dict) -> ClinicalModel:
+        m = estimator_from_state(cls, state)
+        d = state["design_"]
+        m.design_ = ClinicalDesign(skew_log=d["skew_log"])
+        m.design_.columns_, m.design_.spec_ = list(d["columns_"]), dict(d["spec_"])
+        m.univariable_ = pd.DataFrame(state["univariable_"], columns=["variable", "df", "lr_stat", "p"])
+        m.screened_, m.selected_ = list(state["screened_"]), list(state["selected_"])
+        m.fit_ = LogisticFit(np.asarray(state["coef"], float).reshape(-1), np.asarray(state["cov"], float).reshape(
+            len(state["coef"]), len(state["coef"])), float(state["loglik"]))
+        m.summary_ = m._summary()
+        return m
+
+
+head_state_class(ClinicalModel)

@@ -16,6 +16,8 @@ import numpy as np
 
 from dltr.core.exceptions import ModelError
 
+from ._registry import estimator_from_state, estimator_state, head_state_class
+
 __all__ = ["DLTRHead"]
 
 
@@ -109,3 +111,20 @@ class DLTRHead:
     def predict_proba(self, X) -> np.ndarray:
         p1 = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1 - p1, p1])
+
+    def get_state(self) -> dict:
+        """Hyper-parameters and coefficients as JSON numbers (``HeadRegistry``; no pickle)."""
+        return estimator_state(self, mean_=self.mean_.tolist(), scale_=self.scale_.tolist(),
+                               coef_=self.coef_.tolist(), intercept_=self.intercept_, C_=self.C_,
+                               cv_auc_=self.cv_auc_)
+
+    @classmethod
+    def from_state(cls, state: dict) -> DLTRHead:
+        head = estimator_from_state(cls, state, tuples=("Cs",))
+        for k in ("mean_", "scale_", "coef_"):
+            setattr(head, k, np.asarray(state[k], np.float64))
+        head.intercept_, head.C_, head.cv_auc_ = float(state["intercept_"]), state["C_"], float(state["cv_auc_"])
+        return head
+
+
+head_state_class(DLTRHead)

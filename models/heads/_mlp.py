@@ -17,6 +17,7 @@ import numpy as np
 from dltr.core.exceptions import ModelError
 
 from ._linear import _check_xy, limited_threads
+from ._registry import estimator_from_state, estimator_state, head_state_class
 
 __all__ = ["DLTRMLP"]
 
@@ -149,3 +150,22 @@ class DLTRMLP:
     def predict_proba(self, X) -> np.ndarray:
         p1 = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1 - p1, p1])
+
+    def get_state(self) -> dict:
+        """Hyper-parameters and standardisation as JSON, the network's weights as arrays (safetensors)."""
+        return estimator_state(self, mean_=self.mean_.tolist(), scale_=self.scale_.tolist(),
+                               cv_epochs_=list(self.cv_epochs_), cv_auc_=self.cv_auc_, n_epochs_=self.n_epochs_,
+                               n_features_in_=self.n_features_in_, state_=dict(self.state_))
+
+    @classmethod
+    def from_state(cls, state: dict) -> DLTRMLP:
+        head = estimator_from_state(cls, state, tuples=("hidden",))
+        head.mean_, head.scale_ = np.asarray(state["mean_"], np.float64), np.asarray(state["scale_"], np.float64)
+        head.cv_epochs_, head.cv_auc_ = list(state["cv_epochs_"]), float(state["cv_auc_"])
+        head.n_epochs_, head.n_features_in_ = int(state["n_epochs_"]), int(state["n_features_in_"])
+        head.state_ = {k: np.asarray(v) for k, v in state["state_"].items()}
+        head._net = None
+        return head
+
+
+head_state_class(DLTRMLP)

@@ -21,7 +21,7 @@ from ._clinical import ClinicalModel
 from ._config import HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
-from ._registry import HeadRegistry
+from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
 __all__ = ["DISPLAY_NAMES", "HEAD_NAMES", "FrameHead", "HeadsResult", "fit_heads", "frame_arrays", "score_heads",
@@ -56,6 +56,19 @@ class FrameHead:
 
     def predict_proba_frame(self, df: pd.DataFrame, emb: np.ndarray) -> np.ndarray:
         return self.estimator.predict_proba(self.inputs(df, emb))[:, 1]
+
+    def get_state(self) -> dict:
+        """The estimator's and the clinical block's states, each tagged with its class (no pickle)."""
+        return {"name": self.name, "uses_embedding": self.uses_embedding, "estimator": state_kind(self.estimator),
+                "clinical": None if self.clinical is None else state_kind(self.clinical)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> FrameHead:
+        clin = None if state["clinical"] is None else from_kind(state["clinical"])
+        return cls(name=state["name"], estimator=from_kind(state["estimator"]), clinical=clin, uses_embedding=bool(state["uses_embedding"]))
+
+
+head_state_class(FrameHead)
 
 
 @dataclass

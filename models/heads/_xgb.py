@@ -9,6 +9,7 @@ import numpy as np
 from dltr.core.exceptions import ModelError
 
 from ._linear import _check_xy
+from ._registry import estimator_from_state, estimator_state, head_state_class
 
 __all__ = ["XGBFusionHead"]
 
@@ -64,3 +65,16 @@ class XGBFusionHead:
             self._booster = b
         p1 = self._booster.predict(xgb.DMatrix(X)).astype(np.float64)
         return np.column_stack([1 - p1, p1])
+
+    def get_state(self) -> dict:
+        """Hyper-parameters as JSON, the booster in XGBoost's own UBJSON format (``model.ubj``)."""
+        return estimator_state(self, n_features_in_=self.n_features_in_, **{"model.ubj": bytes(self.booster_)})
+
+    @classmethod
+    def from_state(cls, state: dict) -> XGBFusionHead:
+        head = estimator_from_state(cls, state)
+        head.booster_, head.n_features_in_, head._booster = bytes(state["model.ubj"]), int(state["n_features_in_"]), None
+        return head
+
+
+head_state_class(XGBFusionHead)

@@ -3,6 +3,10 @@
 Turns a loaded ``dltr.cohort.Cohort`` into Arrow tables with the store's types: dates as
 ``date32``, lab times as ``timestamp[us]`` (naive UTC), ``label`` as ``int8``, expression in
 long form on the log2(TPM+1) scale.
+
+With a pseudonym key every ``patient_id`` (and each expression column) is replaced by the same
+keyed pseudonym that ingest gives the volumes (``dltr.core.hashing.pseudonym``), before any table
+is built: the raw identifier reaches no file of the store, and every table joins the volumes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import StoreError
+from dltr.core.hashing import pseudonym
 from dltr.core.layout import StoreLayout
 
 DATE_COLUMNS = ("tace_date",)
@@ -98,16 +103,45 @@ def expression_table(expr: pd.DataFrame | None, scale: str) -> tuple[pa.Table, d
     return t, {"source_scale": scale, "conversion": conversion}
 
 
-def cohort_tables(cohort: Any, store_root: Path) -> dict[str, tuple[pa.Table, dict[str, Any]]]:
-    """name -> (table, lineage) for every cohort table, studies from ``STORE/ingest`` when present."""
+def _keyed(df: pd.DataFrame | None, key: str | None) -> pd.DataFrame | None:
+    if df is None or not key or "patient_id" not in df.columns:
+        return df
+    return df.assign(patient_id=[None if pd.isna(v) else pseudonym(str(v), key) for v in df["patient_id"]])
+
+
+def _keyed_expression(expr: pd.DataFrame | None, key: str | None) -> pd.DataFrame | None:
+    if expr is None or not key:
+        return expr
+    return expr.rename(columns={c: pseudonym(str(c), key) for c in expr.columns if c != "gene"})
+
+
+def _check_join(clinical: pa.Table, studies: pa.Table, keyed: bool, path: Path) -> None:
+    """The cohort's patients must be the volumes' patients: a key given to one stage only joins nothing."""
+    ids, vol = set(clinical.column("patient_id").to_pylist()), set(studies.column("patient_id").to_pylist())
+    if vol and not ids & vol:
+        hint = ("the same key as `dltr ingest --pseudonym-key-env`" if keyed else
+                "--pseudonym-key-env with the key ingest used (the volumes are keyed by pseudonyms)")
+        raise StoreError(f"{path}: none of the {len(ids)} clinical patient_ids matches the {len(vol)} ingested "
+                         f"patients; give {hint}")
+
+
+def cohort_tables(cohort: Any, store_root: Path, *,
+                  pseudonym_key: str | None = None) -> dict[str, tuple[pa.Table, dict[str, Any]]]:
+    """name -> (table, lineage) for every cohort table, studies from ``STORE/ingest`` when present;
+    with ``pseudonym_key`` every patient id is the keyed pseudonym ingest used."""
     source = str(getattr(cohort, "root", getattr(cohort, "path", "")))
-    out = {"clinical": (clinical_table(cohort.clinical), {"source": source, "file": "clinical.csv"}),
-           "labs": (labs_table(getattr(cohort, "labs", None)), {"source": source, "file": "labs.csv"})}
+    keyed = {"pseudonymised": bool(pseudonym_key)}
+    out = {"clinical": (clinical_table(_keyed(cohort.clinical, pseudonym_key)),
+                        {"source": source, "file": "clinical.csv", **keyed}),
+           "labs": (labs_table(_keyed(getattr(cohort, "labs", None), pseudonym_key)),
+                    {"source": source, "file": "labs.csv", **keyed})}
     cfg = getattr(cohort, "config", None)
     scale = getattr(cfg, "expression_scale", "log2tpm1") if cfg is not None else "log2tpm1"
-    expr, lin = expression_table(getattr(cohort, "expression", None), scale)
-    out["expression"] = (expr, {"source": source, "file": "expression.tsv", **lin})
-    studies = StoreLayout.of(store_root).studies
-    if studies.is_file():
-        out["studies"] = (pq.read_table(studies), {"source": studies.relative_to(store_root).as_posix()})
+    expr, lin = expression_table(_keyed_expression(getattr(cohort, "expression", None), pseudonym_key), scale)
+    out["expression"] = (expr, {"source": source, "file": "expression.tsv", **lin, **keyed})
+    layout = StoreLayout.of(store_root)
+    if layout.studies.is_file():
+        studies = pq.read_table(layout.studies)
+        _check_join(out["clinical"][0], studies, bool(pseudonym_key), layout.studies)
+        out["studies"] = (studies, {"source": layout.studies.relative_to(layout.root).as_posix()})
     return out

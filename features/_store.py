@@ -160,16 +160,17 @@ class FeatureStore:
         entry = self.registry().table_entry(name)
         return pq.read_table(self.root / entry["path"])
 
-    def add_cohort(self, cohort: str | Path | Any) -> dict[str, dict[str, Any]]:
+    def add_cohort(self, cohort: str | Path | Any, *, pseudonym_key: str | None = None) -> dict[str, dict[str, Any]]:
         """Register clinical, labs, expression (and ``ingest/studies.parquet`` if present) from a cohort
-        folder (loaded and validated with ``dltr.cohort.load_cohort``) or an already loaded Cohort."""
+        folder (loaded and validated with ``dltr.cohort.load_cohort``) or an already loaded Cohort;
+        ``pseudonym_key``: the key ingest was given (patient ids become the same keyed pseudonyms)."""
         from features._cohort import cohort_tables
 
         if isinstance(cohort, (str, Path)):
             from dltr.cohort import load_cohort
 
             cohort = load_cohort(cohort)
-        return self._write_tables(cohort_tables(cohort, self.root))
+        return self._write_tables(cohort_tables(cohort, self.root, pseudonym_key=pseudonym_key))
 
     # -- reading ---------------------------------------------------------------------------------
     def read(self, ref: str, version: str | None = None, columns: list[str] | None = None) -> pa.Table:

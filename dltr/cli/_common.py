@@ -14,6 +14,25 @@ def echo_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
+def pseudonym_key(env_name: str | None, option: str = "--pseudonym-key-env") -> str | None:
+    """The secret held by the environment variable ``env_name`` (None when no name is given); the
+    same option on ``dltr ingest`` and ``dltr store add-cohort`` gives every stage the same pseudonym."""
+    import os
+
+    from dltr.core.exceptions import DltrError
+
+    if not env_name:
+        return None
+    key = os.environ.get(env_name)
+    if not key:
+        raise DltrError(f"{option} {env_name}: the variable is unset or empty; export the pseudonym key in it")
+    return key
+
+
+PSEUDONYM_HELP = ("Name of an environment variable holding a secret; when given, patient_id is replaced by a "
+                  "keyed pseudonym (HMAC-SHA256). Give the same one to `dltr ingest` and `dltr store add-cohort`.")
+
+
 def progress(iterable=None, *, total: int | None = None, desc: str = "", disable: bool | None = None):
     """A rich progress bar over ``iterable`` on stderr; silent when stderr is not a terminal
     unless DLTR_PROGRESS=1."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dltr.cli._common import echo_json
+from dltr.cli._common import PSEUDONYM_HELP, echo_json, pseudonym_key
 
 
 def register(app: typer.Typer) -> None:
@@ -18,13 +18,15 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(None, "--epochs", help="Encoder training epochs per fold (default by profile)."),
         gene_sets: Path = typer.Option(None, "--gene-sets", help="GMT file of gene sets for the generator and the "
                                        "enrichment (default: MSigDB Hallmark beside the checkout, if present)."),
+        pseudonym_key_env: str = typer.Option(None, "--pseudonym-key-env", help=PSEUDONYM_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the stage records as JSON at the end."),
     ) -> None:
         """Run every stage on a synthetic cohort and write OUT/report/report.html; a re-run reuses what is done."""
         from dltr.demo import DemoConfig, run_demo
 
         cfg = DemoConfig.for_profile(profile or DemoConfig.profile, seed=seed, epochs=epochs,
-                                     gene_sets=str(gene_sets) if gene_sets else None)
+                                     gene_sets=str(gene_sets) if gene_sets else None,
+                                     pseudonym_key=pseudonym_key(pseudonym_key_env))
         res = run_demo(out, cfg, log=lambda m: typer.echo(m, err=True))
         if as_json:
             echo_json({"report_html": str(res.report_html), "report_md": str(res.report_md),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dltr.cli._common import config_from, echo_json
+from dltr.cli._common import PSEUDONYM_HELP, config_from, echo_json, pseudonym_key
 from dltr.core.exceptions import IngestError
 
 
@@ -33,19 +33,13 @@ def ingest_cmd(
                                                           "(default: one process per worker)."),
     target_spacing: str = typer.Option(None, "--target-spacing", help="Resample to X,Y,Z mm (default: native)."),
     strict: bool = typer.Option(False, "--strict", help="Fail the run (exit 2) if any file has an error."),
-    pseudonym_key_env: str = typer.Option(None, "--pseudonym-key-env",
-                                          help="Name of an environment variable holding a secret; when given, "
-                                               "patient_id is replaced by a keyed pseudonym (HMAC-SHA256)."),
+    pseudonym_key_env: str = typer.Option(None, "--pseudonym-key-env", help=PSEUDONYM_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Decode a cohort's DICOM / NIfTI / NRRD images once into the canonical, chunked Zarr volume store."""
     from pipeline.ingest import IngestConfig, ingest_cohort
 
-    key = None
-    if pseudonym_key_env:
-        key = os.environ.get(pseudonym_key_env)
-        if not key:
-            raise IngestError(f"--pseudonym-key-env {pseudonym_key_env}: the variable is unset or empty")
+    key = pseudonym_key(pseudonym_key_env)
     cfg = config_from(IngestConfig(), target_spacing=_spacing(target_spacing), workers=workers,
                       processes=False if threads else None, scheduler_address=scheduler, strict=strict or None,
                       pseudonym_key=key)

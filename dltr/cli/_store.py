@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dltr.cli._common import echo_json
+from dltr.cli._common import PSEUDONYM_HELP, echo_json, pseudonym_key
 from dltr.core.exceptions import StoreError
 
 STORE_OPT = typer.Option(..., "--store", help="Store folder (created if missing).")
@@ -122,9 +122,11 @@ def register(app: typer.Typer) -> None:
 
     @store_app.command("add-cohort")
     def add_cohort(cohort: Path = typer.Argument(..., help="Cohort folder (shared/spec/cohort.md)."),
-                   store: Path = STORE_OPT, as_json: bool = JSON_OPT) -> None:
+                   store: Path = STORE_OPT,
+                   pseudonym_key_env: str = typer.Option(None, "--pseudonym-key-env", help=PSEUDONYM_HELP),
+                   as_json: bool = JSON_OPT) -> None:
         """Register the cohort's clinical, labs, expression and the ingest studies table in the store."""
-        entries = _store(store).add_cohort(cohort)
+        entries = _store(store).add_cohort(cohort, pseudonym_key=pseudonym_key(pseudonym_key_env))
         if as_json:
             echo_json(entries)
             return

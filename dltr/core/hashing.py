@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,13 @@ def json_default(o: Any) -> Any:
     if hasattr(o, "isoformat"):
         return o.isoformat()
     raise TypeError(f"cannot hash object of type {type(o).__name__}")
+
+
+def pseudonym(patient_id: str, key: str | None) -> str:
+    """The stored key of a patient: ``patient_id``, or ``"PS" + HMAC-SHA256(key, patient_id)[:16]``.
+
+    The one pseudonym of the project: ingest (volumes, studies) and ``store add-cohort`` (clinical,
+    labs, expression) apply it with the same key, so every table joins on the same value."""
+    if not key:
+        return patient_id
+    return "PS" + hmac.new(key.encode(), patient_id.encode(), hashlib.sha256).hexdigest()[:16]

@@ -49,6 +49,8 @@ class DemoConfig:
     extract_workers: int = 2
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
+    #: keyed pseudonyms through every stage (ingest and the cohort tables); never stored or hashed
+    pseudonym_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def for_profile(cls, profile: str = "default", **overrides: Any) -> DemoConfig:
@@ -58,6 +60,7 @@ class DemoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["pseudonym_key"] = None if self.pseudonym_key is None else "<given>"
         d["candidates"] = list(self.candidates)
         d["phases"] = None if self.phases is None else list(self.phases)
         return d
@@ -111,16 +114,18 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     def ingest_stage():
         from pipeline.ingest import IngestConfig, ingest_cohort
 
-        rep = ingest_cohort(cohort, store_root, IngestConfig(workers=cfg.ingest_workers))
+        rep = ingest_cohort(cohort, store_root, IngestConfig(workers=cfg.ingest_workers,
+                                                             pseudonym_key=cfg.pseudonym_key))
         s = rep.summary
         return {k: s[k] for k in ("patients", "volumes", "source_mb", "written_mb", "ok", "failed")}, \
             {"volumes": s["volumes"], "MB": s["source_mb"]}
 
-    records.append(ledger.run("ingest", [synth_hash, cfg.ingest_workers], ingest_stage,
+    keyed = cfg.pseudonym_key is not None
+    records.append(ledger.run("ingest", [synth_hash, cfg.ingest_workers, keyed], ingest_stage,
                               done=lambda o: (StoreLayout.of(store_root).studies).exists()))
 
     def register_stage():
-        FeatureStore(store_root).add_cohort(cohort)
+        FeatureStore(store_root).add_cohort(cohort, pseudonym_key=cfg.pseudonym_key)
         return {"tables": ["clinical", "labs", "expression", "studies"]}, {}
 
     records.append(ledger.run("register cohort", [synth_hash, records[-1].inputs_hash], register_stage))

@@ -3,20 +3,14 @@ order. Reads through ``dltr.cohort.load_cohort`` (the cohort contract) when it i
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from pathlib import Path
 
 from dltr.core.exceptions import CohortError
+from dltr.core.hashing import pseudonym
 
 from ._patient import Row
 
-
-def pseudonym(patient_id: str, key: str | None) -> str:
-    """The stored key of a patient: ``patient_id``, or ``"PS" + HMAC-SHA256(key, patient_id)[:16]``."""
-    if not key:
-        return patient_id
-    return "PS" + hmac.new(key.encode(), patient_id.encode(), hashlib.sha256).hexdigest()[:16]
+__all__ = ["cohort_rows", "pseudonym"]
 
 
 def _text(v) -> str | None:

@@ -139,7 +139,7 @@ def _expected_version(root: Path, name: str = "dltr") -> tuple[str, dict]:
 
     lineage = {"encoder_card_hash": card["card_hash"],
                "preprocess_hash": RoiConfig.from_dict(card["preprocess"]).content_hash(),
-               "inputs_hash": content_hash(checks)}
+               "inputs_hash": content_hash(checks), "device": "cpu", "dtype": "float32", "autocast": "none"}
     return content_hash({"name": name, "producer": "pipeline.extract", "lineage": lineage}), lineage
 
 
@@ -241,3 +241,27 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def test_device_and_precision_are_lineage_and_never_reused_across(ray_cluster, base_store, local_rows, tmp_path):
+    """A GPU bf16 version and a CPU fp32 version of the same inputs are two versions: the numerics are in
+    the lineage and the id, and a CPU run does not copy rows from a GPU version of the same encoder."""
+    from pipeline.extract._scope import build_scope
+
+    root = _copy(base_store, tmp_path)
+    store = FeatureStore(root)
+    cpu = build_scope(store, root, None, "dltr", ExtractConfig().numerics())
+    gpu = build_scope(store, root, None, "dltr", ExtractConfig(gpus_per_worker=1).numerics())
+    assert (cpu.lineage["device"], cpu.lineage["autocast"]) == ("cpu", "none")
+    assert (gpu.lineage["device"], gpu.lineage["dtype"], gpu.lineage["autocast"]) == ("cuda", "float32", "bfloat16")
+    assert cpu.version_id != gpu.version_id
+    # a "GPU" version of every row, its embeddings visibly off, published as the newest
+    rows = local_rows.sort_by("patient_id")
+    emb = np.asarray(rows.column("embedding").to_pylist(), np.float32) + 1.0
+    shifted = rows.set_column(rows.column_names.index("embedding"), "embedding",
+                              pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]))
+    store.publish("dltr", shifted, producer="pipeline.extract", lineage=gpu.lineage)
+    rep = extract_features(root, config=ExtractConfig(workers=1, batch_size=4))
+    assert rep.version_id == cpu.version_id and rep.n_reused == 0 and rep.n_computed == rows.num_rows
+    assert FeatureStore(root).registry().resolve("dltr", rep.version_id).lineage["device"] == "cpu"
+    _assert_rows_equal(FeatureStore(root).read("dltr", rep.version_id), local_rows)

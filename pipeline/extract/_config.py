@@ -13,7 +13,8 @@ from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """How an extraction runs; none of it changes the feature values (lineage is the encoder's).
+    """How an extraction runs; only the device and its precision (``numerics()``) change the feature
+    values, and they enter the lineage beside the encoder's.
 
     - ``name``: the feature set (``dltr``).
     - ``address``: a Ray cluster to join (``"auto"``, ``"ray://host:10001"``, ...); ``None`` starts an
@@ -57,6 +58,13 @@ class ExtractConfig:
             bad.append(f"dali_threads={self.dali_threads} (>= 1)")
         if bad:
             raise DltrError("ExtractConfig: " + "; ".join(bad))
+
+    def numerics(self) -> dict[str, str]:
+        """Where and in what precision the encoder runs, as the workers do it (``_worker.EmbedWorker``):
+        part of the feature set's lineage and version id, since it changes the feature values."""
+        if self.gpus_per_worker > 0:
+            return {"device": "cuda", "dtype": "float32", "autocast": "bfloat16"}
+        return {"device": "cpu", "dtype": "float32", "autocast": "none"}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

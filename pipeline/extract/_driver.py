@@ -17,7 +17,7 @@ from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 from pipeline.extract._config import ExtractConfig, ExtractReport
 from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
-from pipeline.extract._scope import Scope, build_scope
+from pipeline.extract._scope import NUMERICS_KEYS, Scope, build_scope
 
 ERRORS_TABLE = "extract_errors"
 Progress = Callable[[int, int], None]
@@ -105,7 +105,7 @@ def _reuse(store, scope: Scope, done: set[str], writer) -> int:
     for v in sorted(_versions(store, scope.name), key=lambda v: str(_field(v, "created_at", "")), reverse=True):
         lin = _field(v, "lineage") or {}
         if not want or _version_id(v) == scope.version_id or any(
-                lin.get(k) != scope.lineage[k] for k in ("encoder_card_hash", "preprocess_hash")):
+                lin.get(k) != scope.lineage[k] for k in ("encoder_card_hash", "preprocess_hash", *NUMERICS_KEYS)):
             continue
         rows = store.read(scope.name, _version_id(v))
         keep = [want.get(p) == c for p, c in zip(rows.column("patient_id").to_pylist(),
@@ -143,7 +143,7 @@ def extract_features(store_root: str | Path, encoder: str | Path | None = None,
     """
     cfg = config or ExtractConfig()
     store = _open_store(store_root)
-    scope = build_scope(store, store_root, encoder, cfg.name)
+    scope = build_scope(store, store_root, encoder, cfg.name, cfg.numerics())
     report = ExtractReport(cfg.name, scope.version_id, "exists", dict(scope.lineage), scope.table.num_rows)
     if any(_version_id(v) == scope.version_id for v in _versions(store, cfg.name)):
         clean_committed_staging(store_root, cfg.name)  # a writer killed just after its registry commit

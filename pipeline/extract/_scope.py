@@ -16,6 +16,9 @@ from dltr.core.hashing import content_hash
 from dltr.core.layout import ENCODER_CARD, StoreLayout, encoder_card
 
 PRODUCER = "pipeline.extract"
+#: Lineage keys of the device and precision an extraction ran in (``ExtractConfig.numerics``).
+NUMERICS_KEYS = ("device", "dtype", "autocast")
+CPU_NUMERICS = {"device": "cpu", "dtype": "float32", "autocast": "none"}
 SCOPE_SCHEMA = pa.schema([("patient_id", pa.string()), ("center", pa.string()),
                           ("phases", pa.list_(pa.string())), ("input_checksum", pa.string()),
                           ("itemsize", pa.int32())])
@@ -82,7 +85,8 @@ class Scope:
         return int(self.card["embed_dim"])
 
 
-def build_scope(store, store_root: str | Path, encoder: str | Path | None, name: str) -> Scope:
+def build_scope(store, store_root: str | Path, encoder: str | Path | None, name: str,
+                numerics: dict[str, str] | None = None) -> Scope:
     from pipeline.loaders import RoiConfig
 
     store_root = Path(store_root)
@@ -116,6 +120,7 @@ def build_scope(store, store_root: str | Path, encoder: str | Path | None, name:
                          f"{card['card_hash']}; ingest them first")
     table = pa.Table.from_pylist(rows, schema=SCOPE_SCHEMA)
     lineage = {"encoder_card_hash": str(card["card_hash"]), "preprocess_hash": roi.content_hash(),
-               "inputs_hash": content_hash(sorted(r["input_checksum"] for r in rows))}
+               "inputs_hash": content_hash(sorted(r["input_checksum"] for r in rows)),
+               **{k: str((numerics or CPU_NUMERICS)[k]) for k in NUMERICS_KEYS}}
     version_id = content_hash({"name": name, "producer": PRODUCER, "lineage": lineage})
     return Scope(name, enc, card, table, lineage, version_id, PRODUCER, excluded)

@@ -12,7 +12,7 @@ from dltr.core.exceptions import CohortError
 from ._dates import DATE, DATE_TIME, FORMATS, parse_dates
 from ._model import CohortConfig, CohortIssue, ValidationReport
 
-__all__ = ["validate_cohort", "read_table", "REQUIRED"]
+__all__ = ["validate_cohort", "read_table", "mask_issue", "REQUIRED"]
 
 PATIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUIRED = {"manifest.csv": ("patient_id", "phase", "image"), "clinical.csv": ("patient_id", "center", "tace_date"),
@@ -71,6 +71,16 @@ def _path(issues, root: Path, file, r, column, v, required=True):
             issues.add(file, r, column, f"{column} {v!r} does not exist")
 
 
+def mask_issue(patient_id: str, masks) -> str | None:
+    """The one mask rule, applied by ``dltr validate`` and by ``dltr ingest``: a patient needs a tumour
+    mask on at least one of its manifest rows (a row without one uses the patient's mask). The reason
+    when ``masks`` (the patient's mask cells) hold none, else None."""
+    if any(m is not None and str(m).strip() != "" for m in masks):
+        return None
+    return (f"patient {patient_id!r} has no mask on any manifest row; give a tumour mask (the same file may "
+            "be repeated on each row)")
+
+
 def _ids(issues, file, df):
     for r, v in zip(df.index + 1, df["patient_id"], strict=True):
         if not PATIENT_ID.match(v):
@@ -106,6 +116,9 @@ def _check_manifest(issues, root, df, phases, clinical_ids):
     for ph in sorted(set(df["phase"]) - set(phases) - {""}):
         issues.add(f, None, "phase", f"phase {ph!r} is not in cohort.toml phases {list(phases)}", "warning")
     for pid, g in df.groupby("patient_id", sort=True):
+        reason = mask_issue(pid, g["mask"] if "mask" in g.columns else [])
+        if reason:
+            issues.add(f, int(g.index[0]) + 1, "mask", reason)
         for ph in phases:
             if ph not in set(g["phase"]):
                 issues.add(f, int(g.index[0]) + 1, "phase", f"patient {pid!r} has no {ph!r} image "

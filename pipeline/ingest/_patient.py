@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from dltr.cohort import mask_issue
 from dltr.core.hashing import content_hash, tree_sha256
 from dltr.core.layout import StoreLayout
 
@@ -161,9 +162,9 @@ def run_patient(task: PatientTask) -> PatientResult:
         res.status = "skipped"
         return res
     images, masks, res.errors = _load(task, sums)
-    if mask_row is None:
-        res.errors.append(_error(task, task.rows[0], task.rows[0].image,
-                                 EmptyMaskError("patient has no mask row; give a tumour mask"), "validate"))
+    no_mask = mask_issue(task.patient_id, [r.mask for r in task.rows])  # the rule `dltr validate` applies
+    if no_mask:
+        res.errors.append(_error(task, task.rows[0], task.rows[0].image, EmptyMaskError(no_mask), "validate"))
     if res.errors:
         return res
     first = images[task.rows[0].phase]

@@ -17,32 +17,68 @@ from pipeline.extract._worker import EmbedWorker, EncodeWorker, LoadWorker
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None) -> Iterator[float]:
+def ray_session(address: str | None, log_file: str | os.PathLike | None = None) -> Iterator[float]:
     """Join ``address``, reuse a running session, or start an embedded Ray (shut down on exit).
 
-    Yields the start-up seconds (paid once per run, not per batch).
+    The embedded instance is always a new one (``address="local"``): a ``ray_current_cluster`` file left
+    in Ray's temp folder by a cluster that died, or ``RAY_ADDRESS``, never makes it join another cluster.
+    It runs with Ray's default token authentication. Joining a cluster with token authentication takes
+    Ray's own ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (or ``RAY_AUTH_TOKEN_PATH``) in the environment.
+
+    With ``log_file``, the standard error goes to that file while Ray runs (Ray's loggers, its token
+    notice, core-worker lines); errors are raised, and shown, after it is restored. Yields the start-up
+    seconds (paid once per run, not per batch).
     """
     import ray
 
     t0 = time.perf_counter()
     started = False
-    if not ray.is_initialized():
-        kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                  configure_logging=False)
+    with _stderr_to(log_file):
+        if not ray.is_initialized():
+            kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                      configure_logging=False)
+            try:
+                if address:
+                    ray.init(address=address, **kw)
+                else:
+                    ray.init(address="local", num_cpus=os.cpu_count(), **kw)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = f"Ray at {address}" if address else "embedded Ray"
+                hint = (" (a cluster with token authentication: export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, "
+                        "or give --auth-token-env)" if address else "")
+                raise DltrError(f"{where}: cannot start or connect ({e}){hint}; check --address or run "
+                                "without it for an embedded instance") from None
+            started = True
         try:
-            if address:
-                ray.init(address=address, **kw)
-            else:
-                ray.init(num_cpus=os.cpu_count(), **kw)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise DltrError(f"Ray at {address or 'embedded'}: cannot start or connect ({e}); check --address "
-                            "or run without it for an embedded instance") from None
-        started = True
+            yield time.perf_counter() - t0
+        finally:
+            if started:
+                ray.shutdown()
+
+
+@contextlib.contextmanager
+def _stderr_to(log_file: str | os.PathLike | None) -> Iterator[None]:
+    """The standard error (file descriptor 2: Python's ``sys.stderr``, Ray's loggers, native code, child
+    processes) to ``log_file`` while the block runs. A progress bar keeps its own terminal handle
+    (``dltr.cli._common.Bars``)."""
+    if log_file is None:
+        yield
+        return
+    import sys
+    from pathlib import Path
+
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
     try:
-        yield time.perf_counter() - t0
+        yield
     finally:
-        if started:
-            ray.shutdown()
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractConfig,

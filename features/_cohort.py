@@ -131,11 +131,12 @@ def cohort_tables(cohort: Any, store_root: Path, *,
     with ``pseudonym_key`` every patient id is the keyed pseudonym ingest used."""
     source = str(getattr(cohort, "root", getattr(cohort, "path", "")))
     keyed = {"pseudonymised": bool(pseudonym_key)}
+    cfg = getattr(cohort, "config", None)
+    cohort_config = cfg.to_dict() if hasattr(cfg, "to_dict") else None
     out = {"clinical": (clinical_table(_keyed(cohort.clinical, pseudonym_key)),
-                        {"source": source, "file": "clinical.csv", **keyed}),
+                        {"source": source, "file": "clinical.csv", "cohort_config": cohort_config, **keyed}),
            "labs": (labs_table(_keyed(getattr(cohort, "labs", None), pseudonym_key)),
                     {"source": source, "file": "labs.csv", **keyed})}
-    cfg = getattr(cohort, "config", None)
     scale = getattr(cfg, "expression_scale", "log2tpm1") if cfg is not None else "log2tpm1"
     expr, lin = expression_table(_keyed_expression(getattr(cohort, "expression", None), pseudonym_key), scale)
     out["expression"] = (expr, {"source": source, "file": "expression.tsv", **lin, **keyed})
@@ -145,3 +146,33 @@ def cohort_tables(cohort: Any, store_root: Path, *,
         _check_join(out["clinical"][0], studies, bool(pseudonym_key), layout.studies)
         out["studies"] = (studies, {"source": layout.studies.relative_to(layout.root).as_posix()})
     return out
+
+
+def registered_cohort_config(store: Any) -> dict[str, Any] | None:
+    """``cohort.toml`` as ``store add-cohort`` registered it (``CohortConfig.to_dict()``), or None
+    when the store's clinical table did not come from a cohort folder."""
+    try:
+        entry = store.describe("clinical")
+    except (StoreError, KeyError):
+        return None
+    return (entry.get("lineage") or {}).get("cohort_config")
+
+
+def predictor_columns(store: Any) -> tuple[list[str], list[str]] | None:
+    """``(clinical columns, lab names)`` named by the registered cohort.toml's ``predictors``: each name
+    goes to the clinical table when it is one of its columns and to the labs when a lab of that name
+    exists (a name may be both, e.g. AFP). None when no cohort.toml was registered."""
+    cfg = registered_cohort_config(store)
+    if cfg is None:
+        return None
+    wanted = [str(p) for p in cfg.get("predictors") or ()]
+    columns = set(store.table("clinical").column_names)
+    try:
+        labs = set(store.table("labs").column("name").to_pylist())
+    except (StoreError, KeyError):
+        labs = set()
+    unknown = [p for p in wanted if p not in columns and p not in labs]
+    if unknown:
+        raise StoreError(f"cohort.toml predictors {unknown} are neither clinical.csv columns nor labs.csv names; "
+                         "fix cohort.toml and run `dltr store add-cohort` again")
+    return [p for p in wanted if p in columns], [p for p in wanted if p in labs]

@@ -41,7 +41,7 @@ class EncoderTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     embed_dim: int = 256
-    width: int = 16
+    width: int = 8  # the width every demo result was measured with (the demo and `dltr train-encoder` share it)
     seed: int = 0
     roi: RoiConfig = field(default_factory=RoiConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -208,8 +208,11 @@ def _device(cfg: EncoderTrainConfig) -> torch.device:
 
 
 def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = None,
-                  log: Callable[[str], None] | None = None) -> EncoderTrainResult:
-    """Select the encoder by k-fold CV AUC on the training split, refit it, publish it in the store."""
+                  log: Callable[[str], None] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> EncoderTrainResult:
+    """Select the encoder by k-fold CV AUC on the training split, refit it, publish it in the store.
+
+    ``progress(done, total)`` after each fold of each candidate and after the refit (a progress bar)."""
     import time
 
     from sklearn.model_selection import StratifiedKFold
@@ -242,6 +245,8 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
                 aucs.append(va_auc[best])
                 epochs.append(best + 1)
                 log(f"{name} fold {k + 1}/{cfg.folds}: AUC {va_auc[best]:.3f} at epoch {best + 1}")
+                if progress:
+                    progress(len(cands) * cfg.folds + k + 1, len(cfg.candidates) * cfg.folds + 1)
             cands[name] = {"cv_auc_mean": float(np.mean(aucs)), "cv_auc_sd": float(np.std(aucs, ddof=1)),
                            "folds": [float(a) for a in aucs], "best_epochs": epochs}
             log(f"{name}: CV AUC {cands[name]['cv_auc_mean']:.3f} +/- {cands[name]['cv_auc_sd']:.3f}")
@@ -249,6 +254,8 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         n_ep = int(np.median(cands[chosen]["best_epochs"]))
         model, _, _ = trainer.fit(chosen, ids, y, cfg.seed + 999_999, n_ep)
         log(f"selected {chosen}; refit on {len(ids)} training rows for {n_ep} epochs")
+        if progress:
+            progress(len(cfg.candidates) * cfg.folds + 1, len(cfg.candidates) * cfg.folds + 1)
     card = {
         "architecture": model.arch, "in_channels": cfg.roi.n_channels, "embed_dim": cfg.embed_dim,
         "preprocess": cfg.roi.to_dict(), "preprocess_hash": cfg.roi.content_hash(),

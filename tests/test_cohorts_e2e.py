@@ -3,6 +3,9 @@ one pseudonym in every table and file of the store, and no raw patient identifie
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pandas as pd
 import pytest
 
@@ -16,13 +19,71 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dltr.core.ex
 KEY = "issue-17-secret"
 
 
+_WATCH: dict[str, object] = {"truth": None, "opens": []}
+
+
+def _opener() -> str:
+    """The first project module on the stack that asked for the open (no source read: no nested opens)."""
+    f = sys._getframe(2)
+    while f is not None:
+        name = f.f_code.co_filename
+        if "/dltr/" in name or any(f"/{p}/" in name for p in ("pipeline", "features", "models", "analysis")):
+            return name
+        f = f.f_back
+    return "?"
+
+
+def _audit(event: str, args: tuple) -> None:
+    truth = _WATCH["truth"]
+    if event != "open" or truth is None or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    path = os.path.abspath(os.fsdecode(args[0]))
+    if path.startswith(truth):
+        _WATCH["opens"].append((path, _opener()))
+
+
 @pytest.fixture(scope="module")
 def keyed_demo(tmp_path_factory):
+    """The tiny demo with a pseudonym key, every file open under truth/ recorded (an audit hook)."""
     out = tmp_path_factory.mktemp("keyed") / "out"
     logs: list[str] = []
-    res = run_demo(out, DemoConfig.for_profile("tiny", seed=0, pseudonym_key=KEY), log=logs.append)
+    sys.addaudithook(_audit)         # hooks cannot be removed: it records only while _WATCH["truth"] is set
+    _WATCH["truth"] = str((out / "synthetic" / "truth").resolve()) + os.sep
+    try:
+        res = run_demo(out, DemoConfig.for_profile("tiny", seed=0, pseudonym_key=KEY), log=logs.append,
+                       progress=lambda stage, done, total: PROGRESS.append((stage, done, total)))
+    finally:
+        _WATCH["truth"] = None
     raw = pd.read_csv(out / "synthetic" / "cohort" / "clinical.csv", dtype=str)["patient_id"].tolist()
     return res, logs, raw
+
+
+PROGRESS: list[tuple[str, int, int | None]] = []
+
+
+def test_demo_reports_progress_of_ingest_training_and_extraction(keyed_demo):
+    res, _, raw = keyed_demo
+    last = {}
+    for stage, done, total in PROGRESS:
+        assert done >= last.get(stage, (0,))[0]                  # monotone
+        last[stage] = (done, total)
+    assert last["ingest"] == (len(raw), len(raw))
+    assert last["train encoder"][0] == last["train encoder"][1] == 3 * DemoConfig.for_profile("tiny").folds + 1
+    n_feat = FeatureStore(res.out / "store").read("dltr", columns=["patient_id"]).num_rows
+    assert last["extract"] == (n_feat, n_feat)
+    assert (res.out / "store" / "logs" / "ray.log").is_file()    # Ray's own output went to the store's log
+
+
+def test_no_stage_opens_the_truth_folder_only_the_report(keyed_demo):
+    """Item 4 of issue 17: the genes stage reads the cohort's gene_sets.gmt; of the whole demo only the report
+    (the oracle beside the results) opens files under truth/. (Opens inside C++ readers, e.g. Arrow's, are
+    not audited; every stage that could read truth/ reads CSV/JSON/GMT through Python.)"""
+    res, _, _ = keyed_demo
+    opens = list(_WATCH["opens"])
+    assert opens, "the audit hook saw no open under truth/ (the report reads centers.json): the watch is broken"
+    assert all("/dltr/report/" in opener for _, opener in opens), opens
+    stages = __import__("json").loads((res.out / "stages.json").read_text())
+    assert stages["radiogenomics"]["outputs"]["gene_sets"] == str(res.out / "synthetic" / "cohort" / "gene_sets.gmt")
 
 
 def test_keyed_demo_leaves_no_raw_identifier_in_any_store_file(keyed_demo):
@@ -73,3 +134,80 @@ def test_cli_add_cohort_applies_the_ingest_pseudonym(keyed_demo, monkeypatch, ca
     capsys.readouterr()
     assert main(args) == 2
     assert "DLTR_TEST_KEY: the variable is unset or empty" in capsys.readouterr().err
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    """``dltr ARGS`` in a child process (as a user runs it); (exit code, stdout, stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DLTR_TEST_KEY": KEY}
+    p = subprocess.run([sys.executable, "-m", "dltr", *args], capture_output=True, text=True, env=env, timeout=900)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_readme_quick_start_trains_the_demos_encoder(keyed_demo, tmp_path):
+    """`dltr store add-cohort` + `dltr train-encoder` with the demo profile's epochs and folds, on the volumes
+    the demo ingested, write the demo's model card and weights byte for byte (phases from cohort.toml)."""
+    import json
+    import shutil
+
+    res, _, _ = keyed_demo
+    store = tmp_path / "st"
+    shutil.copytree(res.out / "store" / "volumes.zarr", store / "volumes.zarr")
+    shutil.copytree(res.out / "store" / "ingest", store / "ingest")
+    cohort = str(res.out / "synthetic" / "cohort")
+    assert _cli("store", "add-cohort", cohort, "--store", str(store), "--pseudonym-key-env", "DLTR_TEST_KEY")[0] == 0
+    tiny = DemoConfig.for_profile("tiny")
+    code, out, err = _cli("train-encoder", "--store", str(store), "--epochs", str(tiny.epochs),
+                          "--folds", str(tiny.folds))
+    assert code == 0, err
+    demo_cards = list((res.out / "store" / "encoders").glob("*/model_card.json"))
+    cli_cards = list((store / "encoders").glob("*/model_card.json"))
+    assert len(demo_cards) == len(cli_cards) == 1
+    a, b = json.loads(demo_cards[0].read_text()), json.loads(cli_cards[0].read_text())
+    assert a["card_hash"] == b["card_hash"], {k: (a[k], b.get(k)) for k in a if a[k] != b.get(k)}
+    assert (demo_cards[0].parent / "model.safetensors").read_bytes() == \
+        (cli_cards[0].parent / "model.safetensors").read_bytes()
+
+
+def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_version(keyed_demo):
+    import json
+    import tomllib
+
+    from models.heads import HeadRegistry
+
+    res, _, _ = keyed_demo
+    store = res.out / "store"
+    declared = tomllib.loads((res.out / "synthetic" / "cohort" / "cohort.toml").read_text())["predictors"]
+    reg = HeadRegistry(store)
+    v_demo = reg.latest("dltr_mlp")
+    code, out, err = _cli("train-heads", "--store", str(store), "--clinical", "age,afp", "--labs", "albumin",
+                          "--seed", "1")
+    assert code == 0, err
+    assert "nan" not in out.lower() and "CV AUC" in out       # the clinical head has no CV AUC: none printed
+    assert "clinical   " in out and "CV AUC" not in next(ln for ln in out.splitlines() if ln.startswith("clinical"))
+    lin = reg.meta("dltr_mlp")["lineage"]
+    assert lin["clinical_candidates"] == ["age", "afp", "lab_albumin"] and lin["labs"] == ["albumin"]
+    v_new = reg.latest("dltr_mlp")
+    assert v_new != v_demo
+    # the demo trained with cohort.toml's predictors (every pre-treatment column and lab)
+    demo_lin = reg.meta("dltr_mlp", v_demo)["lineage"]
+    assert set(demo_lin["labs"]) | {c for c in demo_lin["clinical_candidates"] if not c.startswith("lab_")} \
+        == set(declared)
+    # an earlier version is evaluated, stratified and reported by NAME@VERSION
+    code, out, err = _cli("evaluate", "--store", str(store), "--head", f"dltr_mlp@{v_demo}", "--head", "clinical")
+    assert code == 0, err
+    fs = FeatureStore(store)
+    got = fs.sql("SELECT DISTINCT head, head_version FROM eval_metrics ORDER BY head").to_pylist()
+    assert got == [{"head": "clinical", "head_version": reg.latest("clinical")},
+                   {"head": "dltr_mlp", "head_version": v_demo}]
+    code, out, err = _cli("survival", "--store", str(store), "--head", f"dltr_mlp@{v_new}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["head_version"] == v_new
+    assert set(fs.sql("SELECT DISTINCT head_version FROM scores WHERE head = 'dltr_mlp'").column(0).to_pylist()) \
+        == {v_new}
+    code, out, err = _cli("report", "--store", str(store), "--out", str(res.out / "r2"), "--head", f"dltr_mlp@{v_new}")
+    assert code == 2 and f"holds dltr_mlp@{v_demo}" in err
+    assert _cli("report", "--store", str(store), "--out", str(res.out / "r2"), "--head", f"dltr_mlp@{v_demo}")[0] == 0

@@ -186,11 +186,13 @@ def test_config_round_trips():
 
 
 def test_synthetic_gene_sets_are_written_as_a_gmt_the_genes_stage_reads(tiny_cohort):
-    """Without a GMT the generator's own pathways land in truth/gene_sets.gmt (the demo's genes-stage default)."""
+    """Without a GMT the generator's own pathways land in cohort/gene_sets.gmt (the demo's genes-stage default),
+    not in truth/ (no pipeline stage reads truth/)."""
     from analysis.gmt import read_gmt as read_analysis_gmt
 
     genes = json.loads((tiny_cohort.truth / "genes.json").read_text())
-    sets = read_analysis_gmt(tiny_cohort.truth / "gene_sets.gmt")
+    sets = read_analysis_gmt(tiny_cohort.cohort / "gene_sets.gmt")
+    assert not (tiny_cohort.truth / "gene_sets.gmt").exists()
     assert {k: list(v.genes) for k, v in sets.items()} == genes["synthetic_sets"]
     expr = pd.read_csv(tiny_cohort.cohort / "expression.tsv", sep="\t", usecols=["gene"])
     assert set().union(*(set(v.genes) for v in sets.values())) <= set(expr["gene"])

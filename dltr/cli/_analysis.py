@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from dltr.cli._common import config_from, echo_json
+from dltr.core.exceptions import StoreError
 
 
 def _store(path: Path):
@@ -25,7 +26,9 @@ def _clean(records: list[dict]) -> list[dict]:
 
 def survival_cmd(
     store: Path = typer.Option(..., "--store", help="Store folder with a scores table (dltr train-heads)."),
-    head: str = typer.Option(None, "--head", help="Head whose score defines the risk groups (default dltr_mlp)."),
+    head: str = typer.Option(None, "--head", help="Head whose score defines the risk groups (default dltr_mlp): "
+                             "NAME (its version in the scores table) or NAME@VERSION (scored now, replacing the "
+                             "head's rows in the scores table)."),
     cutoff: str = typer.Option(None, "--cutoff", help="Cutoff source, fixed on the training split: 'scores' "
                                "(default: the head's Youden cutoff in the scores table), 'youden' or 'median'."),
     out: Path = typer.Option(None, "--out", help="Folder for the KM figures (default STORE/figures)."),
@@ -33,8 +36,13 @@ def survival_cmd(
 ) -> None:
     """PFS by predicted response: KM curves, log-rank, Cox HR, PH check, C-index per evaluation group."""
     from analysis.survival import SurvivalConfig, run_survival
+    from dltr.core.vocabulary import parse_ref
 
-    res = run_survival(_store(store), config_from(SurvivalConfig(), head=head, cutoff=cutoff), out=out)
+    fs = _store(store)
+    name, version = parse_ref(head, what="--head") if head else (None, None)
+    if version is not None:
+        _rescore(fs, head)
+    res = run_survival(fs, config_from(SurvivalConfig(), head=name, cutoff=cutoff), out=out)
     if as_json:
         echo_json({"head": res.head, "head_version": res.head_version, "cutoff": res.cutoff,
                    "evaluation_groups": _clean(res.summary.to_dict(orient="records"))})
@@ -44,6 +52,25 @@ def survival_cmd(
         typer.echo(f"  {r['evaluation_group']:<20} n={r['n']:<4} events={r['events']:<4} high/low={r['n_high']}/{r['n_low']}"
                    f"  log-rank P={r['logrank_p']:.3g}  HR={r['hr_group']:.2f} [{r['hr_group_lower']:.2f}-"
                    f"{r['hr_group_upper']:.2f}]  C={r['c_index']:.3f}")
+
+
+def _rescore(fs, ref: str) -> None:
+    """Put the scores of head version ``ref`` (NAME@VERSION) into the scores table in place of that head's rows."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from models.heads import score_heads
+
+    new = score_heads(fs, heads=(ref,), write=False)
+    try:
+        old = fs.table("scores").to_pandas()
+        lineage = dict(fs.describe("scores").get("lineage") or {})
+    except StoreError:
+        old, lineage = new.iloc[:0], {}
+    name, version = str(new["head"].iloc[0]), str(new["head_version"].iloc[0])
+    merged = pd.concat([old[old["head"] != name], new], ignore_index=True)
+    lineage["heads"] = {**(lineage.get("heads") or {}), name: version}
+    fs.write_table("scores", pa.Table.from_pandas(merged, preserve_index=False), lineage=lineage)
 
 
 def genes_cmd(

@@ -6,7 +6,25 @@ from pathlib import Path
 
 import typer
 
-from dltr.cli._common import PSEUDONYM_HELP, echo_json, pseudonym_key
+from dltr.cli._common import PSEUDONYM_HELP, Bars, echo_json, pseudonym_key
+
+
+def _check_evaluated(store: Path, ref: str) -> None:
+    """The report renders the store's evaluation: the head version asked for must be the one evaluated."""
+    from dltr.core.exceptions import StoreError
+    from dltr.core.vocabulary import parse_ref
+    from features import FeatureStore
+
+    name, version = parse_ref(ref, what="--head")
+    fs = FeatureStore(store, create=False)
+    got = []
+    if "eval_metrics" in fs.tables():
+        t = fs.table("eval_metrics").select(["head", "head_version"]).to_pylist()
+        got = sorted({r["head_version"] for r in t if r["head"] == name})
+    if not got or (version is not None and version not in got):
+        held = f"holds {name}@{got[0]}" if got else f"holds no evaluation of {name}"
+        raise StoreError(f"{store}: the evaluation {held}; run `dltr evaluate --store {store} --head {ref}` "
+                         "before `dltr report --head`")
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +45,8 @@ def register(app: typer.Typer) -> None:
         cfg = DemoConfig.for_profile(profile or DemoConfig.profile, seed=seed, epochs=epochs,
                                      gene_sets=str(gene_sets) if gene_sets else None,
                                      pseudonym_key=pseudonym_key(pseudonym_key_env))
-        res = run_demo(out, cfg, log=lambda m: typer.echo(m, err=True))
+        with Bars() as bars:
+            res = run_demo(out, cfg, log=lambda m: typer.echo(m, err=True), progress=bars.update)
         if as_json:
             echo_json({"report_html": str(res.report_html), "report_md": str(res.report_md),
                        "seconds": res.seconds, "stages": res.stages})
@@ -41,10 +60,14 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Option(..., "--store", help="Store folder to report on."),
         out: Path = typer.Option(None, "--out", help="Report folder (default: STORE/../report)."),
         truth: Path = typer.Option(None, "--truth", help="Ground-truth folder of a synthetic cohort, for the oracle."),
+        head: list[str] = typer.Option(None, "--head", help="NAME@VERSION the report must show (repeatable): "
+                                       "refused unless the store's evaluation holds that version."),
     ) -> None:
         """Rebuild report.html and report.md from a store, recomputing nothing."""
         from dltr.report import build_report
 
+        for ref in head or ():
+            _check_evaluated(store, ref)
         out = out or store.resolve().parent / "report"
         if truth is None and (store.resolve().parent / "synthetic" / "truth").exists():
             truth = store.resolve().parent / "synthetic" / "truth"

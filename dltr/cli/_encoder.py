@@ -1,7 +1,12 @@
-"""``dltr train-encoder``: CV selection of the DLTR encoder on the training split."""
+"""``dltr train-encoder``: CV selection of the DLTR encoder on the training split.
+
+Every option defaults to None and then takes ``models.training.EncoderTrainConfig``'s default (the demo
+takes the same), except the input channels: cohort.toml's ``phases`` as `dltr store add-cohort`
+registered them (the demo reads the same file), else ``RoiConfig``'s."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -19,44 +24,79 @@ def _grid(text: str) -> tuple[int, int, int]:
     return g  # type: ignore[return-value]
 
 
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _phases(store: Path, phases: str | None) -> tuple[str, ...] | None:
+    if phases:
+        return _split(phases)
+    from features import FeatureStore, registered_cohort_config
+
+    cfg = registered_cohort_config(FeatureStore(store)) or {}
+    return tuple(cfg.get("phases") or ()) or None
+
+
+def encoder_config(store: Path, *, grid: str | None = None, phases: str | None = None, candidates: str | None = None,
+                   **given):
+    """The ``EncoderTrainConfig`` the command trains with (given options over the dataclass's defaults)."""
+    from models.training import EncoderTrainConfig
+    from pipeline.loaders import RoiConfig
+
+    roi = RoiConfig()
+    if grid is not None:
+        roi = dataclasses.replace(roi, grid=_grid(grid))
+    chans = _phases(store, phases)
+    if chans:
+        roi = dataclasses.replace(roi, phases=chans)
+    if candidates is not None:
+        given["candidates"] = _split(candidates)
+    from dltr.cli._common import config_from
+
+    return config_from(EncoderTrainConfig(), roi=roi, **given)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train-encoder")
     def train_encoder_cmd(
         store: Path = typer.Option(..., "--store", help="The dltr store (ingested volumes and the registered cohort tables)."),
-        candidates: str = typer.Option(None, "--candidates",
-                                       help="Comma-separated encoder families to compare (see models.ENCODERS; "
-                                            "default resnet10,densenet,plain)."),
+        candidates: str = typer.Option(None, "--candidates", help="Comma-separated encoder families to compare "
+                                       "(see models.ENCODERS; default resnet10,densenet,plain)."),
         folds: int = typer.Option(None, "--folds", help="Cross-validation folds inside the training split (default 3)."),
-        epochs: int = typer.Option(None, "--epochs", help="Maximum epochs per fold (default 12; early stopping may "
-                                    "end sooner)."),
+        epochs: int = typer.Option(None, "--epochs", help="Maximum epochs per fold; early stopping may end sooner "
+                                   "(default 12)."),
         grid: str = typer.Option(None, "--grid", help="Encoder input grid X,Y,Z (default: RoiConfig's, 32,32,16)."),
         phases: str = typer.Option(None, "--phases", help="Input channels, comma-separated phase names in order "
-                                   "(default: RoiConfig's, arterial,portal,delayed; the demo uses cohort.toml's)."),
+                                   "(default: cohort.toml's phases as registered by `dltr store add-cohort`)."),
+        width: int = typer.Option(None, "--width", help="Channels of the first convolution (default 8)."),
+        embed_dim: int = typer.Option(None, "--embed-dim", help="Length of the deep feature vector (default 256)."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Studies per training batch (default 8)."),
+        lr: float = typer.Option(None, "--lr", help="AdamW learning rate (default 2e-3)."),
+        device: str = typer.Option(None, "--device", help="auto, cpu or cuda (default auto: cuda when available)."),
+        threads: int = typer.Option(None, "--threads", help="CPU threads of torch and DALI (default 2; part of "
+                                    "the model card, since CPU results depend on it)."),
         aux_weight: float = typer.Option(None, "--aux-weight", help="Weight of the label-free ROI-descriptor "
-                                         "loss (tumour/ring/core/rim intensities; default 1); 0 trains on the "
-                                         "label alone."),
+                                         "loss (tumour/ring/core/rim intensities); 0 trains on the label alone "
+                                         "(default 1)."),
         seed: int = typer.Option(None, "--seed", help="Seed of folds, initialisation and augmentation (default 0)."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON."),
     ) -> None:
         """Train each candidate with k-fold CV on the training split, refit the best, write the checkpoint."""
-        import dataclasses
-
-        from dltr.cli._common import config_from, echo_json
-        from models.training import EncoderTrainConfig, train_encoder
-        from pipeline.loaders import RoiConfig, dali_available
+        from dltr.cli._common import Bars, echo_json
+        from models.training import train_encoder
+        from pipeline.loaders import dali_available
 
         if not dali_available():
             from dltr.core.exceptions import MissingDependencyError
 
             raise MissingDependencyError("train-encoder reads its batches with NVIDIA DALI, which is not installed "
                                          "(pip install nvidia-dali-cuda120)")
-        roi = RoiConfig() if grid is None else dataclasses.replace(RoiConfig(), grid=_grid(grid))
-        if phases:
-            roi = dataclasses.replace(roi, phases=tuple(p.strip() for p in phases.split(",") if p.strip()))
-        names = None if candidates is None else tuple(c.strip() for c in candidates.split(",") if c.strip())
-        cfg = config_from(EncoderTrainConfig(), candidates=names, folds=folds, epochs=epochs, seed=seed, roi=roi,
-                          aux_weight=aux_weight)
-        res = train_encoder(store, cfg, log=lambda m: typer.echo(m, err=True))
+        cfg = encoder_config(store, grid=grid, phases=phases, candidates=candidates, folds=folds, epochs=epochs,
+                             width=width, embed_dim=embed_dim, batch_size=batch_size, lr=lr, device=device,
+                             num_threads=threads, aux_weight=aux_weight, seed=seed)
+        with Bars() as bars:
+            res = train_encoder(store, cfg, log=lambda m: typer.echo(m, err=True),
+                                progress=lambda d, t: bars.update("train encoder", d, t))
         if as_json:
             echo_json(res.card)
             return

@@ -23,18 +23,27 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(None, "--batch-size", help="Patients per batch (and per staged part; default 8)."),
         allow_partial: bool = typer.Option(False, "--allow-partial",
                                            help="Publish even if some studies failed (recorded as partial)."),
+        auth_token_env: str = typer.Option(None, "--auth-token-env", help="Name of an environment variable holding "
+                                           "the token of a Ray cluster with token authentication (--address)."),
         as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
     ) -> None:
         """Extract DLTR deep features on Ray (resumable, incremental) and publish a feature-set version."""
-        from dltr.cli._common import config_from, echo_json
+        from dltr.cli._common import Bars, config_from, echo_json
         from dltr.core.exceptions import DltrError
         from pipeline.extract import ExtractConfig, extract_features
 
+        if auth_token_env:
+            import os
+
+            token = os.environ.get(auth_token_env)
+            if not token:
+                raise DltrError(f"--auth-token-env {auth_token_env}: the variable is unset or empty")
+            os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)   # Ray's own variables
         cfg = config_from(ExtractConfig(), name=name, address=address, workers=workers,
                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_size=batch_size,
                           allow_partial=allow_partial or None)
-        with _Bar() as bar:
-            report = extract_features(store, encoder, cfg, progress=bar.advance)
+        with Bars() as bars:
+            report = extract_features(store, encoder, cfg, progress=lambda n, total: bars.advance("extract", n, total))
         if as_json:
             echo_json(report.to_dict())
         else:
@@ -45,32 +54,3 @@ def register(app: typer.Typer) -> None:
             failed = ", ".join(e["patient_id"] for e in report.errors if e.get("stage") != "scope")
             raise DltrError(f"{store}: {report.n_errors} stud(ies) failed ({failed}); see table "
                             "extract_errors; fix them and re-run, or pass --allow-partial")
-
-
-class _Bar:
-    """A rich progress bar over studies on stderr (only on a terminal or with DLTR_PROGRESS=1)."""
-
-    def __enter__(self) -> _Bar:
-        import os
-        import sys
-
-        self._p = None
-        self._task = None
-        if sys.stderr.isatty() or os.environ.get("DLTR_PROGRESS") == "1":
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._p = Progress(console=Console(stderr=True), transient=False)
-            self._p.start()
-        return self
-
-    def advance(self, n: int, total: int) -> None:
-        if self._p is None:
-            return
-        if self._task is None:
-            self._task = self._p.add_task("extracting studies", total=total)
-        self._p.advance(self._task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self._p is not None:
-            self._p.stop()

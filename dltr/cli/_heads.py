@@ -15,20 +15,51 @@ def _store(path: Path):
     return FeatureStore(path)
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def predictors(fs, clinical: str | None, labs: str | None) -> tuple[list[str] | None, list[str] | None]:
+    """``--clinical`` / ``--labs`` as given, else cohort.toml's ``predictors`` as `store add-cohort`
+    registered them (None, the library's default, for a store without a registered cohort.toml)."""
+    from features import predictor_columns
+
+    clin, lab = _names(clinical), _names(labs)
+    if clin is None or lab is None:
+        declared = predictor_columns(fs)
+        if declared is not None:
+            clin = declared[0] if clin is None else clin
+            lab = declared[1] if lab is None else lab
+    return clin, lab
+
+
+def _fmt(name: str, value) -> str:
+    """``name 0.812``, or nothing for a metric the head does not have (NaN / missing)."""
+    import math
+
+    return f"  {name} {value:.3f}" if isinstance(value, float) and math.isfinite(value) else ""
+
+
 def train_heads_cmd(
     store: Path = typer.Option(..., "--store", help="Store folder (holds the feature set and cohort tables)."),
     feature_set: str = typer.Option(None, "--feature-set", help="Feature set to train on: NAME or NAME@VERSION "
                                      "(default: dltr, latest version)."),
     seed: int = typer.Option(None, "--seed", help="Seed of every random choice (CV folds, network init, trees); "
                            "default 0."),
+    clinical: str = typer.Option(None, "--clinical", help="Clinical covariates, comma-separated clinical.csv "
+                                 "columns (default: cohort.toml's predictors that are columns; '' for none)."),
+    labs: str = typer.Option(None, "--labs", help="Lab values, comma-separated labs.csv names, latest before TACE "
+                             "(default: cohort.toml's predictors that are labs; '' for none)."),
     max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train the clinical, DLTR, DLTR_MLP and XGBoost heads on the training split and register them."""
     from models.heads import HeadsConfig, train_heads
 
-    res = train_heads(_store(store), config_from(HeadsConfig(), feature_set=feature_set, seed=seed,
-                                                  max_age_days=max_age_days))
+    fs = _store(store)
+    clin, lab = predictors(fs, clinical, labs)
+    res = train_heads(fs, config_from(HeadsConfig(), feature_set=feature_set, clinical=clin, labs=lab, seed=seed,
+                                      max_age_days=max_age_days))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,
                    "clinical_selected": res.clinical_summary["variable"].drop_duplicates().tolist()[1:],
@@ -37,7 +68,7 @@ def train_heads_cmd(
         return
     for name, v in res.versions.items():
         m = res.metrics[name]
-        typer.echo(f"{name:<11} {v}  train AUC {m['train_auc']:.3f}  CV AUC {m['cv_auc']:.3f}")
+        typer.echo(f"{name:<11} {v}" + _fmt("train AUC", m.get("train_auc")) + _fmt("CV AUC", m.get("cv_auc")))
     typer.echo("clinical model (odds ratios, 95 % CI):")
     for _, r in res.clinical_summary.iloc[1:].iterrows():
         typer.echo(f"  {r['term']:<24} OR {r['odds_ratio']:.3g} [{r['or_ci_low']:.3g}-{r['or_ci_high']:.3g}]"
@@ -51,6 +82,8 @@ def evaluate_cmd(
     bootstrap: int = typer.Option(None, "--bootstrap", help="Also give stratified bootstrap AUC CIs with N "
                                    "resamples (default 0: DeLong only)."),
     seed: int = typer.Option(None, "--seed", help="Seed of the bootstrap and ROC bands (default 0)."),
+    head: list[str] = typer.Option(None, "--head", help="Head to evaluate, NAME or NAME@VERSION (repeatable; "
+                                   "default: every trained head at its latest version)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Evaluate every head per evaluation group (AUC [95 % CI], cutoff metrics, DeLong, calibration, decision curves)."""
@@ -58,7 +91,8 @@ def evaluate_cmd(
     from models.heads import score_heads
 
     fs = _store(store)
-    res = evaluate(fs, config_from(EvaluateConfig(), bootstrap=bootstrap, seed=seed), out=out, scores=score_heads(fs, write=True))
+    scores = score_heads(fs, heads=tuple(head) if head else None, write=True)
+    res = evaluate(fs, config_from(EvaluateConfig(), bootstrap=bootstrap, seed=seed), out=out, scores=scores)
     if as_json:
         echo_json({"metrics": res.metrics.to_dict(orient="records"),
                    "delong": res.delong.to_dict(orient="records")})

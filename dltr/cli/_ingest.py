@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
 import typer
 
-from dltr.cli._common import PSEUDONYM_HELP, config_from, echo_json, pseudonym_key
+from dltr.cli._common import PSEUDONYM_HELP, Bars, config_from, echo_json, pseudonym_key
 from dltr.core.exceptions import IngestError
 
 
@@ -43,15 +42,13 @@ def ingest_cmd(
     cfg = config_from(IngestConfig(), target_spacing=_spacing(target_spacing), workers=workers,
                       processes=False if threads else None, scheduler_address=scheduler, strict=strict or None,
                       pseudonym_key=key)
-    bar = _Bar()
     try:
-        report = ingest_cohort(cohort, store, cfg, on_patient=bar.step)
+        with Bars() as bars:
+            report = ingest_cohort(cohort, store, cfg, on_patient=lambda _r: bars.advance("ingest"))
     except IngestError as e:
-        bar.close()
         if getattr(e, "report", None) is not None:
             _print_errors(e.report, store)
         raise
-    bar.close()
     _print_errors(report, store)
     s = report.summary
     if as_json:
@@ -69,30 +66,6 @@ def _print_errors(report, store: Path) -> None:
                    f"table: {store / 'ingest/errors.parquet'}", err=True)
         for e in report.errors[:20]:
             typer.echo(f"  {e['file']} row {e['row']} [{e['code']}]: {e['reason']}", err=True)
-
-
-class _Bar:
-    """Progress over patients on stderr (rich), fed by ``on_patient`` callbacks."""
-
-    def __init__(self):
-        import sys
-
-        self._p = None
-        if sys.stderr.isatty() or os.environ.get("DLTR_PROGRESS") == "1":
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self._p = Progress(console=Console(stderr=True), transient=False)
-            self._p.start()
-            self._task = self._p.add_task("ingest", total=None)
-
-    def step(self, result) -> None:
-        if self._p is not None:
-            self._p.update(self._task, advance=1, description=f"ingest {result.status:<7}")
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -25,11 +25,13 @@ class CohortConfig:
     internal_fraction: float = 0.3
     split_seed: int = 0
     units: dict = field(default_factory=dict)
+    #: clinical.csv columns and labs.csv names the clinical and fusion models may use (known before TACE)
+    predictors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "phases": list(self.phases), "expression_scale": self.expression_scale,
                 "train_centers": list(self.train_centers), "internal_fraction": self.internal_fraction,
-                "split_seed": self.split_seed, "units": dict(self.units)}
+                "split_seed": self.split_seed, "units": dict(self.units), "predictors": list(self.predictors)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CohortConfig:
@@ -37,14 +39,14 @@ class CohortConfig:
                    expression_scale=str(d.get("expression_scale", "log2tpm1")),
                    train_centers=tuple(d.get("train_centers", ())),
                    internal_fraction=float(d.get("internal_fraction", 0.3)), split_seed=int(d.get("split_seed", 0)),
-                   units=dict(d.get("units", {})))
+                   units=dict(d.get("units", {})), predictors=tuple(d.get("predictors", ())))
 
     @classmethod
     def read(cls, path: Path) -> CohortConfig:
         """Parse ``cohort.toml`` (raises ``tomllib.TOMLDecodeError``, ``ValueError`` or ``TypeError``)."""
         with open(path, "rb") as f:
             d = tomllib.load(f)
-        for key in ("phases", "train_centers"):
+        for key in ("phases", "train_centers", "predictors"):
             v = d.get(key, [])
             if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
                 raise ValueError(f"{key} must be a list of non-empty strings, got {v!r}")

@@ -12,7 +12,6 @@ and ``OUT/report/{report.html,report.md}``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,11 +39,13 @@ class DemoConfig:
     profile: str = "default"
     seed: int = 0
     gene_sets: str | None = None
-    candidates: tuple[str, ...] = ("resnet10", "densenet", "plain")
-    folds: int = 3
-    epochs: int = 12
-    width: int = 8
-    aux_weight: float = 1.0  # label-free ROI-descriptor loss in encoder training (models/_auxiliary.py)
+    # Encoder training: None takes models.training.EncoderTrainConfig's default, the one `dltr train-encoder`
+    # takes too, so that the README's quick start trains the demo's encoder (same model card).
+    candidates: tuple[str, ...] | None = None
+    folds: int | None = None
+    epochs: int | None = None
+    width: int | None = None
+    aux_weight: float | None = None  # label-free ROI-descriptor loss weight (models/_auxiliary.py)
     phases: tuple[str, ...] | None = None  # encoder channels; None = cohort.toml's phases, in its order
     extract_workers: int = 2
     ingest_workers: int = 2
@@ -61,7 +62,7 @@ class DemoConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["pseudonym_key"] = None if self.pseudonym_key is None else "<given>"
-        d["candidates"] = list(self.candidates)
+        d["candidates"] = None if self.candidates is None else list(self.candidates)
         d["phases"] = None if self.phases is None else list(self.phases)
         return d
 
@@ -75,9 +76,10 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: str | Path, config: DemoConfig | None = None,
-             log: Callable[[str], None] = print) -> DemoResult:
-    """Run (or resume) every stage under ``out`` and write the report."""
+def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[str], None] = print,
+             progress: Callable[[str, int, int | None], None] | None = None) -> DemoResult:
+    """Run (or resume) every stage under ``out`` and write the report; ``progress(stage, done, total)``
+    while ingest (patients), encoder training (folds) and extraction (studies) run."""
     from dltr.synth import SynthConfig, synthesize
     from features import FeatureStore
 
@@ -92,6 +94,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     gene_sets = cfg.gene_sets or (str(hallmark) if hallmark else None)
     scfg = SynthConfig.profile(cfg.profile, seed=cfg.seed, gene_sets=gene_sets, **cfg.synth_overrides)
     records = []
+    tick = progress or (lambda _stage, _done, _total: None)
 
     def synth_stage():
         res = synthesize(synth_dir, scfg)
@@ -114,8 +117,14 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     def ingest_stage():
         from pipeline.ingest import IngestConfig, ingest_cohort
 
+        n, done = records[0].outputs.get("patients"), [0]
+
+        def step(_result) -> None:
+            done[0] += 1
+            tick("ingest", done[0], n)
+
         rep = ingest_cohort(cohort, store_root, IngestConfig(workers=cfg.ingest_workers,
-                                                             pseudonym_key=cfg.pseudonym_key))
+                                                             pseudonym_key=cfg.pseudonym_key), on_patient=step)
         s = rep.summary
         return {k: s[k] for k in ("patients", "volumes", "source_mb", "written_mb", "ok", "failed")}, \
             {"volumes": s["volumes"], "MB": s["source_mb"]}
@@ -138,19 +147,19 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
 
         phases = RoiConfig().phases
 
+    given = {k: v for k, v in {"candidates": cfg.candidates, "folds": cfg.folds, "epochs": cfg.epochs,
+                               "width": cfg.width, "aux_weight": cfg.aux_weight}.items() if v is not None}
+
     def encoder_stage():
         from models.training import EncoderTrainConfig, train_encoder
         from pipeline.loaders import RoiConfig
 
-        tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs,
-                                  width=cfg.width, seed=cfg.seed, aux_weight=cfg.aux_weight,
-                                  roi=RoiConfig(phases=phases), num_threads=os.cpu_count() or 2)
-        res = train_encoder(store_root, tcfg, log=log)
+        tcfg = dataclasses.replace(EncoderTrainConfig(), seed=cfg.seed, roi=RoiConfig(phases=phases), **given)
+        res = train_encoder(store_root, tcfg, log=log, progress=lambda d, t: tick("train encoder", d, t))
         return {"card_hash": res.card_hash, "path": str(res.path), "candidates": res.summary,
                 "architecture": res.card["architecture"]["name"]}, {"patients": len(res.rows_seen)}
 
-    enc_inputs = [synth_hash, list(cfg.candidates), cfg.folds, cfg.epochs, cfg.width, cfg.seed, cfg.aux_weight,
-                  list(phases)]
+    enc_inputs = [synth_hash, given, cfg.seed, list(phases), keyed]
     records.append(ledger.run("train encoder", enc_inputs, encoder_stage,
                               done=lambda o: Path(o["path"]).exists()))
     card_hash = records[-1].outputs["card_hash"]
@@ -158,7 +167,13 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     def extract_stage():
         from pipeline.extract import ExtractConfig, extract_features
 
-        rep = extract_features(store_root, card_hash, ExtractConfig(workers=cfg.extract_workers))
+        done = [0]
+
+        def step(n: int, total: int) -> None:
+            done[0] += n
+            tick("extract", done[0], total)
+
+        rep = extract_features(store_root, card_hash, ExtractConfig(workers=cfg.extract_workers), progress=step)
         d = dataclasses.asdict(rep)
         keep = {k: d[k] for k in ("version_id", "status", "n_scope", "n_computed", "n_reused", "n_errors",
                                   "seconds", "startup_s", "mb_read", "load_s", "encode_s",
@@ -171,14 +186,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
 
     def heads_stage():
         from analysis.evaluation import EvaluateConfig, evaluate
+        from features import predictor_columns
         from models.heads import HeadsConfig, train_heads
 
         store = FeatureStore(store_root)
-        res = train_heads(store, HeadsConfig(feature_set=feature_set, seed=cfg.seed))
+        clinical, labs = predictor_columns(store) or (None, None)   # cohort.toml's predictors
+        res = train_heads(store, HeadsConfig(feature_set=feature_set, clinical=clinical, labs=labs, seed=cfg.seed))
         evaluate(store, EvaluateConfig(seed=cfg.seed))
         return {"heads": res.versions}, {}
 
-    records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed], heads_stage))
+    records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed, synth_hash], heads_stage))
 
     def survival_stage():
         from analysis.survival import SurvivalConfig, run_survival
@@ -191,10 +208,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None,
     def genes_stage():
         from analysis.genes import GenesConfig, run_genes
 
-        if gene_sets is None:
-            gmt = Path(synth_dir / "truth" / "gene_sets.gmt")
-        else:
-            gmt = Path(gene_sets)
+        gmt = cohort / "gene_sets.gmt"  # the generator's sets, in the cohort folder (never truth/)
         res = run_genes(FeatureStore(store_root), gmt, GenesConfig(feature_set=feature_set))
         return {"n_significant": int(len(res.significant)), "gene_sets": str(gmt)}, {}
 

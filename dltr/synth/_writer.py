@@ -21,6 +21,7 @@ from ._config import SynthConfig
 from ._dicom import write_dicom_series
 from ._expression import draw_expression
 from ._formats import write_nifti, write_nrrd_mask
+from ._labs import _UNITS as LAB_UNITS
 from ._labs import draw_labs
 
 __all__ = ["SynthResult", "synthesize"]
@@ -103,12 +104,34 @@ def _write_images(cfg: SynthConfig, patients: pd.DataFrame, cohort: Path, progre
     return manifest, tumour_rows, idents
 
 
+#: What was known before TACE (every clinical column but the outcomes, every lab): cohort.toml's predictors.
+PREDICTORS = [c for c in CLINICAL_COLUMNS if c not in ("patient_id", "center", "split", "tace_date", "response",
+                                                       "pfs_days", "pfs_event")]
+PREDICTORS += [name for name in LAB_UNITS if name not in PREDICTORS]
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(f'"{x}"' for x in items) + "]"
+
+
 def _cohort_toml(cfg: SynthConfig) -> str:
-    phases = ", ".join(f'"{p}"' for p in cfg.phases)
     train = [c.name for c in cfg.centers if c.split == "train_internal"]
-    return (f'name = "{cfg.name}"\nphases = [{phases}]\nexpression_scale = "log2tpm1"\n'
-            f'train_centers = [{", ".join(chr(34) + c + chr(34) for c in train)}]\n'
+    return (f'name = "{cfg.name}"\nphases = {_toml_list(cfg.phases)}\nexpression_scale = "log2tpm1"\n'
+            f'train_centers = {_toml_list(train)}\npredictors = {_toml_list(PREDICTORS)}\n'
             '\n[units]\nafp = "ng/mL"\nlargest_diameter_mm = "mm"\npfs_days = "days"\n')
+
+
+#: The gene sets of the cohort's expression, in the cohort folder (what `dltr genes --gene-sets` reads;
+#: no pipeline stage reads truth/): the GMT given to the generator, else its own synthetic pathways.
+GENE_SETS = "gene_sets.gmt"
+
+
+def _write_gene_sets(cfg: SynthConfig, genes: dict, path: Path) -> None:
+    if cfg.gene_sets:
+        shutil.copyfile(cfg.gene_sets, path)
+        return
+    path.write_text("".join(f"{name}\tsynthetic pathway (dltr synth)\t" + "\t".join(members) + "\n"
+                            for name, members in genes["synthetic_sets"].items()))
 
 
 def _check_target(out: Path) -> None:
@@ -147,10 +170,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig | None = None, *, progre
         (truth / "centers.json").write_text(json.dumps(centers, **dump) + "\n")
         (truth / "genes.json").write_text(json.dumps(genes, **dump) + "\n")
         (truth / "identifiers.json").write_text(json.dumps(idents, **dump) + "\n")
-        if "synthetic_sets" in genes:  # no GMT given: the generated pathways, for `dltr genes --gene-sets`
-            (truth / "gene_sets.gmt").write_text("".join(
-                f"{name}\tsynthetic pathway (dltr synth)\t" + "\t".join(members) + "\n"
-                for name, members in genes["synthetic_sets"].items()))
+        _write_gene_sets(cfg, genes, cohort / GENE_SETS)
         (truth / "params.json").write_text(json.dumps({"config": cfg.to_dict(), "response_model": RESPONSE_MODEL},
                                                       **dump) + "\n")
         n_files = sum(len(f) for _, _, f in os.walk(tmp))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dltr.core.exceptions import ModelError
-from dltr.core.vocabulary import HEADS
+from dltr.core.vocabulary import HEADS, parse_ref
 
 from ._clinical import ClinicalModel
 from ._config import HeadsConfig
@@ -194,14 +194,21 @@ def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:
 
 
 def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = True) -> pd.DataFrame:
-    """Score every row of the frame each registered head was trained on (latest versions)."""
+    """Score every row of the frame each head was trained on; ``heads`` are NAME (latest version) or
+    NAME@VERSION (that version), default every registered head at its latest."""
     registry = HeadRegistry(store.root)
-    names = [h for h in (heads or HEAD_NAMES) if h in registry.names()]
+    refs = [parse_ref(h, what="head") for h in heads] if heads else [(h, None) for h in HEAD_NAMES]
+    if heads:
+        missing = [n for n, _ in refs if n not in registry.names()]
+        if missing:
+            raise ModelError(f"no trained head {missing} in {registry.root}; known: {registry.names()}")
+    names = [(n, v) for n, v in refs if n in registry.names()]
     if not names:
         raise ModelError(f"no trained heads in {registry.root}; run `dltr train-heads --store ...` first")
-    parts, cache = [], {}
-    for name in names:
-        fh, meta = registry.load(name)
+    parts, cache, used = [], {}, {}
+    for name, version in names:
+        fh, meta = registry.load(name, version)
+        used[name] = meta["version"]
         lin = meta["lineage"]
         key = (lin["feature_set"], lin["feature_set_version"], tuple(lin["clinical_candidates"]))
         if key not in cache:
@@ -210,7 +217,7 @@ def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = Tr
         parts.append(_scores_frame(df, name, meta["version"], fh.predict_proba_frame(df, emb), meta["cutoff"]))
     scores = pd.concat(parts, ignore_index=True)
     if write:
-        _write(store, "scores", scores, {"heads": {n: registry.latest(n) for n in names}})
+        _write(store, "scores", scores, {"heads": used})
     return scores
 
 

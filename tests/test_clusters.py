@@ -5,7 +5,8 @@ features and volumes of the embedded runs.
 
 The clusters run in a network namespace of their own (``unshare -n``, loopback only: Ray binds 127.0.0.1,
 no port meets another test's) with a Ray temp folder of their own (``RAY_TMPDIR``: nothing of theirs lands in
-the machine's /tmp/ray). Every process is stopped by the pid this test started.
+the machine's /tmp/ray). Without the right to make a namespace they run on this machine's loopback with
+free ports. Every process is stopped by the pid this test started.
 """
 
 from __future__ import annotations
@@ -23,14 +24,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from test_extract import _add_patients, _assert_rows_equal, _save_encoder
 
-pytest.importorskip("nvidia.dali")
-pytest.importorskip("ray")
-
-from test_extract import _add_patients, _assert_rows_equal, _save_encoder  # noqa: E402
-
-from features import FeatureStore  # noqa: E402
-from pipeline.extract import extract_local  # noqa: E402
+from features import FeatureStore
+from pipeline.extract import extract_local
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +42,21 @@ def _unshare_ok() -> bool:
         return False
 
 
-needs_netns = pytest.mark.skipif(not _unshare_ok(), reason="needs `unshare -n` (root or user namespaces) "
-                                 "for a cluster on its own loopback")
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``script`` in a network namespace of its own (loopback only) where the machine allows it, else
+    on this machine's loopback with free ports (``$PORT``)."""
+    netns = _unshare_ok()
+    cmd = ["unshare", "-n", "bash", "-c", script] if netns else ["bash", "-c", script]
+    env = {**env, "NETNS": "1" if netns else "0", "PORT": "6390" if netns else str(_free_port())}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
 
 
 @pytest.fixture()
@@ -86,27 +96,27 @@ def test_embedded_extract_starts_its_own_ray_despite_a_stale_cluster_file(extrac
 
 _RAY_CLUSTER = r"""
 set -u
-ip link set lo up
+[ "$NETNS" = 1 ] && ip link set lo up
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$TOKEN"
-"$BIN/ray" start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=1 --num-gpus=0 \
+"$BIN/ray" start --head --node-ip-address=127.0.0.1 --port=$PORT --num-cpus=1 --num-gpus=0 \
     --resources='{"head_node": 1}' --include-dashboard=false --disable-usage-stats --block > "$OUT/head.log" 2>&1 &
 HEAD=$!
 "$BIN/python" - <<'EOF' || { kill -TERM $HEAD; wait $HEAD; exit 90; }
-import time, ray
+import os, time, ray
 for _ in range(120):
     try:
-        ray.init(address="127.0.0.1:6390", log_to_driver=False); ray.shutdown(); break
+        ray.init(address="127.0.0.1:" + os.environ["PORT"], log_to_driver=False); ray.shutdown(); break
     except Exception:
         time.sleep(1)
 else:
     raise SystemExit("head did not come up")
 EOF
-"$BIN/ray" start --address=127.0.0.1:6390 --node-ip-address=127.0.0.1 --num-cpus=1 --num-gpus=0 \
+"$BIN/ray" start --address=127.0.0.1:$PORT --node-ip-address=127.0.0.1 --num-cpus=1 --num-gpus=0 \
     --resources='{"second_node": 1}' --disable-usage-stats --block > "$OUT/node.log" 2>&1 &
 NODE=$!
 "$BIN/python" - <<'EOF' > "$OUT/nodes.json"
-import json, time, ray
-ray.init(address="127.0.0.1:6390", log_to_driver=False)
+import json, os, time, ray
+ray.init(address="127.0.0.1:" + os.environ["PORT"], log_to_driver=False)
 for _ in range(120):
     alive = [n for n in ray.nodes() if n["Alive"]]
     if len(alive) == 2:
@@ -116,10 +126,10 @@ print(json.dumps([n["Resources"] for n in alive]))
 ray.shutdown()
 EOF
 unset RAY_AUTH_MODE RAY_AUTH_TOKEN
-DLTR_RAY_TOKEN="$TOKEN" "$BIN/python" -m dltr extract --store "$STORE" --address 127.0.0.1:6390 \
+DLTR_RAY_TOKEN="$TOKEN" "$BIN/python" -m dltr extract --store "$STORE" --address 127.0.0.1:$PORT \
     --auth-token-env DLTR_RAY_TOKEN --workers 2 --json > "$OUT/extract.json" 2> "$OUT/extract.err"
 RC=$?
-"$BIN/python" -m dltr extract --store "$STORE2" --address 127.0.0.1:6390 > /dev/null 2> "$OUT/notoken.err"
+"$BIN/python" -m dltr extract --store "$STORE2" --address 127.0.0.1:$PORT > /dev/null 2> "$OUT/notoken.err"
 NOTOKEN=$?
 echo "$NOTOKEN" > "$OUT/notoken.rc"
 kill -TERM $NODE; wait $NODE
@@ -128,7 +138,6 @@ exit $RC
 """
 
 
-@needs_netns
 def test_extract_on_an_external_two_node_ray_cluster_with_token_auth(extract_store, ray_tmp, tmp_path):
     store, store2 = tmp_path / "store", tmp_path / "store2"
     shutil.copytree(extract_store, store)
@@ -137,8 +146,7 @@ def test_extract_on_an_external_two_node_ray_cluster_with_token_auth(extract_sto
     out.mkdir()
     env = _env(RAY_TMPDIR=ray_tmp, TOKEN=secrets.token_hex(16), BIN=str(BIN), OUT=str(out), STORE=str(store),
                STORE2=str(store2))
-    p = subprocess.run(["unshare", "-n", "bash", "-c", _RAY_CLUSTER], capture_output=True, text=True,
-                       timeout=900, env=env)
+    p = _cluster(_RAY_CLUSTER, env)
     logs = {f.name: f.read_text()[-2000:] for f in out.iterdir()}
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-2000:], logs)
     nodes = json.loads((out / "nodes.json").read_text())
@@ -156,22 +164,23 @@ def test_extract_on_an_external_two_node_ray_cluster_with_token_auth(extract_sto
 
 _DASK_CLUSTER = r"""
 set -u
-ip link set lo up
-"$BIN/dask" scheduler --host 127.0.0.1 --port 8790 --no-dashboard > "$OUT/scheduler.log" 2>&1 &
+[ "$NETNS" = 1 ] && ip link set lo up
+"$BIN/dask" scheduler --host 127.0.0.1 --port $PORT --no-dashboard > "$OUT/scheduler.log" 2>&1 &
 SCHED=$!
 sleep 1
 for i in 1 2; do
-  "$BIN/dask" worker tcp://127.0.0.1:8790 --host 127.0.0.1 --nworkers 1 --nthreads 1 --no-dashboard \
+  "$BIN/dask" worker tcp://127.0.0.1:$PORT --host 127.0.0.1 --nworkers 1 --nthreads 1 --no-dashboard \
       --name "w$i" > "$OUT/worker$i.log" 2>&1 &
   eval "W$i=\$!"
 done
 "$BIN/python" - <<'EOF'
+import os
 from distributed import Client
-c = Client("tcp://127.0.0.1:8790", timeout=120)
+c = Client("tcp://127.0.0.1:" + os.environ["PORT"], timeout=120)
 c.wait_for_workers(2, timeout=120)
 c.close()
 EOF
-"$BIN/python" -m dltr ingest "$COHORT" --store "$STORE" --scheduler tcp://127.0.0.1:8790 --json > "$OUT/ingest.json"
+"$BIN/python" -m dltr ingest "$COHORT" --store "$STORE" --scheduler tcp://127.0.0.1:$PORT --json > "$OUT/ingest.json"
 RC=$?
 kill -TERM $W1 $W2; wait $W1 $W2
 kill -TERM $SCHED; wait $SCHED
@@ -179,7 +188,6 @@ exit $RC
 """
 
 
-@needs_netns
 def test_ingest_on_an_external_dask_scheduler_with_two_workers(tmp_path):
     from dltr.synth import SynthConfig, synthesize
     from pipeline.ingest import IngestConfig, ingest_cohort
@@ -190,8 +198,7 @@ def test_ingest_on_an_external_dask_scheduler_with_two_workers(tmp_path):
     out, store = tmp_path / "out", tmp_path / "store"
     out.mkdir()
     env = _env(BIN=str(BIN), OUT=str(out), STORE=str(store), COHORT=str(res.cohort))
-    p = subprocess.run(["unshare", "-n", "bash", "-c", _DASK_CLUSTER], capture_output=True, text=True,
-                       timeout=900, env=env)
+    p = _cluster(_DASK_CLUSTER, env)
     logs = {f.name: f.read_text()[-2000:] for f in out.iterdir()}
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-2000:], logs)
     summary = json.loads((out / "ingest.json").read_text())

@@ -28,6 +28,8 @@ from typing import Any
 ENCODER_WEIGHTS = "model.safetensors"
 ENCODER_CARD = "model_card.json"
 HEAD_META = "head.json"
+HEAD_STATE = "state.json"          # a head's JSON state (models.heads registry; no pickle)
+HEAD_TENSORS = "state.safetensors"  # a head's array state (the MLP's weights)
 LOCK_NAME = ".writer.lock"
 STAGING = "_staging"
 
@@ -145,6 +147,11 @@ class StoreLayout:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def ray_log(self) -> Path:
+        """What an embedded or joined Ray prints while a command runs (pipeline.extract)."""
+        return self.logs / "ray.log"
 
 
 def encoder_card(folder: str | Path) -> Path:

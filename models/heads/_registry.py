@@ -29,12 +29,12 @@ import numpy as np
 from dltr.core.exceptions import ModelError
 from dltr.core.hashing import content_hash, json_default
 from dltr.core.io import atomic_write_text, publish_dir
-from dltr.core.layout import HEAD_META, StoreLayout
+from dltr.core.layout import HEAD_META, HEAD_STATE, HEAD_TENSORS, StoreLayout
 
 __all__ = ["HeadRegistry", "estimator_from_state", "estimator_state", "from_kind", "head_state_class",
            "serialize_head", "state_kind"]
 
-STATE_JSON, STATE_TENSORS = "state.json", "state.safetensors"
+STATE_JSON, STATE_TENSORS = HEAD_STATE, HEAD_TENSORS
 _KIND, _TENSOR, _FILE = "__kind__", "__tensor__", "__file__"
 _CLASSES: dict[str, type] = {}
 
@@ -165,7 +165,7 @@ class HeadRegistry:
         return json.loads(p.read_text())
 
     def load(self, name: str, version: str | None = None) -> tuple[Any, dict[str, Any]]:
-        """The trained head object and its ``head.json`` metadata (state files only; a pickle is refused)."""
+        """The trained head object and its metadata (state files only; a pickle is refused)."""
         from safetensors.numpy import load
 
         meta = self.meta(name, version)

@@ -202,7 +202,7 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
     if pending.num_rows:
         from pipeline.extract._ray_job import ray_session, run_ray
 
-        with ray_session(cfg.address, StoreLayout.of(store_root).logs / "ray.log") as startup:
+        with ray_session(cfg.address, StoreLayout.of(store_root).ray_log) as startup:
             report.startup_s = startup
             t0 = time.perf_counter()
             run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)

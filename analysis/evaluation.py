@@ -99,6 +99,11 @@ def _one(y, s, cutoff, bootstrap: int, seed: int) -> tuple[dict[str, Any], pd.Da
     return row, cal.curve
 
 
+_DELONG_COLUMNS = {"evaluation_group": "string", "head1": "string", "head2": "string", "n": "int64",
+                   **{c: "float64" for c in ("auc1", "auc2", "difference", "covariance", "var_diff", "z", "p_value",
+                                             "diff_ci_low", "diff_ci_high", "level")}}
+
+
 def evaluate_scores(scores: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
                     thresholds=None) -> EvaluationResult:
     """All statistics from a ``scores`` table (columns of the store's ``scores`` contract)."""
@@ -130,7 +135,10 @@ def evaluate_scores(scores: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0,
                 t = delong_test(y, s1, s2)
             dl.append({"evaluation_group": group, "head1": h1, "head2": h2, "n": int(y.size), **t.to_dict()})
     cols = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
-    return EvaluationResult(pd.DataFrame(met), pd.DataFrame(dl), cols(cal), cols(dca))
+    # one head (``dltr evaluate --head X``) has no pair: an empty table that keeps its columns (a Parquet file
+    # without columns breaks the store's SQL catalog)
+    delong = pd.DataFrame(dl) if dl else pd.DataFrame({c: pd.Series(dtype=t) for c, t in _DELONG_COLUMNS.items()})
+    return EvaluationResult(pd.DataFrame(met), delong, cols(cal), cols(dca))
 
 
 def _fmt_auc(r) -> str:

@@ -196,6 +196,10 @@ def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_versio
     demo_lin = reg.meta("dltr_mlp", v_demo)["lineage"]
     assert set(demo_lin["labs"]) | {c for c in demo_lin["clinical_candidates"] if not c.startswith("lab_")} \
         == set(declared)
+    # one head alone: no DeLong pair, and the store's SQL catalog stays sound
+    code, out, err = _cli("evaluate", "--store", str(store), "--head", "clinical")
+    assert code == 0, err
+    assert FeatureStore(store).sql("SELECT count(*) AS n FROM eval_delong").column("n")[0].as_py() == 0
     # an earlier version is evaluated, stratified and reported by NAME@VERSION
     code, out, err = _cli("evaluate", "--store", str(store), "--head", f"dltr_mlp@{v_demo}", "--head", "clinical")
     assert code == 0, err

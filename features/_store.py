@@ -229,7 +229,7 @@ class FeatureStore:
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dltr-frame") as pool:
             parts = pool.submit(read_embeddings, files, v.dim, what)
-            table, field = on_catalog(self.root, run, self._session)
+            table, field = on_catalog(self.root, run, self._session, sql=[view])
             emb = align_embeddings(parts.result(), table.column("patient_id"), field, what)
         return table.add_column(BASE_COLUMNS.index("embedding"), field, emb)
 
@@ -252,7 +252,7 @@ class FeatureStore:
                     raise StoreError(f"{v.ref}: no row for patient {patient_id!r}")
             return out
 
-        return on_catalog(self.root, run, self._session)
+        return on_catalog(self.root, run, self._session, sql=[view])
 
     def embedding_means(self, feature_set: str, by: str | None = "center") -> pa.Table:
         """Per-dimension mean of the embedding for each ``center`` (``by=None``: over all rows).

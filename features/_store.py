@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import StoreError
@@ -25,6 +24,7 @@ from features._frames import (
     BASE_COLUMNS,
     TrainingFrame,
     check_request,
+    distinct_names,
     embedding_matrix,
     frame_sql,
     table_hash,
@@ -199,7 +199,7 @@ class FeatureStore:
         clin_cols = [f["name"] for f in reg.table_entry("clinical")["schema"]]
         lab_names = None
         if labs and "labs" in reg.tables():
-            lab_names = set(pc.unique(self.read("labs", columns=["name"]).column("name")).to_pylist())
+            lab_names = distinct_names(self.root / reg.table_entry("labs")["path"])
         check_request(clin_cols, lab_names, label=label, clinical=clinical, labs=labs)
         if max_age_days is not None and int(max_age_days) < 0:
             raise StoreError(f"training frame: max_age_days={max_age_days} must be >= 0")

@@ -100,11 +100,12 @@ class FeatureStore:
         return {"kind": "table", "name": name, **reg.table_entry(name)}
 
     # -- writing feature sets --------------------------------------------------------------------
-    def known_patients(self) -> set[str] | None:
+    def known_patients(self, reg: Registry | None = None) -> set[str] | None:
         """patient_ids of the registered clinical table (None when none is registered)."""
-        if "clinical" not in self.registry().tables():
+        tables = (reg or self.registry()).tables()
+        if "clinical" not in tables:
             return None
-        return set(self.table("clinical").column("patient_id").to_pylist())
+        return set(pq.read_table(self.root / tables["clinical"]["path"], columns=["patient_id"]).column(0).to_pylist())
 
     def feature_writer(self, name: str, version_id: str, producer: str, lineage: dict[str, Any],
                        dim: int) -> FeatureWriter:
@@ -125,10 +126,10 @@ class FeatureStore:
             rows = conform(table, None, what)
             if rows.num_rows == 0:
                 raise StoreError(f"{what}: no rows to publish")
-            check_rows(rows, what, known=self.known_patients())
+            check_rows(rows, what, known=self.known_patients(reg))
             return commit_version(self.root, rows, name=name, version_id=vid, producer=producer,
                                   lineage=dict(lineage), dim=rows.schema.field("embedding").type.list_size,
-                                  status="partial" if allow_partial else "published")
+                                  status="partial" if allow_partial else "published", reg=reg)
 
     # -- tables ----------------------------------------------------------------------------------
     def write_table(self, name: str, table: pa.Table, lineage: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ version as ``NAME__<version_id>`` and ``"NAME@<version_id>"``.
 """
 
 from features._catalog import CATALOG_NAME
-from features._frames import TrainingFrame, embedding_matrix, table_hash
+from features._frames import TrainingFrame, embedding_matrix, memory_frame, table_hash
 from features._registry import FeatureSetVersion
 from features._rows import feature_schema
 from features._store import FeatureStore
@@ -24,6 +24,7 @@ __all__ = [
     "FeatureStore",
     "FeatureWriter",
     "TrainingFrame",
+    "memory_frame",
     "embedding_matrix",
     "feature_schema",
     "table_hash",

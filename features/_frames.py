@@ -173,3 +173,48 @@ def check_request(clinical_cols: list[str], lab_names: set[str] | None, *, label
         unknown = [n for n in labs if n not in lab_names]
         if unknown:
             raise StoreError(f"training frame: no lab named {unknown} in the labs table; known: {sorted(lab_names)}")
+
+
+def _as_read_back(table: pa.Table) -> pa.Table:
+    """The table as DuckDB reads it back from the store's Parquet: dictionary columns (pandas
+    categoricals) as their value type, no schema metadata."""
+    fields = [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields)).replace_schema_metadata(None)
+
+
+def memory_frame(cohort: Any, rows: pa.Table, *, label: str = "response", clinical: list[str] | None = None,
+                 labs: list[str] | None = None, max_age_days: int | None = None) -> TrainingFrame:
+    """The training frame of a cohort that is not in a store (the scoring service's one patient):
+    ``frame_sql``, the SQL ``FeatureStore.training_frame`` records, run on an in-memory DuckDB whose
+    ``clinical`` and ``labs`` are the cohort's tables typed as ``FeatureStore.add_cohort`` types
+    them and whose feature view is ``rows``. Nothing is written; the same rules (point in time,
+    typing, label) as a stored frame, which ``tests/test_scoring_fast.py`` checks column by column."""
+    import duckdb
+
+    from features._cohort import clinical_table, labs_table
+
+    clin = _as_read_back(clinical_table(cohort.clinical))
+    lab_table = _as_read_back(labs_table(getattr(cohort, "labs", None)))
+    clinical, labs = list(clinical or []), list(dict.fromkeys(labs or []))
+    lab_names = set(lab_table.column("name").drop_null().to_pylist()) if labs else None
+    check_request(clin.column_names, lab_names, label=label, clinical=clinical, labs=labs)
+    if max_age_days is not None and int(max_age_days) < 0:
+        raise StoreError(f"training frame: max_age_days={max_age_days} must be >= 0")
+    view = "scored_rows"
+    dim = rows.schema.field("embedding").type.list_size
+    query = frame_sql(view, label=label, clinical=clinical, labs=labs, max_age_days=max_age_days,
+                      has_pfs={"pfs_days", "pfs_event"} <= set(clin.column_names))
+    con = duckdb.connect(":memory:", config={"threads": 1})
+    try:
+        con.register("clinical_rows", clin)
+        con.register("labs_rows", lab_table)
+        con.register("feature_rows", rows)
+        con.execute("CREATE TEMP VIEW clinical AS SELECT * FROM clinical_rows")
+        con.execute("CREATE TEMP VIEW labs AS SELECT * FROM labs_rows")
+        con.execute(f"CREATE TEMP VIEW {view} AS SELECT patient_id, center, phases, roi_box, input_checksum, "
+                    f"CAST(embedding AS FLOAT[{int(dim)}]) AS embedding FROM feature_rows")
+        table = con.sql(query).to_arrow_table().combine_chunks()
+    finally:
+        con.close()
+    return TrainingFrame(table, {"label": label, "clinical": clinical, "labs": labs, "max_age_days": max_age_days,
+                                 "sql": query, "n_rows": table.num_rows, "in_memory": True})

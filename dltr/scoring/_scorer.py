@@ -42,10 +42,13 @@ class Scorer:
         self.lineage, self.head = resolve_lineage(self.store_root, head)
         self.module, self.card = load_encoder(StoreLayout.of(self.store_root).encoder(self.lineage.encoder_card_hash))
         self.stats = training_stats(self.store_root)
+        self.train_schema = pq.read_schema(StoreLayout(self.store_root).table("clinical"))
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.torch_threads = torch_threads
         self._record_lock = threading.Lock()
         self._encode_lock = threading.Lock()
+        self._pipe_lock = threading.Lock()
+        self._pipe = None  # the DALI ROI pipeline, built on the first request and reused
 
     # -- public -----------------------------------------------------------------------------------
     def new_work(self) -> Path:
@@ -79,7 +82,7 @@ class Scorer:
         row = _feature_row(staged.center, self.lineage.preprocess["phases"], box, checksum, emb)
         from ._frame import head_frame
 
-        df, e = head_frame(tmp_store, staged.cohort, self.lineage, row, self.store_root)
+        df, e = head_frame(staged.cohort, self.lineage, row, self.train_schema)
         p = float(self.head.predict_proba_frame(df, e)[0])
         interval, method = interval_for(self.head, df, e)
         t.append(time.perf_counter())
@@ -113,11 +116,16 @@ class Scorer:
         return norm
 
     def _preprocess(self, tmp_store: Path):
+        """The ROI tensor, from the one DALI pipeline of this scorer (built once; pointed at the
+        request's temporary store; one request at a time, a DALI pipeline is not reentrant)."""
         from pipeline.loaders import DaliRoiPipeline, RoiConfig
 
-        roi = RoiConfig.from_dict(self.lineage.preprocess)
-        with DaliRoiPipeline(tmp_store, roi, batch_size=1, device=None, num_threads=1) as pipe:
-            x, boxes = pipe.run([SCORING_KEY])
+        with self._pipe_lock:
+            if self._pipe is None:
+                roi = RoiConfig.from_dict(self.lineage.preprocess)
+                self._pipe = DaliRoiPipeline(self.store_root, roi, batch_size=1, device=None, num_threads=1)
+            self._pipe.retarget(tmp_store)
+            x, boxes = self._pipe.run([SCORING_KEY])
         return x, np.asarray(boxes)[0]
 
     def _encode(self, x) -> np.ndarray:

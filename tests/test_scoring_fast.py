@@ -1,0 +1,53 @@
+"""The scoring service's per-request parts that no longer touch a store: the in-memory frame
+(``features.memory_frame``) equals the stored frame column by column, and one DALI pipeline
+retargeted from store to store gives the tensors a fresh pipeline gives."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from test_store import LABS, feature_rows, make_cohort
+
+from dltr.core.exceptions import StoreError
+from features import FeatureStore, memory_frame
+
+
+def _subset(cohort, pids):
+    return types.SimpleNamespace(**{**vars(cohort), "clinical": cohort.clinical[cohort.clinical.patient_id.isin(pids)],
+                                    "labs": cohort.labs[cohort.labs.patient_id.isin(pids)]})
+
+
+@pytest.mark.parametrize("clinical, labs, max_age, label", [
+    ([], [], None, "response"),
+    (["age", "sex"], list(LABS), None, "response"),
+    (["age"], ["albumin"], 60, "pfs_event"),
+])
+@pytest.mark.parametrize("n_patients", [1, 7])
+def test_memory_frame_equals_the_stored_frame(tmp_path, clinical, labs, max_age, label, n_patients):
+    """Same rows, types, order and values (labs' point-in-time rule, late-recorded values left out,
+    categorical clinical columns, int8 label) as FeatureStore.training_frame on the same tables."""
+    cohort, late = make_cohort(n=30, seed=5)
+    pids = list(cohort.clinical.patient_id[3:3 + n_patients])
+    one = _subset(cohort, pids)
+    rows = feature_rows(one.clinical.patient_id, one.clinical.center, dim=12, seed=1)
+    s = FeatureStore(tmp_path / "s")
+    s.add_cohort(one)
+    s.publish("dltr", rows, "test", {"inputs_hash": "x"})
+    want = s.training_frame("dltr", label=label, clinical=clinical, labs=labs, max_age_days=max_age).table
+    got = memory_frame(one, rows, label=label, clinical=clinical, labs=labs, max_age_days=max_age).table
+    assert got.schema.equals(want.schema)
+    assert got.equals(want)
+    if labs:  # the late-recorded planted values (>= 9000) never reach the frame
+        vals = np.concatenate([got.column(f"lab_{n}").to_numpy(zero_copy_only=False) for n in labs])
+        assert not (vals[~np.isnan(vals.astype(float))] >= 9000).any()
+
+
+def test_memory_frame_checks_the_request_like_the_store(tmp_path):
+    cohort, _ = make_cohort(n=6, seed=1)
+    rows = feature_rows(cohort.clinical.patient_id, cohort.clinical.center, dim=4)
+    with pytest.raises(StoreError, match="no column"):
+        memory_frame(cohort, rows, clinical=["not_a_column"])
+    with pytest.raises(StoreError, match="no lab named"):
+        memory_frame(cohort, rows, labs=["not_a_lab"])

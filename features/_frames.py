@@ -14,6 +14,8 @@ the recorded ``frame_sql`` selects it too, so rerunning it gives the identical t
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +184,21 @@ def _as_read_back(table: pa.Table) -> pa.Table:
     return table.cast(pa.schema(fields)).replace_schema_metadata(None)
 
 
+_MEMORY: dict[int, Any] = {}  # pid -> the in-memory DuckDB database of memory_frame (opened once)
+_MEMORY_LOCK = threading.Lock()
+
+
+def _memory_db():
+    """One in-memory DuckDB database per process (opening one costs ~0.1 s); callers take a cursor."""
+    import duckdb
+
+    with _MEMORY_LOCK:
+        db = _MEMORY.get(os.getpid())
+        if db is None:
+            db = _MEMORY[os.getpid()] = duckdb.connect(":memory:", config={"threads": 1})
+        return db
+
+
 def memory_frame(cohort: Any, rows: pa.Table, *, label: str = "response", clinical: list[str] | None = None,
                  labs: list[str] | None = None, max_age_days: int | None = None) -> TrainingFrame:
     """The training frame of a cohort that is not in a store (the scoring service's one patient):
@@ -189,8 +206,6 @@ def memory_frame(cohort: Any, rows: pa.Table, *, label: str = "response", clinic
     ``clinical`` and ``labs`` are the cohort's tables typed as ``FeatureStore.add_cohort`` types
     them and whose feature view is ``rows``. Nothing is written; the same rules (point in time,
     typing, label) as a stored frame, which ``tests/test_scoring_fast.py`` checks column by column."""
-    import duckdb
-
     from features._cohort import clinical_table, labs_table
 
     clin = _as_read_back(clinical_table(cohort.clinical))
@@ -204,7 +219,7 @@ def memory_frame(cohort: Any, rows: pa.Table, *, label: str = "response", clinic
     dim = rows.schema.field("embedding").type.list_size
     query = frame_sql(view, label=label, clinical=clinical, labs=labs, max_age_days=max_age_days,
                       has_pfs={"pfs_days", "pfs_event"} <= set(clin.column_names))
-    con = duckdb.connect(":memory:", config={"threads": 1})
+    con = _memory_db().cursor()  # a connection to the process's in-memory database: its own temp views
     try:
         con.register("clinical_rows", clin)
         con.register("labs_rows", lab_table)

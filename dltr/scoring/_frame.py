@@ -9,7 +9,6 @@ cannot drift (and no temporary store, registry commit or catalog is built per re
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,15 +54,14 @@ def _labs_with_names(labs: pd.DataFrame | None, names: tuple[str, ...], key: str
     return labs
 
 
-def head_frame(cohort_dir: Path, lineage: Any, row: pa.Table, train_schema: pa.Schema
+def head_frame(cohort: Any, lineage: Any, row: pa.Table, train_schema: pa.Schema
                ) -> tuple[pd.DataFrame, np.ndarray]:
-    """(frame columns as pandas, embedding matrix) of the one scored patient: the store's frame SQL
-    on the patient's tables in memory (``features.memory_frame``; no temporary store, no catalog)."""
-    from dltr.cohort import load_cohort
+    """(frame columns as pandas, embedding matrix) of the one scored patient (``cohort``: its
+    one-patient cohort as ``dltr.cohort.load_cohort`` returns it): the store's frame SQL on the
+    patient's tables in memory (``features.memory_frame``; no temporary store, no catalog)."""
     from features import memory_frame
     from models.heads import frame_arrays
 
-    cohort = load_cohort(cohort_dir)
     clinical = _conform_clinical(cohort.clinical, train_schema, lineage.clinical)
     key = str(clinical["patient_id"].iloc[0])
     labs = _labs_with_names(cohort.labs, lineage.labs, key)

@@ -72,7 +72,10 @@ class Scorer:
         """Score a patient already staged as ``work/cohort`` (the service writes uploads there)."""
         t = [time.perf_counter() if t_start is None else t_start]
         tmp_store = work / "store"
-        norm = self._ingest(staged, tmp_store)
+        from dltr.cohort import load_cohort
+
+        cohort = load_cohort(staged.cohort)  # once per request: ingest and the head's frame share it
+        norm = self._ingest(staged, tmp_store, cohort)
         t.append(time.perf_counter())
         x, box = self._preprocess(tmp_store)
         t.append(time.perf_counter())
@@ -82,7 +85,7 @@ class Scorer:
         row = _feature_row(staged.center, self.lineage.preprocess["phases"], box, checksum, emb)
         from ._frame import head_frame
 
-        df, e = head_frame(staged.cohort, self.lineage, row, self.train_schema)
+        df, e = head_frame(cohort, self.lineage, row, self.train_schema)
         p = float(self.head.predict_proba_frame(df, e)[0])
         interval, method = interval_for(self.head, df, e)
         t.append(time.perf_counter())
@@ -97,7 +100,7 @@ class Scorer:
         return pred
 
     # -- stages ------------------------------------------------------------------------------------
-    def _ingest(self, staged: StagedPatient, tmp_store: Path) -> dict[str, Any]:
+    def _ingest(self, staged: StagedPatient, tmp_store: Path, cohort: Any) -> dict[str, Any]:
         from pipeline.ingest import IngestConfig, ingest_cohort
 
         cfg = dict(self.lineage.ingest_config)
@@ -107,7 +110,7 @@ class Scorer:
 
         try:
             ingest_cohort(staged.cohort, tmp_store, IngestConfig(**cfg, workers=1, stats=False, strict=True),
-                          executor="serial")
+                          executor="serial", cohort=cohort)
         except ImageFileError as e:  # the NIfTI reader lets this one through (reported to ingest)
             msg = str(e).replace(str(staged.cohort) + "/", "")
             raise IngestError(f"the patient's images could not be read: {msg}") from None

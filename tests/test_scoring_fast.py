@@ -8,7 +8,8 @@ import types
 
 import numpy as np
 import pytest
-from test_store import LABS, feature_rows, make_cohort
+from kit.tables import LABS, clinical_tables
+from test_store import feature_rows
 
 from dltr.core.exceptions import StoreError
 from features import FeatureStore, memory_frame
@@ -28,7 +29,7 @@ def _subset(cohort, pids):
 def test_memory_frame_equals_the_stored_frame(tmp_path, clinical, labs, max_age, label, n_patients):
     """Same rows, types, order and values (labs' point-in-time rule, late-recorded values left out,
     categorical clinical columns, int8 label) as FeatureStore.training_frame on the same tables."""
-    cohort, late = make_cohort(n=30, seed=5)
+    cohort, late = clinical_tables(n=30, seed=5)
     pids = list(cohort.clinical.patient_id[3:3 + n_patients])
     one = _subset(cohort, pids)
     rows = feature_rows(one.clinical.patient_id, one.clinical.center, dim=12, seed=1)
@@ -45,7 +46,7 @@ def test_memory_frame_equals_the_stored_frame(tmp_path, clinical, labs, max_age,
 
 
 def test_memory_frame_checks_the_request_like_the_store(tmp_path):
-    cohort, _ = make_cohort(n=6, seed=1)
+    cohort, _ = clinical_tables(n=6, seed=1)
     rows = feature_rows(cohort.clinical.patient_id, cohort.clinical.center, dim=4)
     with pytest.raises(StoreError, match="no column"):
         memory_frame(cohort, rows, clinical=["not_a_column"])

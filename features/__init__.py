@@ -13,7 +13,7 @@ version as ``NAME__<version_id>`` and ``"NAME@<version_id>"``.
 
 from features._catalog import CATALOG_NAME
 from features._cohort import predictor_columns, registered_cohort_config
-from features._frames import TrainingFrame, embedding_matrix, table_hash
+from features._frames import TrainingFrame, embedding_matrix, memory_frame, table_hash
 from features._registry import FeatureSetVersion
 from features._rows import feature_schema
 from features._store import FeatureStore
@@ -27,6 +27,7 @@ __all__ = [
     "TrainingFrame",
     "embedding_matrix",
     "feature_schema",
+    "memory_frame",
     "predictor_columns",
     "registered_cohort_config",
     "table_hash",

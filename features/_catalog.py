@@ -1,7 +1,12 @@
-"""``STORE/catalog.duckdb``: one view per table, per feature set (latest) and per pinned version.
+"""``STORE/catalog.duckdb``: one view per table and per feature set (latest); pinned versions on demand.
 
 View names: a table ``clinical`` -> ``clinical``; a feature set ``dltr`` -> ``dltr`` (latest
 version), and each version ``v`` -> ``dltr__v`` (plain identifier) and ``"dltr@v"`` (quoted).
+The file holds the table and latest views only, so a commit costs the same at the thousandth
+version as at the tenth (DuckDB reads and rewrites its whole catalog on open and checkpoint: 2,000
+pinned views made a commit 4x slower than at 10 versions). The pinned views are temporary views that
+every store session creates, from the registry, for the names its query uses (``pinned_views``);
+outside dltr a pinned version reads as ``read_parquet('STORE/<version path>/*/*.parquet')``.
 The catalog is derived from the registry: after each registry commit it is rebuilt into a temporary
 file and renamed into place, so a reader (``read_only=True``) never waits on a writer. It records the
 store root and registry revision it was built from; a reader that finds either different (the store
@@ -17,6 +22,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
@@ -40,30 +46,51 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def version_glob(root: Path, v: FeatureSetVersion) -> str:
-    return (Path(root).resolve() / v.path / "*" / "*.parquet").as_posix()
+def version_glob(root: Path, v: FeatureSetVersion, *, resolved: bool = False) -> str:
+    base = Path(root) if resolved else Path(root).resolve()
+    return (base / v.path / "*" / "*.parquet").as_posix()
 
 
-def version_select(root: Path, v: FeatureSetVersion) -> str:
+def version_select(root: Path, v: FeatureSetVersion, *, resolved: bool = False) -> str:
     """The SELECT behind a version's view: Parquet lists -> DuckDB ``FLOAT[D]`` arrays."""
     return ("SELECT patient_id, center, phases, roi_box, input_checksum, "
             f"CAST(embedding AS FLOAT[{int(v.dim)}]) AS embedding "
-            f"FROM read_parquet({literal(version_glob(root, v))}, hive_partitioning = false)")
+            f"FROM read_parquet({literal(version_glob(root, v, resolved=resolved))}, hive_partitioning = false)")
 
 
-def table_select(root: Path, entry: dict) -> str:
-    return f"SELECT * FROM read_parquet({literal((Path(root).resolve() / entry['path']).as_posix())})"
+def table_select(root: Path, entry: dict, *, resolved: bool = False) -> str:
+    base = Path(root) if resolved else Path(root).resolve()
+    return f"SELECT * FROM read_parquet({literal((base / entry['path']).as_posix())})"
 
 
 def view_statements(root: Path, reg: Registry) -> list[tuple[str, str]]:
-    """(view name, SELECT) for every table, feature set and version in the registry."""
-    out = [(name, table_select(root, entry)) for name, entry in sorted(reg.tables().items())]
-    for name in reg.feature_sets():
-        for v in reg.versions(name):
-            sel = version_select(root, v)
-            out += [(f"{name}@{v.version_id}", sel), (f"{name}__{v.version_id}", sel)]
-        out.append((name, version_select(root, reg.resolve(name))))
+    """(view name, SELECT) of the catalog file: every table and every feature set's latest version."""
+    root = Path(root).resolve()
+    out = [(name, table_select(root, entry, resolved=True)) for name, entry in sorted(reg.tables().items())]
+    out += [(name, version_select(root, reg.resolve(name), resolved=True)) for name in reg.feature_sets()]
     return out
+
+
+def pinned_names(reg: Registry, texts: Iterable[str]) -> dict[str, FeatureSetVersion]:
+    """The pinned-version view names (``name@version``, ``name__version``; a registered feature set
+    and the full id of one of its versions) that occur in ``texts``, with their versions."""
+    sets = reg.feature_sets()
+    if not sets:
+        return {}
+    pattern = re.compile("(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, sets)) + r")(@|__)([0-9a-f]+)")
+    out: dict[str, FeatureSetVersion] = {}
+    for text in texts:
+        for m in pattern.finditer(text):
+            name, vid = m.group(1), m.group(3)
+            if m.group(0) not in out and reg.has_version(name, vid):
+                out[m.group(0)] = reg.resolve(name, vid)
+    return out
+
+
+def pinned_views(con: duckdb.DuckDBPyConnection, root: Path, reg: Registry, texts: Iterable[str]) -> None:
+    """Create, as temporary views of ``con``, the pinned-version views that ``texts`` (SQL) name."""
+    for view, v in pinned_names(reg, texts).items():
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {version_select(root, v)}")
 
 
 def build_catalog(root: Path, reg: Registry, dest: Path) -> None:
@@ -95,15 +122,34 @@ def build_catalog(root: Path, reg: Registry, dest: Path) -> None:
 
 
 def _fill(con: duckdb.DuckDBPyConnection, root: Path, reg: Registry) -> None:
-    con.execute(f"CREATE TABLE IF NOT EXISTS {MANAGED} (name VARCHAR)")
-    for (name,) in con.execute(f"SELECT name FROM {MANAGED}").fetchall():
+    """Bring the catalog's views in line with ``reg``, touching only views whose SELECT changed.
+
+    ``_dltr_views`` records each managed view's name and SELECT, so a commit that adds one version
+    creates its two views and replaces the feature set's latest view: the cost of a commit does not
+    grow with the versions already in the store (creating a view binds it, which reads its Parquet
+    footers). A catalog from before the SELECT was recorded is rebuilt in full once.
+    """
+    cols = [r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ?", [MANAGED]).fetchall()]
+    if cols and "sql" not in cols:
+        for (name,) in con.execute(f"SELECT name FROM {MANAGED}").fetchall():
+            con.execute(f"DROP VIEW IF EXISTS {ident(name)}")
+        con.execute(f"DROP TABLE {MANAGED}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {MANAGED} (name VARCHAR PRIMARY KEY, sql VARCHAR)")
+    have = dict(con.execute(f"SELECT name, sql FROM {MANAGED}").fetchall())
+    want = dict(view_statements(root, reg))
+    gone = [n for n in have if n not in want]
+    changed = [(n, sel) for n, sel in want.items() if have.get(n) != sel]
+    for name in gone:
         con.execute(f"DROP VIEW IF EXISTS {ident(name)}")
-    con.execute(f"DELETE FROM {MANAGED}")
-    stmts = view_statements(root, reg)
-    for name, sel in stmts:
+    for name, sel in changed:
         con.execute(f"CREATE OR REPLACE VIEW {ident(name)} AS {sel}")
-    if stmts:
-        con.executemany(f"INSERT INTO {MANAGED} VALUES (?)", [[n] for n, _ in stmts])
+    stale = gone + [n for n, _ in changed if n in have]
+    if stale:
+        con.execute(f"DELETE FROM {MANAGED} WHERE list_contains(?, name)", [stale])
+    if changed:
+        con.executemany(f"INSERT INTO {MANAGED} VALUES (?, ?)", [[n, sel] for n, sel in changed])
     con.execute(f"CREATE OR REPLACE TABLE {META} AS SELECT ? AS root, ?::BIGINT AS revision",
                 [str(Path(root).resolve()), reg.revision])
     con.execute("CHECKPOINT")

@@ -92,7 +92,7 @@ class Registry:
         """The commit point: one atomic replace of the registry file."""
         self.data["revision"] = self.revision + 1
         self.data["committed_at"] = now_iso()
-        atomic_write_text(StoreLayout.of(self.root).registry, json.dumps(self.data, indent=1, sort_keys=True))
+        atomic_write_text(StoreLayout.of(self.root).registry, json.dumps(self.data, sort_keys=True, separators=(",", ":")))
 
     # -- feature sets -------------------------------------------------------------------------
     def feature_sets(self) -> list[str]:

@@ -67,6 +67,7 @@ class CatalogSession:
         self._key: tuple | None = None
         self._alias: str | None = None
         self._users: dict[str, int] = {}
+        self.registry: Registry | None = None  # the registry the attached catalog was built from
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         if self._con is None or self._pid != os.getpid():
@@ -100,10 +101,11 @@ class CatalogSession:
             state = con.execute(f"SELECT root, revision FROM {alias}.{META}").fetchone()
         except duckdb.Error:
             state = None
-        if state is None or (state[0], int(state[1])) != (self._here, Registry.load(self.root).revision):
+        reg = Registry.load(self.root)
+        if state is None or (state[0], int(state[1])) != (self._here, reg.revision):
             con.execute(f"DETACH {alias}")
             return False
-        self._alias, self._key = alias, key
+        self._alias, self._key, self.registry = alias, key, reg
         self._users.setdefault(alias, 0)
         self._detach_unused(con)
         return True

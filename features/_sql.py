@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from dltr.core.exceptions import ReadOnlyQueryError, StoreError
 from dltr.core.lock import WriterLock
-from features._catalog import CATALOG_NAME, build_catalog, fresh_catalog
+from features._catalog import CATALOG_NAME, build_catalog, fresh_catalog, pinned_views
 from features._registry import Registry
 from features._session import CatalogSession, lock_down
 
@@ -73,21 +73,26 @@ def run_read_only(root: Path, query: str, session: CatalogSession | None = None)
     """Run a read-only query on the store's catalog: through ``session`` when it has the fresh
     catalog attached (no database to open), else on a one-shot locked-down connection."""
     stmts = check_read_only(query)
-    return on_catalog(root, lambda con: _run(con, stmts), session)
+    return on_catalog(root, lambda con: _run(con, stmts), session, sql=stmts)
 
 
-def on_catalog(root: Path, fn: Callable[[duckdb.DuckDBPyConnection], T], session: CatalogSession | None = None) -> T:
-    """``fn(con)`` on a read-only, locked-down connection to a fresh catalog; DuckDB errors become
-    ReadOnlyQueryError (a refused permission) or StoreError."""
+def on_catalog(root: Path, fn: Callable[[duckdb.DuckDBPyConnection], T], session: CatalogSession | None = None,
+               sql: Iterable[str] = ()) -> T:
+    """``fn(con)`` on a read-only, locked-down connection to a fresh catalog, with the pinned-version
+    views that the statements ``sql`` name created on it; DuckDB errors become ReadOnlyQueryError (a
+    refused permission) or StoreError."""
+    sql = list(sql)
     try:
         if session is not None:
             with session.cursor() as cur:
                 if cur is not None:
+                    pinned_views(cur, root, session.registry, sql)
                     return fn(cur)
         with fresh_catalog(root) as path:
             con = duckdb.connect(str(path), read_only=True)
             try:
                 lock_down(con, root)
+                pinned_views(con, root, Registry.load(root), sql)
                 return fn(con)
             finally:
                 con.close()

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import StoreError
@@ -25,6 +24,7 @@ from features._frames import (
     BASE_COLUMNS,
     TrainingFrame,
     check_request,
+    distinct_names,
     embedding_matrix,
     frame_sql,
     table_hash,
@@ -100,11 +100,12 @@ class FeatureStore:
         return {"kind": "table", "name": name, **reg.table_entry(name)}
 
     # -- writing feature sets --------------------------------------------------------------------
-    def known_patients(self) -> set[str] | None:
+    def known_patients(self, reg: Registry | None = None) -> set[str] | None:
         """patient_ids of the registered clinical table (None when none is registered)."""
-        if "clinical" not in self.registry().tables():
+        tables = (reg or self.registry()).tables()
+        if "clinical" not in tables:
             return None
-        return set(self.table("clinical").column("patient_id").to_pylist())
+        return set(pq.read_table(self.root / tables["clinical"]["path"], columns=["patient_id"]).column(0).to_pylist())
 
     def feature_writer(self, name: str, version_id: str, producer: str, lineage: dict[str, Any],
                        dim: int) -> FeatureWriter:
@@ -125,10 +126,10 @@ class FeatureStore:
             rows = conform(table, None, what)
             if rows.num_rows == 0:
                 raise StoreError(f"{what}: no rows to publish")
-            check_rows(rows, what, known=self.known_patients())
+            check_rows(rows, what, known=self.known_patients(reg))
             return commit_version(self.root, rows, name=name, version_id=vid, producer=producer,
                                   lineage=dict(lineage), dim=rows.schema.field("embedding").type.list_size,
-                                  status="partial" if allow_partial else "published")
+                                  status="partial" if allow_partial else "published", reg=reg)
 
     # -- tables ----------------------------------------------------------------------------------
     def write_table(self, name: str, table: pa.Table, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -200,7 +201,7 @@ class FeatureStore:
         clin_cols = [f["name"] for f in reg.table_entry("clinical")["schema"]]
         lab_names = None
         if labs and "labs" in reg.tables():
-            lab_names = set(pc.unique(self.read("labs", columns=["name"]).column("name")).to_pylist())
+            lab_names = distinct_names(self.root / reg.table_entry("labs")["path"])
         check_request(clin_cols, lab_names, label=label, clinical=clinical, labs=labs)
         if max_age_days is not None and int(max_age_days) < 0:
             raise StoreError(f"training frame: max_age_days={max_age_days} must be >= 0")
@@ -230,7 +231,7 @@ class FeatureStore:
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dltr-frame") as pool:
             parts = pool.submit(read_embeddings, files, v.dim, what)
-            table, field = on_catalog(self.root, run, self._session)
+            table, field = on_catalog(self.root, run, self._session, sql=[view])
             emb = align_embeddings(parts.result(), table.column("patient_id"), field, what)
         return table.add_column(BASE_COLUMNS.index("embedding"), field, emb)
 
@@ -253,7 +254,7 @@ class FeatureStore:
                     raise StoreError(f"{v.ref}: no row for patient {patient_id!r}")
             return out
 
-        return on_catalog(self.root, run, self._session)
+        return on_catalog(self.root, run, self._session, sql=[view])
 
     def embedding_means(self, feature_set: str, by: str | None = "center") -> pa.Table:
         """Per-dimension mean of the embedding for each ``center`` (``by=None``: over all rows).

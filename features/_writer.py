@@ -147,14 +147,18 @@ def _write_partitions(table: pa.Table, dest: Path) -> dict[str, int]:
 
 
 def commit_version(root: Path, table: pa.Table, *, name: str, version_id: str, producer: str,
-                   lineage: dict[str, Any], dim: int, status: str, cleanup: Path | None = None
-                   ) -> FeatureSetVersion:
+                   lineage: dict[str, Any], dim: int, status: str, cleanup: Path | None = None,
+                   reg: Registry | None = None) -> FeatureSetVersion:
     """Write partitions to a temporary folder, rename into place, then the one registry commit.
-    The caller holds the writer lock and has validated ``table``."""
+    The caller holds the writer lock and has validated ``table``; ``reg`` is the registry it
+    loaded under that lock (read again when not given)."""
     base = StoreLayout.of(root).feature_set(name)
     final = base / version_id
-    for stale in base.glob(f".tmp-{version_id}-*"):  # debris of a writer killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
+    if base.is_dir():  # debris of a writer killed mid-write (scandir: no pattern match per version folder)
+        with os.scandir(base) as entries:
+            stale = [e.path for e in entries if e.name.startswith(f".tmp-{version_id}-")]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
     if final.exists():  # renamed into place by a writer killed before its commit: not visible, redo
         shutil.rmtree(final)
     tmp = base / f".tmp-{version_id}-{os.getpid()}"
@@ -165,7 +169,7 @@ def commit_version(root: Path, table: pa.Table, *, name: str, version_id: str, p
     os.replace(tmp, final)
     fsync_dir(base)
     _hook("dir_renamed")
-    reg = Registry.load(root)
+    reg = reg if reg is not None else Registry.load(root)
     v = FeatureSetVersion(
         name=name, version_id=version_id, created_at=now_iso(), producer=producer, row_count=table.num_rows,
         dim=int(dim), schema=[{"name": f.name, "type": str(f.type)} for f in table.schema], lineage=lineage,

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from benchmarks.harness import Figure, Timing, growth_exponent, measure
 
@@ -205,7 +206,43 @@ def _feast_figure(workload: str, ours: Timing, m_ours: float, res: dict) -> Figu
                             "tie-break on equal timestamps differs (ours: larger value)"})
 
 
+def _publish_growth(ctx) -> Figure:
+    """Time to publish one more 200 x 64 version of a feature set that already has N versions: the
+    median of the 3 publishes ending at each N (10 / 100 / 1000; ``--quick`` 10 / 30 / 100), one
+    store, versions published through ``FeatureStore.publish`` (the same run and data)."""
+    from features import FeatureStore
+
+    counts = (10, 30, 100) if ctx.quick else (10, 100, 1000)
+    work = ctx.work / "publish-growth"
+    shutil.rmtree(work, ignore_errors=True)
+    store = FeatureStore(work / "store")
+    n, dim = 200, 64
+    _, _, tables = _data(n, dim, ctx.seed)
+    base = tables[0]
+    at: dict[int, list[float]] = {c: [] for c in counts}
+    for i in range(1, counts[-1] + 1):
+        emb = base.column("embedding").combine_chunks()
+        table = base.set_column(5, "embedding", pa.FixedSizeListArray.from_arrays(
+            pa.compute.add(emb.flatten(), float(i)).cast(pa.float32()), dim))
+        t0 = time.perf_counter()
+        store.publish("growth", table, "bench", {"inputs_hash": f"v{i}"})
+        dt = time.perf_counter() - t0
+        for c in counts:
+            if c - 3 < i <= c:
+                at[c].append(dt)
+    store.close()
+    shutil.rmtree(work, ignore_errors=True)
+    med = [Timing(tuple(at[c])).median for c in counts]
+    return Figure(suite="store", workload=f"publish one more version ({n} x {dim}) at {counts[-1]} versions",
+                  unit="s", ours=Timing(tuple(at[counts[-1]])), baseline=Timing(tuple(at[counts[0]])),
+                  baseline_name=f"the same publish at {counts[0]} versions (same store, same run)",
+                  higher_is_better=False,
+                  notes={"growth_exponent": round(growth_exponent(list(counts), med), 3), "versions": list(counts),
+                         "median_s": [round(m, 4) for m in med]})
+
+
 def run(ctx) -> list[Figure]:
+    figs = [_publish_growth(ctx)]
     sizes = ctx.sizes((25_000, 50_000, 100_000), (1_000, 2_500, 5_000))
     dim = 128 if ctx.quick else 512
     out: dict[int, dict] = {}
@@ -214,7 +251,6 @@ def run(ctx) -> list[Figure]:
     last = out[sizes[-1]]
     feast = last.pop("feast")
     size = f"{sizes[-1]} x {dim}, 3 versions, {20 * sizes[-1]} lab rows"
-    figs = []
     for work in last:
         ours, base, m_ours, m_base = last[work]
         times = [out[n][work][0].median for n in sizes]

@@ -28,8 +28,8 @@ def ingest_cmd(
     store: Path = typer.Option(..., "--store", help="Store folder; the volumes go to its Zarr volume store."),
     workers: int = typer.Option(None, "--workers", help="Workers of the local Dask cluster (default 2)."),
     scheduler: str = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler to use instead."),
-    threads: bool = typer.Option(False, "--threads", help="Local Dask workers as threads in this process "
-                                                          "(default: one process per worker)."),
+    threads: bool = typer.Option(None, "--threads/--processes", help="Local Dask workers as threads in this "
+                                 "process or one process per worker (default: IngestConfig's, threads)."),
     target_spacing: str = typer.Option(None, "--target-spacing", help="Resample to X,Y,Z mm (default: native)."),
     strict: bool = typer.Option(False, "--strict", help="Fail the run (exit 2) if any file has an error."),
     pseudonym_key_env: str = typer.Option(None, "--pseudonym-key-env", help=PSEUDONYM_HELP),
@@ -40,8 +40,8 @@ def ingest_cmd(
 
     key = pseudonym_key(pseudonym_key_env)
     cfg = config_from(IngestConfig(), target_spacing=_spacing(target_spacing), workers=workers,
-                      processes=False if threads else None, scheduler_address=scheduler, strict=strict or None,
-                      pseudonym_key=key)
+                      processes=None if threads is None else not threads, scheduler_address=scheduler,
+                      strict=strict or None, pseudonym_key=key)
     try:
         with Bars() as bars:
             report = ingest_cohort(cohort, store, cfg, on_patient=lambda _r: bars.advance("ingest"))

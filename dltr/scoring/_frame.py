@@ -1,22 +1,19 @@
-"""The head's input row for one patient, built by the feature store's own point-in-time frame.
+"""The head's input row for one patient, built by the feature store's own point-in-time frame SQL.
 
-The temporary store gets the patient's clinical and lab tables (typed like the training store's
-clinical table) and a one-row feature set; ``FeatureStore.training_frame`` then builds the row with
-the same SQL as training, so clinical typing and lab point-in-time rules cannot drift.
+The patient's clinical and lab tables (typed like the training store's clinical table) and the
+one-row feature table go to ``features.memory_frame``, which runs the SQL of
+``FeatureStore.training_frame`` on them in memory, so clinical typing and lab point-in-time rules
+cannot drift (and no temporary store, registry commit or catalog is built per request).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from dltr.core.layout import StoreLayout
 
 __all__ = ["head_frame"]
 
@@ -57,23 +54,18 @@ def _labs_with_names(labs: pd.DataFrame | None, names: tuple[str, ...], key: str
     return labs
 
 
-def head_frame(tmp_store: Path, cohort_dir: Path, lineage: Any, row: pa.Table, train_store: Path
+def head_frame(cohort: Any, lineage: Any, row: pa.Table, train_schema: pa.Schema
                ) -> tuple[pd.DataFrame, np.ndarray]:
-    """(frame columns as pandas, embedding matrix) of the one scored patient."""
-    from dltr.cohort import load_cohort
-    from features import FeatureStore
+    """(frame columns as pandas, embedding matrix) of the one scored patient (``cohort``: its
+    one-patient cohort as ``dltr.cohort.load_cohort`` returns it): the store's frame SQL on the
+    patient's tables in memory (``features.memory_frame``; no temporary store, no catalog)."""
+    from features import memory_frame
     from models.heads import frame_arrays
 
-    cohort = load_cohort(cohort_dir)
-    train_schema = pq.read_schema(StoreLayout.of(train_store).table("clinical"))
     clinical = _conform_clinical(cohort.clinical, train_schema, lineage.clinical)
     key = str(clinical["patient_id"].iloc[0])
     labs = _labs_with_names(cohort.labs, lineage.labs, key)
-    store = FeatureStore(tmp_store)
-    store.add_cohort(dataclasses.replace(cohort, clinical=clinical, labs=labs, expression=None))
-    store.publish(lineage.feature_set, row, producer="dltr.scoring",
-                  lineage={"encoder_card_hash": lineage.encoder_card_hash,
-                           "preprocess_hash": lineage.preprocess_hash, "scoring_of": lineage.feature_set_version})
-    frame = store.training_frame(lineage.feature_set, label="response", clinical=list(lineage.clinical),
-                                 labs=list(lineage.labs), max_age_days=lineage.max_age_days)
+    frame = memory_frame(dataclasses.replace(cohort, clinical=clinical, labs=labs, expression=None), row,
+                         label="response", clinical=list(lineage.clinical), labs=list(lineage.labs),
+                         max_age_days=lineage.max_age_days)
     return frame_arrays(frame)

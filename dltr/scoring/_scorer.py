@@ -42,10 +42,13 @@ class Scorer:
         self.lineage, self.head = resolve_lineage(self.store_root, head)
         self.module, self.card = load_encoder(StoreLayout.of(self.store_root).encoder(self.lineage.encoder_card_hash))
         self.stats = training_stats(self.store_root)
+        self.train_schema = pq.read_schema(StoreLayout(self.store_root).table("clinical"))
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.torch_threads = torch_threads
         self._record_lock = threading.Lock()
         self._encode_lock = threading.Lock()
+        self._pipe_lock = threading.Lock()
+        self._pipe = None  # the DALI ROI pipeline, built on the first request and reused
 
     # -- public -----------------------------------------------------------------------------------
     def new_work(self) -> Path:
@@ -69,7 +72,10 @@ class Scorer:
         """Score a patient already staged as ``work/cohort`` (the service writes uploads there)."""
         t = [time.perf_counter() if t_start is None else t_start]
         tmp_store = work / "store"
-        norm = self._ingest(staged, tmp_store)
+        from dltr.cohort import load_cohort
+
+        cohort = load_cohort(staged.cohort)  # once per request: ingest and the head's frame share it
+        norm = self._ingest(staged, tmp_store, cohort)
         t.append(time.perf_counter())
         x, box = self._preprocess(tmp_store)
         t.append(time.perf_counter())
@@ -79,7 +85,7 @@ class Scorer:
         row = _feature_row(staged.center, self.lineage.preprocess["phases"], box, checksum, emb)
         from ._frame import head_frame
 
-        df, e = head_frame(tmp_store, staged.cohort, self.lineage, row, self.store_root)
+        df, e = head_frame(cohort, self.lineage, row, self.train_schema)
         p = float(self.head.predict_proba_frame(df, e)[0])
         interval, method = interval_for(self.head, df, e)
         t.append(time.perf_counter())
@@ -94,7 +100,7 @@ class Scorer:
         return pred
 
     # -- stages ------------------------------------------------------------------------------------
-    def _ingest(self, staged: StagedPatient, tmp_store: Path) -> dict[str, Any]:
+    def _ingest(self, staged: StagedPatient, tmp_store: Path, cohort: Any) -> dict[str, Any]:
         from pipeline.ingest import IngestConfig, ingest_cohort
 
         cfg = dict(self.lineage.ingest_config)
@@ -104,7 +110,7 @@ class Scorer:
 
         try:
             ingest_cohort(staged.cohort, tmp_store, IngestConfig(**cfg, workers=1, stats=False, strict=True),
-                          executor="serial")
+                          executor="serial", cohort=cohort)
         except ImageFileError as e:  # the NIfTI reader lets this one through (reported to ingest)
             msg = str(e).replace(str(staged.cohort) + "/", "")
             raise IngestError(f"the patient's images could not be read: {msg}") from None
@@ -113,11 +119,16 @@ class Scorer:
         return norm
 
     def _preprocess(self, tmp_store: Path):
+        """The ROI tensor, from the one DALI pipeline of this scorer (built once; pointed at the
+        request's temporary store; one request at a time, a DALI pipeline is not reentrant)."""
         from pipeline.loaders import DaliRoiPipeline, RoiConfig
 
-        roi = RoiConfig.from_dict(self.lineage.preprocess)
-        with DaliRoiPipeline(tmp_store, roi, batch_size=1, device=None, num_threads=1) as pipe:
-            x, boxes = pipe.run([SCORING_KEY])
+        with self._pipe_lock:
+            if self._pipe is None:
+                roi = RoiConfig.from_dict(self.lineage.preprocess)
+                self._pipe = DaliRoiPipeline(self.store_root, roi, batch_size=1, device=None, num_threads=1)
+            self._pipe.retarget(tmp_store)
+            x, boxes = self._pipe.run([SCORING_KEY])
         return x, np.asarray(boxes)[0]
 
     def _encode(self, x) -> np.ndarray:

@@ -27,14 +27,15 @@ def _date(v) -> str | None:
     return s[:10]
 
 
-def cohort_rows(cohort_path: Path) -> tuple[dict[str, list[Row]], dict[str, str], list[str]]:
-    """``(rows by patient, center by patient, phase order)``; rows keep the manifest's 1-based row number."""
+def cohort_rows(cohort_path: Path, loaded=None) -> tuple[dict[str, list[Row]], dict[str, str], list[str]]:
+    """``(rows by patient, center by patient, phase order)``; rows keep the manifest's 1-based row number.
+    ``loaded``: the cohort at ``cohort_path`` as ``dltr.cohort.load_cohort`` returned it (not read again)."""
     try:
         from dltr.cohort import load_cohort
     except ImportError:  # the cohort contract is not installed: read the two CSVs directly
         manifest, clinical, phases = _read_csv(cohort_path)
     else:
-        c = load_cohort(cohort_path)
+        c = loaded if loaded is not None else load_cohort(cohort_path)
         manifest, clinical = c.manifest, c.clinical
         phases = list(getattr(c.config, "phases", None) or [])
     if not phases:

@@ -48,8 +48,8 @@ class IngestReport:
         return d | {"mb_per_s": self.mb_per_s, "n_errors": len(self.errors)}
 
 
-def _tasks(cohort_path: Path, store_root: Path, config: IngestConfig) -> list[PatientTask]:
-    rows, centers, _phases = cohort_rows(cohort_path)
+def _tasks(cohort_path: Path, store_root: Path, config: IngestConfig, cohort=None) -> list[PatientTask]:
+    rows, centers, _phases = cohort_rows(cohort_path, cohort)
     return [PatientTask(pseudonym(pid, config.pseudonym_key), pid, centers.get(pid, ""), tuple(r),
                         str(cohort_path), str(store_root), config) for pid, r in sorted(rows.items())]
 
@@ -128,20 +128,22 @@ def _client(config: IngestConfig):
 
 
 def ingest_cohort(cohort_path: str | Path, store_root: str | Path, config: IngestConfig | None = None, *,
-                  executor: str = "dask", on_patient: Callable[[PatientResult], None] | None = None
-                  ) -> IngestReport:
+                  executor: str = "dask", on_patient: Callable[[PatientResult], None] | None = None,
+                  cohort: Any = None) -> IngestReport:
     """Ingest a cohort folder into ``store_root`` (idempotent; see pipeline.ingest's docstring).
 
     ``executor="dask"`` runs patients on a ``dask.distributed`` cluster (local, or the one at
     ``config.scheduler_address``); ``"serial"`` runs them one after the other in this process
-    (the benchmark's baseline). ``on_patient`` is called as each patient finishes.
+    (the benchmark's baseline). ``on_patient`` is called as each patient finishes. ``cohort``: the
+    cohort at ``cohort_path`` already loaded by ``dltr.cohort.load_cohort`` (the scoring service
+    loads it once per request), else it is loaded here.
     """
     config = config or IngestConfig()
     cohort_path, store_root = Path(cohort_path).resolve(), Path(store_root).resolve()
     if executor not in ("dask", "serial"):
         raise IngestError(f"executor {executor!r}: choose 'dask' or 'serial'")
     t0 = time.perf_counter()
-    tasks = _tasks(cohort_path, store_root, config)
+    tasks = _tasks(cohort_path, store_root, config, cohort)
     try:
         lock = ingest_lock(store_root).acquire()  # held for the whole run; the OS drops it if we die
     except OSError as e:

@@ -160,9 +160,27 @@ def _libc():
         return None
 
 
+def sync_tree(path: Path) -> None:
+    """Make every file and folder below ``path`` durable before it is renamed into place.
+
+    Linux: one ``syncfs`` of the file system holding ``path`` (it returns once all its dirty data
+    and metadata are on disk, these files' included) instead of one ``fsync`` per chunk file: a
+    patient of 3 phases + mask is about 150 chunk files, and their fsyncs were the largest single
+    cost of a serial ingest after decoding. Elsewhere (no ``syncfs``, or it fails) ``fsync_tree``."""
+    fn = getattr(_libc(), "syncfs", None)
+    if fn is not None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if fn(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    fsync_tree(path)
+
+
 def _publish(tmp: Path, final: Path, tmp_root: Path) -> None:
     """Make ``tmp`` the group at ``final``; consistent at every instant (see the module docstring)."""
-    fsync_tree(tmp)
+    sync_tree(tmp)
     old = tmp_root / f"{final.name}{OLD_TAG}{uuid.uuid4().hex}"
     if not final.exists():
         os.replace(tmp, final)

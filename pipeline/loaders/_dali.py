@@ -216,6 +216,11 @@ class DaliRoiPipeline:
         self._pipe = _build(config, batch_size, self.device, num_threads, aug, seed, with_mask=with_mask)
         self._prefetch: ThreadPoolExecutor | None = None
 
+    def retarget(self, store_root: str | Path, zarr_store: Any = None) -> None:
+        """Read the next ``run`` calls from another store with the graph already built (the scoring
+        service builds one pipeline per process and ingests each request into a temporary store)."""
+        self._batcher.reader = RoiReader(store_root, self.config, zarr_store=zarr_store)
+
     def run(self, patient_ids) -> tuple[Any, np.ndarray] | tuple[Any, np.ndarray, Any]:
         """(x (N, C, X, Y, Z) float32 tensor, roi_boxes (N, 6) int32[, warped masks (N, 1, X, Y, Z)]).
 

@@ -1,7 +1,9 @@
 """``STORE/catalog.duckdb``: one view per table, per feature set (latest) and per pinned version.
 
 View names: a table ``clinical`` -> ``clinical``; a feature set ``dltr`` -> ``dltr`` (latest
-version), and each version ``v`` -> ``dltr__v`` (plain identifier) and ``"dltr@v"`` (quoted).
+version), and each version ``v`` -> ``dltr__v`` (plain identifier) and ``"dltr@v"`` (quoted). A feature
+set whose lineage names its dimensions (``feature_names``, e.g. ``radiomics``) also has the long views
+``radiomics_long`` (latest) and ``radiomics_long__v``.
 The catalog is derived from the registry: after each registry commit it is rebuilt into a temporary
 file and renamed into place, so a reader (``read_only=True``) never waits on a writer. It records the
 store root and registry revision it was built from; a reader that finds either different (the store
@@ -51,6 +53,23 @@ def version_select(root: Path, v: FeatureSetVersion) -> str:
             f"FROM read_parquet({literal(version_glob(root, v))}, hive_partitioning = false)")
 
 
+def long_select(root: Path, v: FeatureSetVersion) -> str | None:
+    """The long form of a version whose producer named its dimensions (lineage ``feature_names``: one
+    ``a/b/c`` name per dimension, split into the columns ``feature_name_parts``): one row per patient and
+    dimension, ``(patient_id, center, <parts...>, value)``; None when the lineage names none."""
+    names, parts = v.lineage.get("feature_names"), v.lineage.get("feature_name_parts") or ["feature"]
+    if not isinstance(names, list) or len(names) != int(v.dim) or not all(NAME_RE.match(str(p)) for p in parts):
+        return None
+    k = len(parts)
+    split = [str(n).split("/", k - 1) for n in names]
+    if any(len(q) != k for q in split):
+        return None
+    values = ", ".join(f"({i + 1}, {', '.join(literal(x) for x in q)})" for i, q in enumerate(split))
+    cols = ", ".join(f"n.{ident(p)}" for p in parts)
+    return (f"SELECT f.patient_id, f.center, {cols}, f.embedding[n.i] AS value FROM ({version_select(root, v)}) AS f "
+            f"CROSS JOIN (VALUES {values}) AS n(i, {', '.join(ident(p) for p in parts)})")
+
+
 def table_select(root: Path, entry: dict) -> str:
     return f"SELECT * FROM read_parquet({literal((Path(root).resolve() / entry['path']).as_posix())})"
 
@@ -62,7 +81,13 @@ def view_statements(root: Path, reg: Registry) -> list[tuple[str, str]]:
         for v in reg.versions(name):
             sel = version_select(root, v)
             out += [(f"{name}@{v.version_id}", sel), (f"{name}__{v.version_id}", sel)]
+            long = long_select(root, v)
+            if long is not None:
+                out.append((f"{name}_long__{v.version_id}", long))
         out.append((name, version_select(root, reg.resolve(name))))
+        long = long_select(root, reg.resolve(name))
+        if long is not None and f"{name}_long" not in reg.tables() and f"{name}_long" not in reg.feature_sets():
+            out.append((f"{name}_long", long))
     return out
 
 

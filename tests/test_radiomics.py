@@ -82,3 +82,183 @@ def test_breast1_through_the_store_equals_pyradiomics_baseline(breast1_store):
     v = store.resolve("radiomics")
     assert v.lineage["preprocess_hash"] == _breast1_settings(ref).content_hash()
     assert v.lineage["library"] == "pyradiomics==3.0.1" and v.producer == "pipeline.radiomics"
+
+
+# -- a three-center store (the ingest test cohort: NIfTI, permuted NIfTI, DICOM + NRRD mask) ----------------
+GLCM_SETTINGS = {"phases": ["arterial", "portal"], "imageType": {"Original": {}},
+                 "featureClass": {"firstorder": [], "glcm": []},
+                 "setting": {"normalize": True, "normalizeScale": 100, "binWidth": 10, "voxelArrayShift": 300,
+                             "label": 1}}
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture(scope="module")
+def three_center(tmp_path_factory):
+    """(cohort, store root, settings file): 6 patients in centers A, B, C, ingested and registered."""
+    from _ingest_cohort import make_cohort
+
+    from features import FeatureStore
+    from pipeline.ingest import IngestConfig, ingest_cohort
+
+    tmp = tmp_path_factory.mktemp("rstore")
+    cohort, _ = make_cohort(tmp / "cohort", per_center=2, seed=11)
+    root = tmp / "store"
+    ingest_cohort(cohort, root, IngestConfig(), executor="serial")
+    FeatureStore(root).add_cohort(cohort)
+    settings = tmp / "glcm.yaml"
+    import yaml
+
+    settings.write_text(yaml.safe_dump(GLCM_SETTINGS))
+    return cohort, root, settings
+
+
+@pytest.fixture(scope="module")
+def published(three_center, tmp_path_factory) -> Path:
+    from pipeline.radiomics import RadiomicsConfig, extract_radiomics
+
+    _, root, settings = three_center
+    dest = tmp_path_factory.mktemp("published") / "store"
+    shutil.copytree(root, dest)
+    rep = extract_radiomics(dest, settings, RadiomicsConfig(backend="local", batch_size=2))
+    assert rep.status == "published" and rep.n_computed == 6, rep.summary()
+    return dest
+
+
+def test_sql_by_feature_name_equals_pyradiomics_on_the_source_files(three_center, published):
+    """``radiomics_long WHERE feature LIKE 'glcm%'`` gives, per patient and phase, pyradiomics' own values on
+    the cohort's source files read by SimpleITK (its frame, not the store's canonical one)."""
+    import SimpleITK as sitk
+
+    from features import FeatureStore
+    from pipeline.radiomics import load_settings
+    from pipeline.radiomics._compute import extractor
+
+    cohort, _, settings = three_center
+    rows = FeatureStore(published).sql(
+        "SELECT patient_id, phase, feature, value FROM radiomics_long WHERE feature LIKE 'glcm%' "
+        "ORDER BY patient_id, phase, feature").to_pylist()
+    got = {(r["patient_id"], r["phase"], r["feature"]): r["value"] for r in rows}
+    assert all(k[2].startswith("glcm_") for k in got) and len({k[0] for k in got}) == 6
+    assert len({k[2] for k in got}) == 24 and len(got) == 6 * 2 * 24  # pyradiomics' 24 GLCM features
+    ext = extractor(load_settings(settings))
+    manifest = list(csv.DictReader(open(cohort / "manifest.csv")))
+    checked = 0
+    for m in manifest:
+        if not m["image"].endswith((".nii", ".nii.gz")):
+            continue  # the DICOM series: ingest applies per-slice rescale, SimpleITK's reader does the same
+        img, mask = sitk.ReadImage(str(cohort / m["image"])), sitk.ReadImage(str(cohort / m["mask"]))
+        # the mask file may lay the same grid out in another axis order: put it on the image's grid (exact)
+        mask = sitk.Resample(sitk.Cast(mask > 0, sitk.sitkUInt8), img, sitk.Transform(), sitk.sitkNearestNeighbor)
+        ref = {k.split("_", 1)[1]: float(v) for k, v in ext.execute(img, mask).items() if "_glcm_" in k}
+        for feat, want in ref.items():
+            have = got[(m["patient_id"], m["phase"], feat)]
+            assert have == pytest.approx(want, rel=1e-6, abs=1e-9), (m["patient_id"], m["phase"], feat)
+            checked += 1
+    assert checked == 4 * 2 * 24  # centers A and B: 4 patients, 2 phases
+
+
+def test_version_lineage_and_hash_follow_the_settings(three_center, published, tmp_path):
+    from features import FeatureStore
+    from pipeline.radiomics import load_settings
+
+    _, _, settings = three_center
+    v = FeatureStore(published).resolve("radiomics")
+    s = load_settings(settings)
+    assert v.lineage["preprocess_hash"] == s.content_hash() and v.lineage["phases"] == ["arterial", "portal"]
+    assert v.dim == len(v.lineage["feature_names"]) == 2 * (18 + 24)  # firstorder + glcm per phase
+    other = tmp_path / "bw.yaml"
+    import yaml
+
+    other.write_text(yaml.safe_dump({**GLCM_SETTINGS, "setting": {**GLCM_SETTINGS["setting"], "binWidth": 5}}))
+    assert load_settings(other).content_hash() != s.content_hash()
+
+
+def test_bad_settings_file_is_one_line_error(tmp_path):
+    from dltr.core.exceptions import DltrError
+    from pipeline.radiomics import load_settings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("setting:\n  binWidth: -3\n  notASetting: 1\n")
+    with pytest.raises(DltrError) as e:
+        load_settings(bad)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    bad.write_text("phases: arterial\n")
+    with pytest.raises(DltrError, match="phases"):
+        load_settings(bad)
+
+
+def test_center_effect_table_matches_the_rank_formula(published):
+    """The stored Kruskal-Wallis H equals the textbook rank formula (no ties among continuous features),
+    and epsilon^2 = H / (n - 1)."""
+    from scipy.stats import rankdata
+
+    from features import FeatureStore, embedding_matrix
+
+    store = FeatureStore(published)
+    ce = store.table("radiomics_center_effect").to_pandas().set_index("name")
+    rows = store.read("radiomics").sort_by("patient_id")
+    x = np.asarray(embedding_matrix(rows.combine_chunks()), np.float64)
+    centers = np.asarray(rows.column("center").to_pylist())
+    names = store.resolve("radiomics").lineage["feature_names"]
+    n, checked = len(centers), 0
+    for j, name in enumerate(names):
+        if np.unique(x[:, j]).size < n:
+            continue
+        r = rankdata(x[:, j])
+        h = 12 / (n * (n + 1)) * sum(r[centers == c].sum() ** 2 / (centers == c).sum() for c in set(centers)) \
+            - 3 * (n + 1)
+        assert ce.loc[name, "h"] == pytest.approx(h, rel=1e-9)
+        assert ce.loc[name, "epsilon_squared"] == pytest.approx(h / (n - 1), rel=1e-9)
+        checked += 1
+    assert checked > 20 and set(ce["n_centers"]) == {3}
+
+
+@pytest.mark.slow
+def test_killed_after_two_staged_parts_then_resumed_on_ray(three_center, published, tmp_path):
+    """SIGKILL ``dltr radiomics`` just after its 2nd staged part; nothing is published; the re-run (on Ray)
+    computes only the rest and publishes the same version with the same values as an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+
+    from _crash_harness import catalog_check, kill_session
+
+    from features import FeatureStore
+
+    _, root, settings = three_center
+    work = tmp_path / "store"
+    shutil.copytree(root, work)
+    base = [sys.executable, "-m", "dltr", "radiomics", "--store", str(work), "--settings", str(settings),
+            "--batch-size", "2", "--json"]
+    harness = [sys.executable, str(REPO / "tests" / "_crash_harness.py"), "exec", "--root", str(work),
+               "--kill-after", r"features/radiomics/_staging/[0-9a-f]+/part-[^/]*\.parquet$", "--nth", "2", "--"]
+
+    def run(cmd):
+        p = subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = p.communicate(timeout=400)
+        finally:
+            kill_session(p.pid)
+        return p.returncode, out, err
+
+    rc, _, err = run(harness + base[1:] + ["--local"])
+    assert rc == -signal.SIGKILL, err[-2000:]
+    assert len(list((work / "features" / "radiomics" / "_staging").glob("*/part-*.parquet"))) == 2
+    assert "radiomics" not in FeatureStore(work).feature_sets() and catalog_check(work) == []
+    rc, out, err = run(base + ["--workers", "1"])
+    assert rc == 0, err[-2000:]
+    rep = json.loads(out)
+    assert (rep["status"], rep["n_resumed"], rep["n_computed"], rep["backend"]) == ("published", 4, 2, "ray")
+    a, b = FeatureStore(work), FeatureStore(published)
+    assert a.resolve("radiomics").version_id == b.resolve("radiomics").version_id
+    ra, rb = a.read("radiomics").sort_by("patient_id"), b.read("radiomics").sort_by("patient_id")
+    assert ra.equals(rb)  # bit for bit: pyradiomics is deterministic on CPU
+    assert not (work / "features" / "radiomics" / "_staging").exists() and catalog_check(work) == []

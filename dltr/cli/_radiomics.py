@@ -1,0 +1,44 @@
+"""``dltr radiomics``: IBSI radiomics features (pyradiomics) of every patient, on Ray, as feature set ``radiomics``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("radiomics")
+    def radiomics(
+        store: Path = typer.Option(..., "--store", help="The store folder (ingested volumes and tables)."),
+        settings: Path = typer.Option(None, "--settings",
+                                      help="pyradiomics parameter file (YAML or JSON; optional key 'phases'); "
+                                           "default: dltr's MRI recipe (pipeline/radiomics/default_settings.json)."),
+        name: str = typer.Option(None, "--name", help="Feature-set name to publish (default: radiomics)."),
+        address: str = typer.Option(None, "--address", help="Ray cluster address; default: an embedded local Ray."),
+        workers: int = typer.Option(None, "--workers", help="Ray actors (one pyradiomics extractor each)."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Patients per batch (and per staged part)."),
+        local: bool = typer.Option(False, "--local", help="No Ray: the same worker in a loop in this process."),
+        allow_partial: bool = typer.Option(None, "--allow-partial",
+                                           help="Publish even if some patients failed (recorded as partial)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
+    ) -> None:
+        """Compute radiomics features per patient and phase inside the tumour mask (resumable) and publish them."""
+        import dataclasses
+
+        from dltr.cli._common import echo_json
+        from dltr.core.exceptions import DltrError
+        from pipeline.radiomics import RadiomicsConfig, extract_radiomics
+
+        given = {"name": name, "address": address, "workers": workers, "batch_size": batch_size,
+                 "allow_partial": allow_partial, "backend": "local" if local else None}
+        cfg = dataclasses.replace(RadiomicsConfig(), **{k: v for k, v in given.items() if v is not None})
+        report = extract_radiomics(store, settings, cfg)
+        if as_json:
+            echo_json(report.to_dict())
+        else:
+            typer.echo(report.summary())
+        if report.status == "incomplete":
+            failed = ", ".join(e["patient_id"] for e in report.errors if e.get("stage") != "scope")
+            raise DltrError(f"{store}: {report.n_errors} patient(s) failed ({failed}); see table radiomics_errors; "
+                            "fix them and re-run (staged patients are kept), or pass --allow-partial")

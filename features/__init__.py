@@ -13,6 +13,7 @@ version as ``NAME__<version_id>`` and ``"NAME@<version_id>"``.
 
 from features._catalog import CATALOG_NAME
 from features._frames import TrainingFrame, embedding_matrix, table_hash
+from features._multi import MultiFrame, multi_frame
 from features._registry import FeatureSetVersion
 from features._rows import feature_schema
 from features._store import FeatureStore
@@ -23,9 +24,11 @@ __all__ = [
     "FeatureSetVersion",
     "FeatureStore",
     "FeatureWriter",
+    "MultiFrame",
     "TrainingFrame",
     "embedding_matrix",
     "feature_schema",
+    "multi_frame",
     "table_hash",
     "version_id_of",
 ]

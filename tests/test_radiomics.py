@@ -262,3 +262,122 @@ def test_killed_after_two_staged_parts_then_resumed_on_ray(three_center, publish
     ra, rb = a.read("radiomics").sort_by("patient_id"), b.read("radiomics").sort_by("patient_id")
     assert ra.equals(rb)  # bit for bit: pyradiomics is deterministic on CPU
     assert not (work / "features" / "radiomics" / "_staging").exists() and catalog_check(work) == []
+
+
+# -- heads on several feature sets ------------------------------------------------------------------------
+SMALL = {"phases": ["arterial", "portal"], "imageType": {"Original": {}},
+         "featureClass": {"shape": [], "firstorder": [], "glcm": []},
+         "setting": {"normalize": True, "normalizeScale": 100, "binWidth": 10, "voxelArrayShift": 300, "label": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tiny_cohort, tmp_path_factory) -> Path:
+    """The tiny synthetic cohort (50 patients, 3 centers) ingested, radiomics (shape, firstorder, GLCM of two
+    phases) published, and a second, deep-like feature set ``dltr`` (an 8-d seeded projection of the label-free
+    tumour size plus noise, made here as test data) published beside it; the paper's heads trained on it."""
+    from features import FeatureStore
+    from models.heads import train_heads
+    from pipeline.ingest import IngestConfig, ingest_cohort
+    from pipeline.radiomics import RadiomicsConfig, RadiomicsSettings, extract_radiomics
+
+    root = tmp_path_factory.mktemp("tiny_radiomics") / "store"
+    ingest_cohort(tiny_cohort.cohort, root, IngestConfig(), executor="serial")
+    store = FeatureStore(root)
+    store.add_cohort(tiny_cohort.cohort)
+    rep = extract_radiomics(root, RadiomicsSettings.from_dict(SMALL), RadiomicsConfig(backend="local", batch_size=8))
+    assert rep.status == "published", rep.summary()
+    rows = store.read("radiomics").sort_by("patient_id")
+    rng = np.random.default_rng(0)
+    n = rows.num_rows
+    size = np.log(np.asarray(store.table("studies").to_pandas().groupby("patient_id")["n_tumour_voxels"].first()
+                             .reindex(rows.column("patient_id").to_pylist()), np.float64))
+    emb = (size[:, None] * rng.normal(size=(1, 8)) + rng.normal(size=(n, 8))).astype(np.float32)
+    import pyarrow as pa
+
+    deep = rows.drop_columns(["embedding"]).append_column(
+        "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 8))
+    store.publish("dltr", deep, producer="tests.test_radiomics", lineage={"made_by": "tiny_store fixture"})
+    train_heads(store, feature_set="dltr", seed=0)
+    return root
+
+
+def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store):
+    from analysis.evaluation import evaluate
+    from features import FeatureStore, multi_frame
+    from models.heads import HeadRegistry, score_heads, train_multi_heads
+
+    store = FeatureStore(tiny_store)
+    res = train_multi_heads(store, seed=0)
+    assert list(res["versions"]) == ["radiomics", "radiomics_clinical", "deep_radiomics_clinical"]
+    reg = HeadRegistry(tiny_store)
+    meta = reg.meta("deep_radiomics_clinical")
+    sets = {f["name"]: f["version"] for f in meta["lineage"]["feature_sets"]}
+    assert sets == {"radiomics": store.resolve("radiomics").version_id, "dltr": store.resolve("dltr").version_id}
+    assert meta["selection_frequency"] and all(0 < s["frequency"] <= 1 for s in meta["selection_frequency"])
+    # the frame joins both sets by patient_id: each block row is that patient's row of its own set
+    frame = multi_frame(store, ["radiomics", "dltr"], clinical=["age"])
+    for name in ("radiomics", "dltr"):
+        t = store.read(name).to_pandas().set_index("patient_id")
+        for i, pid in enumerate(frame.table.column("patient_id").to_pylist()[:5]):
+            assert np.array_equal(frame.blocks[name][i], np.asarray(t.loc[pid, "embedding"], np.float32))
+    # rescoring (what `dltr evaluate` runs) gives the scores written at training, beside the paper's heads
+    scores = store.table("scores").to_pandas()
+    assert {"dltr_mlp", "radiomics", "radiomics_clinical", "deep_radiomics_clinical"} <= set(scores["head"])
+    again = score_heads(store, write=False)
+    key = ["head", "patient_id"]
+    a = scores.sort_values(key).reset_index(drop=True)
+    b = again.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key]) and np.array_equal(a["score"].to_numpy(), b["score"].to_numpy())
+    ev = evaluate(store, figures=False, out=tiny_store / "eval")
+    pairs = ev.delong[(ev.delong["head1"] == "dltr_mlp") | (ev.delong["head2"] == "dltr_mlp")]
+    others = set(pairs["head1"]) | set(pairs["head2"])
+    assert {"radiomics", "radiomics_clinical", "deep_radiomics_clinical"} <= others
+    assert pairs["p_value"].between(0, 1).all()
+    assert "Deep+radiomics+clinical" in set(ev.metrics["model"])
+
+
+def test_multi_set_heads_never_see_a_non_training_label(tiny_store, tmp_path):
+    """Flip every internal/external label and retrain: every score of every multi-set head is unchanged."""
+    import pyarrow as pa
+
+    from features import FeatureStore
+    from models.heads import train_multi_heads
+
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store, copy)
+    store = FeatureStore(copy)
+    clin = store.table("clinical").to_pandas()
+    other = clin["split"] != "train"
+    assert other.sum() > 10 and clin.loc[other, "label"].notna().sum() > 10
+    clin.loc[other, "label"] = 1 - clin.loc[other, "label"]
+    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False, schema=store.table("clinical").schema))
+    a = train_multi_heads(FeatureStore(tiny_store), seed=0)["scores"]
+    b = train_multi_heads(store, seed=0)["scores"]
+    assert np.array_equal(a["score"].to_numpy(), b["score"].to_numpy())
+    assert not np.array_equal(a["label"].to_numpy(), b["label"].to_numpy())  # the flip did reach the frame
+
+
+def test_selection_inside_cv_keeps_cv_auc_honest_on_noise():
+    """Pure-noise features (n = 80, p = 600): with the top-10 filter refitted inside each fold the CV AUC stays
+    near 0.5; the same filter fitted once on all rows before CV (the leak) inflates it (Ambroise & McLachlan,
+    PNAS 2002) - the check has the power to see the leak."""
+    from scipy.stats import rankdata
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    from models.heads import SelectedLogistic
+
+    honest, leaky = [], []
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        x, y = rng.normal(size=(80, 600)), rng.permutation(np.r_[np.zeros(40, int), np.ones(40, int)])
+        honest.append(SelectedLogistic(max_features=10, Cs=(1.0,), seed=seed).fit(x, y).cv_auc_)
+        ranks = rankdata(x, axis=0)
+        r = np.abs((ranks[y == 1].sum(0) - 40 * 41 / 2) / (40 * 40) - 0.5)  # univariable AUC - 0.5
+        top = np.argsort(-r)[:10]
+        aucs = [roc_auc_score(y[va], LogisticRegression(l1_ratio=1.0, C=1.0, solver="liblinear")
+                              .fit(x[tr][:, top], y[tr]).decision_function(x[va][:, top]))
+                for tr, va in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y)]
+        leaky.append(np.mean(aucs))
+    assert abs(np.mean(honest) - 0.5) < 0.12 and np.mean(leaky) > 0.75, (honest, leaky)

@@ -42,3 +42,30 @@ def register(app: typer.Typer) -> None:
             failed = ", ".join(e["patient_id"] for e in report.errors if e.get("stage") != "scope")
             raise DltrError(f"{store}: {report.n_errors} patient(s) failed ({failed}); see table radiomics_errors; "
                             "fix them and re-run (staged patients are kept), or pass --allow-partial")
+
+    @app.command("train-radiomics-heads")
+    def train_radiomics_heads(
+        store: Path = typer.Option(..., "--store", help="Store folder with the radiomics feature set."),
+        radiomics: str = typer.Option("radiomics", "--radiomics", help="Radiomics feature set: NAME or NAME@VERSION."),
+        deep: str = typer.Option("dltr", "--deep",
+                                 help="Deep feature set for Deep+radiomics+clinical (NAME or NAME@VERSION); "
+                                      "skipped when the store has none."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the CV folds and the LASSO solver."),
+        max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
+        as_json: bool = typer.Option(False, "--json", help="Print versions and metrics as JSON."),
+    ) -> None:
+        """Train Radiomics, Radiomics+clinical and Deep+radiomics+clinical (selection inside CV, LASSO); their
+        scores join the scores table beside the paper's heads, so `dltr evaluate` and the report show them."""
+        from dltr.cli._common import echo_json
+        from features import FeatureStore
+        from models.heads import train_multi_heads
+
+        res = train_multi_heads(FeatureStore(store), radiomics=radiomics, deep=deep, seed=seed,
+                                max_age_days=max_age_days)
+        if as_json:
+            echo_json({k: res[k] for k in ("versions", "metrics", "lineage")})
+            return
+        for name, v in res["versions"].items():
+            m = res["metrics"][name]
+            typer.echo(f"{name:<24} {v}  CV AUC {m['cv_auc']:.3f} (sd {m['cv_auc_sd']:.3f})  "
+                       f"{m['n_selected']} of {m['n_inputs']} inputs selected")

@@ -180,6 +180,11 @@ def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:
     store.write_table(name, pa.Table.from_pandas(df, preserve_index=False), lineage=lineage)
 
 
+#: Scorers of heads trained outside this module (``_multi``'s multi-set heads register theirs): each takes
+#: the store and returns score frames; ``score_heads`` adds them when no head list is given.
+EXTRA_SCORERS: list = []
+
+
 def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = True) -> pd.DataFrame:
     """Score every row of the frame each registered head was trained on (latest versions)."""
     registry = HeadRegistry(store.root)
@@ -195,9 +200,12 @@ def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = Tr
             cache[key] = _frame_for(store, lin)
         df, emb = cache[key]
         parts.append(_scores_frame(df, name, meta["version"], fh.predict_proba_frame(df, emb), meta["cutoff"]))
+    for scorer in EXTRA_SCORERS if heads is None else ():
+        parts += scorer(store)
     scores = pd.concat(parts, ignore_index=True)
     if write:
-        _write(store, "scores", scores, {"heads": {n: registry.latest(n) for n in names}})
+        done = list(dict.fromkeys(scores["head"]))
+        _write(store, "scores", scores, {"heads": {n: registry.latest(n) for n in done}})
     return scores
 
 

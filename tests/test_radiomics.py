@@ -137,8 +137,7 @@ def test_sql_by_feature_name_equals_pyradiomics_on_the_source_files(three_center
     import SimpleITK as sitk
 
     from features import FeatureStore
-    from pipeline.radiomics import load_settings
-    from pipeline.radiomics._compute import extractor
+    from pipeline.radiomics import extractor, load_settings
 
     cohort, _, settings = three_center
     rows = FeatureStore(published).sql(

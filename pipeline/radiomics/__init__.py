@@ -7,7 +7,7 @@ SQL view ``radiomics_long``), then the center-effect table ``radiomics_center_ef
 ``load_settings(path)`` reads a pyradiomics parameter file; its content hash is the preprocess hash.
 """
 
-from pipeline.radiomics._compute import FEATURE_NAME_PARTS, patient_vector, probe_names, sitk_image
+from pipeline.radiomics._compute import FEATURE_NAME_PARTS, extractor, patient_vector, probe_names, sitk_image
 from pipeline.radiomics._driver import (
     CENTER_EFFECT_TABLE,
     ERRORS_TABLE,
@@ -27,4 +27,5 @@ from pipeline.radiomics._worker import RadiomicsWorker
 
 __all__ = ["CENTER_EFFECT_TABLE", "ERRORS_TABLE", "FEATURE_NAME_PARTS", "PRODUCER", "RadiomicsConfig",
            "RadiomicsReport", "RadiomicsSettings", "RadiomicsWorker", "default_settings_path", "extract_radiomics",
+           "extractor",
            "library_version", "load_settings", "patient_vector", "probe_names", "sitk_image", "write_center_effect"]

@@ -300,8 +300,9 @@ def tiny_store(tiny_cohort, tmp_path_factory) -> Path:
     return root
 
 
-def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store):
+def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store, tmp_path):
     from analysis.evaluation import evaluate
+    from dltr.report import build_report
     from features import FeatureStore, multi_frame
     from models.heads import HeadRegistry, score_heads, train_multi_heads
 
@@ -333,6 +334,15 @@ def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store):
     assert {"radiomics", "radiomics_clinical", "deep_radiomics_clinical"} <= others
     assert pairs["p_value"].between(0, 1).all()
     assert "Deep+radiomics+clinical" in set(ev.metrics["model"])
+    # the report shows them beside DLTR_MLP with paired DeLong P, and the radiomics section
+    _, md = build_report(tiny_store, tmp_path / "report")
+    text = md.read_text()
+    assert "## Radiomics" in text and "Paired DeLong P against DLTR_MLP" in text
+    p_table = text.split("Paired DeLong P against DLTR_MLP")[1].split("\n\n")[1]
+    assert all(name in p_table for name in ("Radiomics", "Radiomics+clinical", "Deep+radiomics+clinical"))
+    sel = store.table("radiomics_selection").to_pandas()
+    assert set(sel["head"]) == set(res["versions"]) and sel["frequency"].between(0, 1).all()
+    assert sel.groupby("head")["selected"].sum().gt(0).all()
 
 
 def test_multi_set_heads_never_see_a_non_training_label(tiny_store, tmp_path):

@@ -5,7 +5,8 @@ deep set's embedding joined by patient_id, both at recorded versions). Only labe
 reach any fit: the clinical model's selection (as for the paper's heads), and ``SelectedLogistic``,
 whose reduction and LASSO selection are refitted inside each CV fold. The heads are published in the
 head registry with every feature set's version in their lineage, and their scores are added to the
-``scores`` table beside the paper's heads (``evaluate`` and the report read that table).
+``scores`` table beside the paper's heads (``evaluate`` and the report read that table); the per-fold
+selection frequency of every input goes to the table ``radiomics_selection``.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def train_multi_heads(store, *, radiomics: str = "radiomics", deep: str | None =
     lineage = {"feature_sets": [{"name": f["name"], "version": f["version"]} for f in frame.lineage["feature_sets"]],
                "frame_row_hash": frame.lineage["row_hash"], "clinical_candidates": candidates, "labs": labs,
                "max_age_days": max_age_days, "clinical_selected": list(clin.selected_)}
-    registry, versions, metrics, parts = HeadRegistry(store.root), {}, {}, []
+    registry, versions, metrics, parts, selection = HeadRegistry(store.root), {}, {}, [], []
     for name in heads:
         roles, with_clin = MULTI_HEAD_SPECS[name]
         fh = MultiFrameHead(name=name, estimator=SelectedLogistic(seed=seed), clinical=clin if with_clin else None,
@@ -126,8 +127,13 @@ def train_multi_heads(store, *, radiomics: str = "radiomics", deep: str | None =
                    "selected": [cols[j] for j in est.selected_],
                    "selection_frequency": [{"feature": c, "frequency": f} for f, c in stable]})
         parts.append(_scores_frame(df, name, versions[name], score, cutoff))
+        kept = set(est.selected_.tolist())
+        selection.append(pd.DataFrame({"head": name, "head_version": versions[name], "feature": cols,
+                                       "frequency": est.selection_frequency_.astype(np.float64),
+                                       "selected": [j in kept for j in range(len(cols))]}))
     scores = pd.concat(parts, ignore_index=True)
     _merge_scores(store, scores, {"multi_heads": versions, **lineage})
+    _write(store, "radiomics_selection", pd.concat(selection, ignore_index=True), {"multi_heads": versions})
     return {"versions": versions, "metrics": metrics, "lineage": lineage, "scores": scores}
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "imaging"
 REFERENCE = REPO / "tests" / "data" / "pyradiomics_breast1_reference.json"
 CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 
@@ -30,12 +29,15 @@ def _breast1_settings(ref: dict):
 @pytest.fixture(scope="module")
 def breast1_store(tmp_path_factory) -> Path:
     """pyradiomics' breast1 test case as a one-patient cohort, ingested and registered (real ingest)."""
+    from kit import shared_file
+
     from dltr.core.hashing import file_sha256
     from features import FeatureStore
     from pipeline.ingest import IngestConfig, ingest_cohort
 
     ref = _reference()
-    src_img, src_mask = SHARED / "pyradiomics_breast1_image.nrrd", SHARED / "pyradiomics_breast1_label.nrrd"
+    src_img = shared_file("imaging/pyradiomics_breast1_image.nrrd")
+    src_mask = shared_file("imaging/pyradiomics_breast1_label.nrrd")
     assert (file_sha256(src_img), file_sha256(src_mask)) == (ref["image_sha256"], ref["mask_sha256"])
     tmp = tmp_path_factory.mktemp("breast1")
     cohort = tmp / "cohort"
@@ -102,13 +104,13 @@ def _env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def three_center(tmp_path_factory):
     """(cohort, store root, settings file): 6 patients in centers A, B, C, ingested and registered."""
-    from _ingest_cohort import make_cohort
+    from kit.images import image_cohort
 
     from features import FeatureStore
     from pipeline.ingest import IngestConfig, ingest_cohort
 
     tmp = tmp_path_factory.mktemp("rstore")
-    cohort, _ = make_cohort(tmp / "cohort", per_center=2, seed=11)
+    cohort, _ = image_cohort(tmp / "cohort", per_center=2, seed=11)
     root = tmp / "store"
     ingest_cohort(cohort, root, IngestConfig(), executor="serial")
     FeatureStore(root).add_cohort(cohort)
@@ -227,7 +229,7 @@ def test_killed_after_two_staged_parts_then_resumed_on_ray(three_center, publish
     import subprocess
     import sys
 
-    from _crash_harness import catalog_check, kill_session
+    from kit.crash import catalog_check, kill_session
 
     from features import FeatureStore
 
@@ -236,7 +238,7 @@ def test_killed_after_two_staged_parts_then_resumed_on_ray(three_center, publish
     shutil.copytree(root, work)
     base = [sys.executable, "-m", "dltr", "radiomics", "--store", str(work), "--settings", str(settings),
             "--batch-size", "2", "--json"]
-    harness = [sys.executable, str(REPO / "tests" / "_crash_harness.py"), "exec", "--root", str(work),
+    harness = [sys.executable, str(REPO / "tests" / "kit" / "crash.py"), "exec", "--root", str(work),
                "--kill-after", r"features/radiomics/_staging/[0-9a-f]+/part-[^/]*\.parquet$", "--nth", "2", "--"]
 
     def run(cmd):
@@ -275,7 +277,7 @@ def tiny_store(tiny_cohort, tmp_path_factory) -> Path:
     phases) published, and a second, deep-like feature set ``dltr`` (an 8-d seeded projection of the label-free
     tumour size plus noise, made here as test data) published beside it; the paper's heads trained on it."""
     from features import FeatureStore
-    from models.heads import train_heads
+    from models.heads import HeadsConfig, train_heads
     from pipeline.ingest import IngestConfig, ingest_cohort
     from pipeline.radiomics import RadiomicsConfig, RadiomicsSettings, extract_radiomics
 
@@ -296,18 +298,18 @@ def tiny_store(tiny_cohort, tmp_path_factory) -> Path:
     deep = rows.drop_columns(["embedding"]).append_column(
         "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 8))
     store.publish("dltr", deep, producer="tests.test_radiomics", lineage={"made_by": "tiny_store fixture"})
-    train_heads(store, feature_set="dltr", seed=0)
+    train_heads(store, HeadsConfig(feature_set="dltr", seed=0))
     return root
 
 
 def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store, tmp_path):
-    from analysis.evaluation import evaluate
+    from analysis.evaluation import EvaluateConfig, evaluate
     from dltr.report import build_report
     from features import FeatureStore, multi_frame
     from models.heads import HeadRegistry, score_heads, train_multi_heads
 
     store = FeatureStore(tiny_store)
-    res = train_multi_heads(store, seed=0)
+    res = train_multi_heads(store)
     assert list(res["versions"]) == ["radiomics", "radiomics_clinical", "deep_radiomics_clinical"]
     reg = HeadRegistry(tiny_store)
     meta = reg.meta("deep_radiomics_clinical")
@@ -328,7 +330,7 @@ def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store, tmp_path)
     a = scores.sort_values(key).reset_index(drop=True)
     b = again.sort_values(key).reset_index(drop=True)
     assert a[key].equals(b[key]) and np.array_equal(a["score"].to_numpy(), b["score"].to_numpy())
-    ev = evaluate(store, figures=False, out=tiny_store / "eval")
+    ev = evaluate(store, EvaluateConfig(figures=False), out=tiny_store / "eval")
     pairs = ev.delong[(ev.delong["head1"] == "dltr_mlp") | (ev.delong["head2"] == "dltr_mlp")]
     others = set(pairs["head1"]) | set(pairs["head2"])
     assert {"radiomics", "radiomics_clinical", "deep_radiomics_clinical"} <= others
@@ -360,8 +362,8 @@ def test_multi_set_heads_never_see_a_non_training_label(tiny_store, tmp_path):
     assert other.sum() > 10 and clin.loc[other, "label"].notna().sum() > 10
     clin.loc[other, "label"] = 1 - clin.loc[other, "label"]
     store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False, schema=store.table("clinical").schema))
-    a = train_multi_heads(FeatureStore(tiny_store), seed=0)["scores"]
-    b = train_multi_heads(store, seed=0)["scores"]
+    a = train_multi_heads(FeatureStore(tiny_store))["scores"]
+    b = train_multi_heads(store)["scores"]
     assert np.array_equal(a["score"].to_numpy(), b["score"].to_numpy())
     assert not np.array_equal(a["label"].to_numpy(), b["label"].to_numpy())  # the flip did reach the frame
 

@@ -24,15 +24,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
     ) -> None:
         """Compute radiomics features per patient and phase inside the tumour mask (resumable) and publish them."""
-        import dataclasses
-
-        from dltr.cli._common import echo_json
+        from dltr.cli._common import config_from, echo_json
         from dltr.core.exceptions import DltrError
         from pipeline.radiomics import RadiomicsConfig, extract_radiomics
 
-        given = {"name": name, "address": address, "workers": workers, "batch_size": batch_size,
-                 "allow_partial": allow_partial, "backend": "local" if local else None}
-        cfg = dataclasses.replace(RadiomicsConfig(), **{k: v for k, v in given.items() if v is not None})
+        cfg = config_from(RadiomicsConfig(), name=name, address=address, workers=workers, batch_size=batch_size,
+                          allow_partial=allow_partial, backend="local" if local else None)
         report = extract_radiomics(store, settings, cfg)
         if as_json:
             echo_json(report.to_dict())
@@ -46,22 +43,23 @@ def register(app: typer.Typer) -> None:
     @app.command("train-radiomics-heads")
     def train_radiomics_heads(
         store: Path = typer.Option(..., "--store", help="Store folder with the radiomics feature set."),
-        radiomics: str = typer.Option("radiomics", "--radiomics", help="Radiomics feature set: NAME or NAME@VERSION."),
-        deep: str = typer.Option("dltr", "--deep",
-                                 help="Deep feature set for Deep+radiomics+clinical (NAME or NAME@VERSION); "
-                                      "skipped when the store has none."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the CV folds and the LASSO solver."),
+        radiomics: str = typer.Option(None, "--radiomics",
+                                      help="Radiomics feature set: NAME or NAME@VERSION (default: radiomics)."),
+        deep: str = typer.Option(None, "--deep",
+                                 help="Deep feature set for Deep+radiomics+clinical (NAME or NAME@VERSION; default: "
+                                      "dltr); that head is skipped when the store has none."),
+        seed: int = typer.Option(None, "--seed", help="Seed of the CV folds and the LASSO solver (default 0)."),
         max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
         as_json: bool = typer.Option(False, "--json", help="Print versions and metrics as JSON."),
     ) -> None:
         """Train Radiomics, Radiomics+clinical and Deep+radiomics+clinical (selection inside CV, LASSO); their
         scores join the scores table beside the paper's heads, so `dltr evaluate` and the report show them."""
-        from dltr.cli._common import echo_json
+        from dltr.cli._common import config_from, echo_json
         from features import FeatureStore
-        from models.heads import train_multi_heads
+        from models.heads import MultiHeadsConfig, train_multi_heads
 
-        res = train_multi_heads(FeatureStore(store), radiomics=radiomics, deep=deep, seed=seed,
-                                max_age_days=max_age_days)
+        cfg = config_from(MultiHeadsConfig(), radiomics=radiomics, deep=deep, seed=seed, max_age_days=max_age_days)
+        res = train_multi_heads(FeatureStore(store), cfg)
         if as_json:
             echo_json({k: res[k] for k in ("versions", "metrics", "lineage")})
             return

@@ -9,7 +9,7 @@ from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
 from ._config import HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
-from ._multi import MULTI_HEAD_SPECS, MultiFrameHead, score_multi_heads, train_multi_heads
+from ._multi import MULTI_HEAD_SPECS, MultiFrameHead, MultiHeadsConfig, score_multi_heads, train_multi_heads
 from ._registry import HeadRegistry, serialize_head
 from ._selected import SelectedLogistic
 from ._train import (
@@ -38,6 +38,7 @@ __all__ = [
     "HeadsResult",
     "LogisticFit",
     "MultiFrameHead",
+    "MultiHeadsConfig",
     "SelectedLogistic",
     "XGBFusionHead",
     "fit_heads",

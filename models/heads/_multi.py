@@ -11,14 +11,18 @@ selection frequency of every input goes to the table ``radiomics_selection``.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dltr.core.exceptions import ModelError
+from dltr.core.hashing import from_dict_checked
 from dltr.core.vocabulary import (
     DEEP_RADIOMICS_CLINICAL,
+    DEFAULT_FEATURE_SET,
     MULTI_HEADS,
     RADIOMICS,
     RADIOMICS_CLINICAL,
@@ -30,7 +34,7 @@ from ._registry import HeadRegistry
 from ._selected import SelectedLogistic
 from ._train import EXTRA_SCORERS, RESERVED, _params, _scores_frame, _store_columns, _train_rows, _write
 
-__all__ = ["MULTI_HEAD_SPECS", "MultiFrameHead", "score_multi_heads", "train_multi_heads"]
+__all__ = ["MULTI_HEAD_SPECS", "MultiFrameHead", "MultiHeadsConfig", "score_multi_heads", "train_multi_heads"]
 
 #: head -> (feature-set roles it reads, in order; whether the clinical block is added)
 MULTI_HEAD_SPECS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -38,6 +42,37 @@ MULTI_HEAD_SPECS: dict[str, tuple[tuple[str, ...], bool]] = {
     RADIOMICS_CLINICAL: (("radiomics",), True),
     DEEP_RADIOMICS_CLINICAL: (("deep", "radiomics"), True),
 }
+
+
+@dataclass(frozen=True)
+class MultiHeadsConfig:
+    """``radiomics`` / ``deep``: the feature sets (NAME or NAME@VERSION; ``deep=None``, or a store without it,
+    trains only the heads without a deep block); ``clinical`` / ``labs``: candidate predictors (None = every
+    registered clinical column / lab name); ``heads``: which of ``MULTI_HEAD_SPECS`` (None = all possible)."""
+
+    radiomics: str = RADIOMICS
+    deep: str | None = DEFAULT_FEATURE_SET
+    clinical: tuple[str, ...] | None = None
+    labs: tuple[str, ...] | None = None
+    max_age_days: int | None = None
+    seed: int = 0
+    heads: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("clinical", "labs", "heads"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(v))
+        unknown = [h for h in self.heads or () if h not in MULTI_HEAD_SPECS]
+        if unknown:
+            raise ModelError(f"MultiHeadsConfig.heads: unknown {unknown}; known {list(MULTI_HEAD_SPECS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MultiHeadsConfig:
+        return from_dict_checked(cls, d, ModelError)
 
 
 class MultiFrameHead:
@@ -75,27 +110,23 @@ def _block_names(frame, blocks: dict[str, np.ndarray]) -> dict[str, list[str]]:
     return out
 
 
-def train_multi_heads(store, *, radiomics: str = "radiomics", deep: str | None = "dltr",
-                      clinical: list[str] | None = None, labs: list[str] | None = None,
-                      max_age_days: int | None = None, seed: int = 0,
-                      heads: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Fit, publish and score the multi-set heads; returns ``{"versions", "metrics", "lineage", "scores"}``.
-
-    ``deep=None`` (or a store without the deep set) trains only the heads that need no deep block.
-    """
+def train_multi_heads(store, config: MultiHeadsConfig | None = None) -> dict[str, Any]:
+    """Fit, publish and score the multi-set heads; returns ``{"versions", "metrics", "lineage", "scores"}``."""
     from analysis.roc import auc_score, youden_cutoff
     from features import multi_frame
 
+    cfg = config or MultiHeadsConfig()
+    radiomics, deep, seed, max_age_days = cfg.radiomics, cfg.deep, cfg.seed, cfg.max_age_days
+
     have_deep = deep is not None and parse_ref(deep)[0] in store.feature_sets()
-    heads = tuple(heads or [h for h, (roles, _) in MULTI_HEAD_SPECS.items() if have_deep or "deep" not in roles])
-    unknown = [h for h in heads if h not in MULTI_HEAD_SPECS]
-    if unknown or (not have_deep and any("deep" in MULTI_HEAD_SPECS[h][0] for h in heads)):
-        raise ModelError(f"multi-set heads {heads}: unknown {unknown} or deep feature set {deep!r} missing; "
-                         f"known heads {list(MULTI_HEAD_SPECS)}")
+    heads = cfg.heads or tuple(h for h, (roles, _) in MULTI_HEAD_SPECS.items() if have_deep or "deep" not in roles)
+    if not have_deep and any("deep" in MULTI_HEAD_SPECS[h][0] for h in heads):
+        raise ModelError(f"multi-set heads {list(heads)}: the deep feature set {deep!r} is not in the store; "
+                         "run `dltr extract` first or leave out the heads with a deep block")
     refs = [radiomics] + ([deep] if have_deep else [])
     role = {"radiomics": parse_ref(radiomics)[0], "deep": parse_ref(deep)[0] if have_deep else None}
-    clinical = list(clinical) if clinical is not None else _store_columns(store, "clinical")
-    labs = list(labs) if labs is not None else _store_columns(store, "labs")
+    clinical = list(cfg.clinical) if cfg.clinical is not None else _store_columns(store, "clinical")
+    labs = list(cfg.labs) if cfg.labs is not None else _store_columns(store, "labs")
     frame = multi_frame(store, refs, clinical=clinical, labs=labs, max_age_days=max_age_days)
     df, blocks = frame.to_pandas(), frame.blocks
     candidates = [c for c in df.columns if c not in RESERVED]

@@ -12,6 +12,10 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SRC) torch==2.13.0
+	# pyradiomics 3.0.1 ships an sdist only (3.1.0's sdist declares version 3.0.1a1, which pip refuses); its
+	# setup.py imports numpy, so numpy is installed first and the build sees it (no build isolation)
+	$(BIN)/pip install -q 'numpy>=1.26' setuptools wheel
+	$(BIN)/pip install -q --no-build-isolation pyradiomics==3.0.1
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 

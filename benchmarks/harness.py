@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SUITES = ("ingest", "loader", "encoder", "extraction", "store", "heads", "genes", "serve")
+SUITES = ("ingest", "loader", "encoder", "extraction", "store", "heads", "genes", "serve", "radiomics")
 
 
 @dataclass(frozen=True)

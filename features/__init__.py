@@ -14,6 +14,7 @@ version as ``NAME__<version_id>`` and ``"NAME@<version_id>"``.
 from features._catalog import CATALOG_NAME
 from features._cohort import predictor_columns, registered_cohort_config
 from features._frames import TrainingFrame, embedding_matrix, memory_frame, table_hash
+from features._multi import MultiFrame, multi_frame
 from features._registry import FeatureSetVersion
 from features._rows import feature_schema
 from features._store import FeatureStore
@@ -24,10 +25,12 @@ __all__ = [
     "FeatureSetVersion",
     "FeatureStore",
     "FeatureWriter",
+    "MultiFrame",
     "TrainingFrame",
     "embedding_matrix",
     "feature_schema",
     "memory_frame",
+    "multi_frame",
     "predictor_columns",
     "registered_cohort_config",
     "table_hash",

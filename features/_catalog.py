@@ -7,6 +7,8 @@ version as at the tenth (DuckDB reads and rewrites its whole catalog on open and
 pinned views made a commit 4x slower than at 10 versions). The pinned views are temporary views that
 every store session creates, from the registry, for the names its query uses (``pinned_views``);
 outside dltr a pinned version reads as ``read_parquet('STORE/<version path>/*/*.parquet')``.
+A feature set whose lineage names its dimensions (``feature_names``, e.g. ``radiomics``) also has the long
+view ``radiomics_long`` (latest) and, on demand like the other pinned views, ``radiomics_long__v``.
 The catalog is derived from the registry: after each registry commit it is rebuilt into a temporary
 file and renamed into place, so a reader (``read_only=True``) never waits on a writer. It records the
 store root and registry revision it was built from; a reader that finds either different (the store
@@ -58,16 +60,40 @@ def version_select(root: Path, v: FeatureSetVersion, *, resolved: bool = False) 
             f"FROM read_parquet({literal(version_glob(root, v, resolved=resolved))}, hive_partitioning = false)")
 
 
+def long_select(root: Path, v: FeatureSetVersion, *, resolved: bool = False) -> str | None:
+    """The long form of a version whose producer named its dimensions (lineage ``feature_names``: one
+    ``a/b/c`` name per dimension, split into the columns ``feature_name_parts``): one row per patient and
+    dimension, ``(patient_id, center, <parts...>, value)``; None when the lineage names none."""
+    names, parts = v.lineage.get("feature_names"), v.lineage.get("feature_name_parts") or ["feature"]
+    if not isinstance(names, list) or len(names) != int(v.dim) or not all(NAME_RE.match(str(p)) for p in parts):
+        return None
+    k = len(parts)
+    split = [str(n).split("/", k - 1) for n in names]
+    if any(len(q) != k for q in split):
+        return None
+    values = ", ".join(f"({i + 1}, {', '.join(literal(x) for x in q)})" for i, q in enumerate(split))
+    cols = ", ".join(f"n.{ident(p)}" for p in parts)
+    return (f"SELECT f.patient_id, f.center, {cols}, f.embedding[n.i] AS value "
+            f"FROM ({version_select(root, v, resolved=resolved)}) AS f "
+            f"CROSS JOIN (VALUES {values}) AS n(i, {', '.join(ident(p) for p in parts)})")
+
+
 def table_select(root: Path, entry: dict, *, resolved: bool = False) -> str:
     base = Path(root) if resolved else Path(root).resolve()
     return f"SELECT * FROM read_parquet({literal((base / entry['path']).as_posix())})"
 
 
 def view_statements(root: Path, reg: Registry) -> list[tuple[str, str]]:
-    """(view name, SELECT) of the catalog file: every table and every feature set's latest version."""
+    """(view name, SELECT) of the catalog file: every table, every feature set's latest version and, for a
+    feature set with named dimensions, its latest long view."""
     root = Path(root).resolve()
     out = [(name, table_select(root, entry, resolved=True)) for name, entry in sorted(reg.tables().items())]
-    out += [(name, version_select(root, reg.resolve(name), resolved=True)) for name in reg.feature_sets()]
+    for name in reg.feature_sets():
+        latest = reg.resolve(name)
+        out.append((name, version_select(root, latest, resolved=True)))
+        long = long_select(root, latest, resolved=True)
+        if long is not None and f"{name}_long" not in reg.tables() and f"{name}_long" not in reg.feature_sets():
+            out.append((f"{name}_long", long))
     return out
 
 
@@ -77,7 +103,7 @@ def pinned_names(reg: Registry, texts: Iterable[str]) -> dict[str, FeatureSetVer
     sets = reg.feature_sets()
     if not sets:
         return {}
-    pattern = re.compile("(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, sets)) + r")(@|__)([0-9a-f]+)")
+    pattern = re.compile("(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, sets)) + r")(@|__|_long__)([0-9a-f]+)")
     out: dict[str, FeatureSetVersion] = {}
     for text in texts:
         for m in pattern.finditer(text):
@@ -90,7 +116,9 @@ def pinned_names(reg: Registry, texts: Iterable[str]) -> dict[str, FeatureSetVer
 def pinned_views(con: duckdb.DuckDBPyConnection, root: Path, reg: Registry, texts: Iterable[str]) -> None:
     """Create, as temporary views of ``con``, the pinned-version views that ``texts`` (SQL) name."""
     for view, v in pinned_names(reg, texts).items():
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {version_select(root, v)}")
+        sel = long_select(root, v) if view.startswith(f"{v.name}_long__") else version_select(root, v)
+        if sel is not None:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {sel}")
 
 
 def build_catalog(root: Path, reg: Registry, dest: Path) -> None:

@@ -34,6 +34,7 @@ _COMMAND_MODULES = (
     "_encoder",  # train-encoder
     "_store",  # store ..., sql
     "_extract",  # extract
+    "_radiomics",  # radiomics
     "_heads",  # train-heads, evaluate
     "_analysis",  # survival, genes
     "_demo",  # demo, report

@@ -17,6 +17,11 @@ DEFAULT_FEATURE_SET = "dltr"
 #: Head names, in the paper's order, and how reports show them.
 CLINICAL, DLTR, DLTR_MLP, XGB_FUSION = "clinical", "dltr", "dltr_mlp", "xgb_fusion"
 HEADS: dict[str, str] = {CLINICAL: "Clinical", DLTR: "DLTR", DLTR_MLP: "DLTR_MLP", XGB_FUSION: "XGBoost fusion"}
+#: Heads on several feature sets (models.heads.train_multi_heads): radiomics, radiomics + clinical,
+#: deep + radiomics + clinical; shown after the paper's heads.
+RADIOMICS, RADIOMICS_CLINICAL, DEEP_RADIOMICS_CLINICAL = "radiomics", "radiomics_clinical", "deep_radiomics_clinical"
+MULTI_HEADS: dict[str, str] = {RADIOMICS: "Radiomics", RADIOMICS_CLINICAL: "Radiomics+clinical",
+                               DEEP_RADIOMICS_CLINICAL: "Deep+radiomics+clinical"}
 #: The head the survival stratification and the report's headline use.
 PRIMARY_HEAD = DLTR_MLP
 
@@ -27,13 +32,14 @@ SPLIT_TO_GROUP = {"train": TRAINING, "internal": INTERNAL, "external": EXTERNAL}
 
 def display_name(head: str) -> str:
     """``"dltr_mlp"`` -> ``"DLTR_MLP"``; an unknown head shows its own name."""
-    return HEADS.get(head, head)
+    return HEADS.get(head) or MULTI_HEADS.get(head, head)
 
 
 def head_order(names) -> list[str]:
-    """Known heads in the paper's order, then the others sorted."""
+    """Known heads in the paper's order, then the multi-set heads, then the others sorted."""
     names = set(names)
-    return [h for h in HEADS if h in names] + sorted(names - set(HEADS))
+    known = [*HEADS, *MULTI_HEADS]
+    return [h for h in known if h in names] + sorted(names - set(known))
 
 
 def external_group(center: str) -> str:

@@ -18,6 +18,7 @@ import pandas as pd
 from dltr.core.io import atomic_write_text
 from dltr.core.layout import StoreLayout
 from dltr.report._document import Section, render_html, render_markdown
+from dltr.report._radiomics import RADIOMICS_TABLES, radiomics_section
 from dltr.report._sections import (
     cohort_section,
     comparison_section,
@@ -49,7 +50,7 @@ def _tables(store_root: Path) -> dict[str, pd.DataFrame]:
     names = set(store.tables())
     out = {}
     for name in ("clinical", "eval_metrics", "eval_delong", "survival_summary", "genes_significant",
-                 "genes_enrichment", "genes_correlation", "scores"):
+                 "genes_enrichment", "genes_correlation", "scores", *RADIOMICS_TABLES):
         if name in names:
             out[name] = store.table(name).to_pandas()
     out["_registry"] = pd.DataFrame([v.to_dict() for fs in store.feature_sets() for v in store.versions(fs)])
@@ -69,6 +70,7 @@ def build_report(store_root: str | Path, out: str | Path, *, truth_dir: str | Pa
     sections: list[Section] = [
         cohort_section(t),
         comparison_section(t),
+        *filter(None, [radiomics_section(t)]),
         curves_section(t, fig_dir),
         survival_section(t, fig_dir),
         genes_section(t, fig_dir),

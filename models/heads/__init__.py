@@ -9,7 +9,9 @@ from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
 from ._config import HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
+from ._multi import MULTI_HEAD_SPECS, MultiFrameHead, MultiHeadsConfig, score_multi_heads, train_multi_heads
 from ._registry import HeadRegistry, from_kind, serialize_head
+from ._selected import SelectedLogistic
 from ._train import (
     DISPLAY_NAMES,
     HEAD_NAMES,
@@ -26,6 +28,7 @@ __all__ = [
     "DISPLAY_NAMES",
     "DLTRMLP",
     "HEAD_NAMES",
+    "MULTI_HEAD_SPECS",
     "ClinicalDesign",
     "ClinicalModel",
     "DLTRHead",
@@ -34,12 +37,17 @@ __all__ = [
     "HeadsConfig",
     "HeadsResult",
     "LogisticFit",
+    "MultiFrameHead",
+    "MultiHeadsConfig",
+    "SelectedLogistic",
     "XGBFusionHead",
     "fit_heads",
     "fit_logistic",
     "from_kind",
     "frame_arrays",
     "score_heads",
+    "score_multi_heads",
     "serialize_head",
     "train_heads",
+    "train_multi_heads",
 ]

@@ -193,6 +193,11 @@ def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:
     store.write_table(name, pa.Table.from_pandas(df, preserve_index=False), lineage=lineage)
 
 
+#: Scorers of heads trained outside this module (``_multi``'s multi-set heads register theirs): each takes
+#: the store and returns score frames; ``score_heads`` adds them when no head list is given.
+EXTRA_SCORERS: list = []
+
+
 def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = True) -> pd.DataFrame:
     """Score every row of the frame each head was trained on; ``heads`` are NAME (latest version) or
     NAME@VERSION (that version), default every registered head at its latest."""
@@ -205,19 +210,20 @@ def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = Tr
     names = [(n, v) for n, v in refs if n in registry.names()]
     if not names:
         raise ModelError(f"no trained heads in {registry.root}; run `dltr train-heads --store ...` first")
-    parts, cache, used = [], {}, {}
+    parts, cache = [], {}
     for name, version in names:
         fh, meta = registry.load(name, version)
-        used[name] = meta["version"]
         lin = meta["lineage"]
         key = (lin["feature_set"], lin["feature_set_version"], tuple(lin["clinical_candidates"]))
         if key not in cache:
             cache[key] = _frame_for(store, lin)
         df, emb = cache[key]
         parts.append(_scores_frame(df, name, meta["version"], fh.predict_proba_frame(df, emb), meta["cutoff"]))
+    for scorer in EXTRA_SCORERS if heads is None else ():
+        parts += scorer(store)
     scores = pd.concat(parts, ignore_index=True)
     if write:
-        _write(store, "scores", scores, {"heads": used})
+        _write(store, "scores", scores, {"heads": dict(zip(scores["head"], scores["head_version"], strict=False))})
     return scores
 
 

@@ -7,7 +7,8 @@ publishes one version of the ``dltr`` feature set (docs/architecture.md, "Featur
 
 from pipeline.extract._config import ExtractConfig, ExtractReport
 from pipeline.extract._driver import ERRORS_TABLE, clean_committed_staging, extract_features, extract_local
-from pipeline.extract._scope import input_checksum, resolve_encoder
+from pipeline.extract._ray_job import ray_session
+from pipeline.extract._scope import input_checksum, resolve_encoder, studies_table
 
 __all__ = ["ERRORS_TABLE", "ExtractConfig", "ExtractReport", "clean_committed_staging", "extract_features",
-           "extract_local", "input_checksum", "resolve_encoder"]
+           "extract_local", "input_checksum", "ray_session", "resolve_encoder", "studies_table"]

@@ -30,7 +30,7 @@ from dltr.core.vocabulary import (
 )
 
 from ._clinical import ClinicalModel
-from ._registry import HeadRegistry
+from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._selected import SelectedLogistic
 from ._train import EXTRA_SCORERS, RESERVED, _params, _scores_frame, _store_columns, _train_rows, _write
 
@@ -98,6 +98,20 @@ class MultiFrameHead:
 
     def predict_proba_frame(self, df: pd.DataFrame, blocks: dict[str, np.ndarray]) -> np.ndarray:
         return self.estimator.predict_proba(self.inputs(df, blocks))[:, 1]
+
+    def get_state(self) -> dict:
+        """The estimator's and the clinical block's states, each tagged with its class (no pickle)."""
+        return {"name": self.name, "feature_sets": list(self.feature_sets), "estimator": state_kind(self.estimator),
+                "clinical": None if self.clinical is None else state_kind(self.clinical)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> MultiFrameHead:
+        clin = None if state["clinical"] is None else from_kind(state["clinical"])
+        return cls(name=state["name"], estimator=from_kind(state["estimator"]), clinical=clin,
+                   feature_sets=tuple(state["feature_sets"]))
+
+
+head_state_class(MultiFrameHead)
 
 
 def _block_names(frame, blocks: dict[str, np.ndarray]) -> dict[str, list[str]]:

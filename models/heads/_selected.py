@@ -20,6 +20,7 @@ import numpy as np
 
 from dltr.core.exceptions import ModelError
 from models.heads._linear import _check_xy, limited_threads
+from models.heads._registry import estimator_from_state, estimator_state, head_state_class
 
 __all__ = ["SelectedLogistic"]
 
@@ -118,3 +119,24 @@ class SelectedLogistic:
     def predict_proba(self, X) -> np.ndarray:
         p1 = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1 - p1, p1])
+
+    def get_state(self) -> dict:
+        """Hyper-parameters, the reduction and the coefficients (``HeadRegistry``; no pickle)."""
+        return estimator_state(self, n_features_in_=int(self.n_features_in_), C_=self.C_, cv_auc_=self.cv_auc_,
+                               cv_auc_sd_=self.cv_auc_sd_, selection_frequency_=self.selection_frequency_.tolist(),
+                               columns_=self.columns_.tolist(), mean_=self.mean_.tolist(),
+                               scale_=self.scale_.tolist(), coef_=self.coef_.tolist(), intercept_=self.intercept_)
+
+    @classmethod
+    def from_state(cls, state: dict) -> SelectedLogistic:
+        m = estimator_from_state(cls, state, tuples=("Cs",))
+        m.n_features_in_, m.C_ = int(state["n_features_in_"]), state["C_"]
+        m.cv_auc_, m.cv_auc_sd_ = float(state["cv_auc_"]), float(state["cv_auc_sd_"])
+        m.columns_ = np.asarray(state["columns_"], np.int64)
+        for k in ("selection_frequency_", "mean_", "scale_", "coef_"):
+            setattr(m, k, np.asarray(state[k], np.float64))
+        m.intercept_ = float(state["intercept_"])
+        return m
+
+
+head_state_class(SelectedLogistic)

@@ -101,9 +101,11 @@ def expression_table(expr: pd.DataFrame | None, scale: str) -> tuple[pa.Table, d
 def cohort_tables(cohort: Any, store_root: Path) -> dict[str, tuple[pa.Table, dict[str, Any]]]:
     """name -> (table, lineage) for every cohort table, studies from ``STORE/ingest`` when present."""
     source = str(getattr(cohort, "root", getattr(cohort, "path", "")))
-    out = {"clinical": (clinical_table(cohort.clinical), {"source": source, "file": "clinical.csv"}),
-           "labs": (labs_table(getattr(cohort, "labs", None)), {"source": source, "file": "labs.csv"})}
     cfg = getattr(cohort, "config", None)
+    predictors = list(getattr(cfg, "predictors", ()) or ())  # cohort.toml's declared predictors (dltr.cohort)
+    out = {"clinical": (clinical_table(cohort.clinical), {"source": source, "file": "clinical.csv",
+                                                          "predictors": predictors}),
+           "labs": (labs_table(getattr(cohort, "labs", None)), {"source": source, "file": "labs.csv"})}
     scale = getattr(cfg, "expression_scale", "log2tpm1") if cfg is not None else "log2tpm1"
     expr, lin = expression_table(getattr(cohort, "expression", None), scale)
     out["expression"] = (expr, {"source": source, "file": "expression.tsv", **lin})

@@ -9,14 +9,18 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["Cohort", "CohortConfig", "CohortIssue", "ValidationReport", "EXPRESSION_SCALES"]
+__all__ = ["Cohort", "CohortConfig", "CohortIssue", "ValidationReport", "EXPRESSION_SCALES", "NOT_PREDICTORS"]
 
 EXPRESSION_SCALES = ("tpm", "counts", "log2tpm1")
+# clinical.csv columns that are keys, dates, the split or outcomes: never model predictors
+NOT_PREDICTORS = ("patient_id", "center", "tace_date", "split", "response", "label", "pfs_days", "pfs_event")
 
 
 @dataclass(frozen=True)
 class CohortConfig:
-    """``cohort.toml``: name, phase order (encoder channels), expression scale, training centers, units."""
+    """``cohort.toml``: name, phase order (encoder channels), expression scale, training centers, units, and
+    ``predictors``: the clinical.csv columns and labs.csv measurement names known before treatment that models
+    may use. Nothing else is ever a predictor (a sheet also holds what happened after treatment)."""
 
     name: str = "cohort"
     phases: tuple[str, ...] = ()
@@ -25,11 +29,12 @@ class CohortConfig:
     internal_fraction: float = 0.3
     split_seed: int = 0
     units: dict = field(default_factory=dict)
+    predictors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "phases": list(self.phases), "expression_scale": self.expression_scale,
                 "train_centers": list(self.train_centers), "internal_fraction": self.internal_fraction,
-                "split_seed": self.split_seed, "units": dict(self.units)}
+                "split_seed": self.split_seed, "units": dict(self.units), "predictors": list(self.predictors)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CohortConfig:
@@ -37,17 +42,22 @@ class CohortConfig:
                    expression_scale=str(d.get("expression_scale", "log2tpm1")),
                    train_centers=tuple(d.get("train_centers", ())),
                    internal_fraction=float(d.get("internal_fraction", 0.3)), split_seed=int(d.get("split_seed", 0)),
-                   units=dict(d.get("units", {})))
+                   units=dict(d.get("units", {})), predictors=tuple(d.get("predictors", ())))
 
     @classmethod
     def read(cls, path: Path) -> CohortConfig:
         """Parse ``cohort.toml`` (raises ``tomllib.TOMLDecodeError``, ``ValueError`` or ``TypeError``)."""
         with open(path, "rb") as f:
             d = tomllib.load(f)
-        for key in ("phases", "train_centers"):
+        for key in ("phases", "train_centers", "predictors"):
             v = d.get(key, [])
             if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
                 raise ValueError(f"{key} must be a list of non-empty strings, got {v!r}")
+        reserved = sorted(set(d.get("predictors", [])) & set(NOT_PREDICTORS))
+        if reserved:
+            raise ValueError(f"predictors {reserved} are keys, dates or outcomes, never predictors; remove them")
+        if len(set(d.get("predictors", []))) != len(d.get("predictors", [])):
+            raise ValueError(f"predictors {d['predictors']!r} lists a name twice")
         if d.get("expression_scale", "log2tpm1") not in EXPRESSION_SCALES:
             raise ValueError(f"expression_scale {d.get('expression_scale')!r} is not one of {EXPRESSION_SCALES}")
         return cls.from_dict(d)

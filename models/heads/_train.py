@@ -91,6 +91,15 @@ def _store_columns(store, name: str) -> list[str]:
     return [c for c in cols if c not in RESERVED]
 
 
+def declared_predictors(store) -> list[str]:
+    """cohort.toml's ``predictors`` as registered with the clinical table (``dltr store add-cohort``)."""
+    try:
+        lineage = store.describe("clinical").get("lineage", {}) or {}
+    except Exception:  # noqa: BLE001 - no clinical table: no predictors
+        return []
+    return [str(p) for p in lineage.get("predictors", []) or []]
+
+
 def _frame_lineage(frame, feature_set: str) -> dict[str, Any]:
     lin = dict(getattr(frame, "lineage", {}) or {})
     return {
@@ -142,8 +151,14 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
 
     cfg = config or HeadsConfig()
     feature_set, max_age_days, seed, heads = cfg.feature_set, cfg.max_age_days, cfg.seed, cfg.heads
-    clinical = list(cfg.clinical) if cfg.clinical is not None else _store_columns(store, "clinical")
-    labs = list(cfg.labs) if cfg.labs is not None else _store_columns(store, "labs")
+    declared = declared_predictors(store)  # only cohort.toml's predictors: never an undeclared column
+    clinical = (list(cfg.clinical) if cfg.clinical is not None
+                else [c for c in _store_columns(store, "clinical") if c in declared])
+    labs = list(cfg.labs) if cfg.labs is not None else [n for n in _store_columns(store, "labs") if n in declared]
+    undeclared = sorted(set(clinical) - set(declared)) + sorted(f"lab {n}" for n in set(labs) - set(declared))
+    if undeclared:
+        raise ModelError(f"{undeclared} are not in cohort.toml predictors {declared}; declare them there "
+                         "(only values known before treatment) and re-run `dltr store add-cohort`")
     frame = store.training_frame(feature_set, label="response", clinical=clinical, labs=labs,
                                  max_age_days=max_age_days)
     df, emb = frame_arrays(frame)
@@ -162,7 +177,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
              "cv_auc": float(getattr(fh.estimator, "cv_auc_", float("nan"))), "n_train": int(tr.sum())}
         metrics[name] = m
         head_lineage = {**{k: v for k, v in lineage.items() if k != "frame"},
-                        "clinical_candidates": candidates, "labs": labs, "max_age_days": max_age_days,
+                        "clinical_candidates": candidates, "labs": labs, "predictors_declared": declared, "max_age_days": max_age_days,
                         "clinical_selected": list(clin.selected_) if clin is not None else []}
         versions[name] = registry.publish(
             name, fh, lineage=head_lineage, hyperparameters=_params(fh.estimator), seed=seed,

@@ -13,8 +13,10 @@ from ._registry import HeadRegistry, serialize_head
 from ._train import (
     DISPLAY_NAMES,
     HEAD_NAMES,
+    CrossFit,
     FrameHead,
     HeadsResult,
+    declared_predictors,
     fit_heads,
     frame_arrays,
     score_heads,
@@ -23,6 +25,7 @@ from ._train import (
 from ._xgb import XGBFusionHead
 
 __all__ = [
+    "CrossFit",
     "DISPLAY_NAMES",
     "DLTRMLP",
     "HEAD_NAMES",
@@ -35,6 +38,7 @@ __all__ = [
     "HeadsResult",
     "LogisticFit",
     "XGBFusionHead",
+    "declared_predictors",
     "fit_heads",
     "fit_logistic",
     "frame_arrays",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 SUITES = ("ingest", "loader", "encoder", "extraction", "store", "heads", "genes", "serve", "radiomics")
+OPT_IN = ("validity",)  # hours of CPU: run only when named with --only
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class BenchContext:
     scale: float = 1.0
     repeats: int = 5
     seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # suite options (validity: seeds, cohort, truth, ...)
 
     def sizes(self, full: tuple[int, ...], quick: tuple[int, ...]) -> tuple[int, ...]:
         """Problem sizes for a growth curve: ``quick`` under --quick, else ``full`` x scale."""
@@ -200,19 +202,21 @@ def render_markdown(figures: list[Figure], info: dict[str, Any]) -> str:
 
 
 def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
-               scale: float = 1.0, seed: int = 0, log: Callable[[str], None] = print) -> list[Figure]:
+               scale: float = 1.0, seed: int = 0, log: Callable[[str], None] = print,
+               options: dict[str, Any] | None = None) -> list[Figure]:
     """Run the suites (all, or ``only``), write results.json and results.md under ``out``."""
     from dltr.core.io import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = only or list(SUITES)
-    unknown = [n for n in names if n not in SUITES]
+    unknown = [n for n in names if n not in SUITES + OPT_IN]
     if unknown:
         from dltr.core.exceptions import DltrError
 
-        raise DltrError(f"unknown benchmark suite(s) {unknown}; choose from {list(SUITES)}")
-    ctx = BenchContext(work=out / "work", quick=quick, scale=scale, repeats=3 if quick else 5, seed=seed)
+        raise DltrError(f"unknown benchmark suite(s) {unknown}; choose from {list(SUITES + OPT_IN)}")
+    ctx = BenchContext(work=out / "work", quick=quick, scale=scale, repeats=3 if quick else 5, seed=seed,
+                       options=dict(options or {}))
     ctx.work.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []
     status: dict[str, str] = {}

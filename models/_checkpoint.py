@@ -11,7 +11,7 @@ from typing import Any
 from dltr.core.exceptions import ModelError
 from dltr.core.hashing import content_hash
 from dltr.core.io import publish_dir
-from dltr.core.layout import StoreLayout, encoder_card, encoder_weights
+from dltr.core.layout import StoreLayout, encoder_card, encoder_crossfit, encoder_weights
 from models.encoders import Encoder3d, build_from_arch
 
 
@@ -32,8 +32,10 @@ def software_versions() -> dict[str, str | None]:
     return out
 
 
-def save_encoder(store_root: str | Path, module: Encoder3d, card: dict[str, Any]) -> Path:
-    """Write weights and card into a temporary sibling, then publish the folder in one rename."""
+def save_encoder(store_root: str | Path, module: Encoder3d, card: dict[str, Any],
+                 crossfit: bytes | None = None) -> Path:
+    """Write weights, card (and the cross-fitting record) into a temporary sibling, then publish the folder
+    in one rename."""
     from safetensors.torch import save_file
 
     card = dict(card)
@@ -44,6 +46,8 @@ def save_encoder(store_root: str | Path, module: Encoder3d, card: dict[str, Any]
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     save_file(state, str(encoder_weights(tmp)))
     encoder_card(tmp).write_text(json.dumps(card, indent=2, sort_keys=True))
+    if crossfit is not None:
+        encoder_crossfit(tmp).write_bytes(crossfit)
     publish_dir(tmp, final)
     return final
 

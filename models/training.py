@@ -24,7 +24,7 @@ import torch
 
 from dltr.core.exceptions import ModelError
 from dltr.core.hashing import content_hash
-from dltr.core.layout import StoreLayout, encoder_card
+from dltr.core.layout import ENCODER_CROSSFIT, StoreLayout, encoder_card
 from models._auxiliary import descriptor_names, roi_descriptors
 from models._checkpoint import save_encoder, software_versions
 from models.encoders import Encoder3d, build_encoder
@@ -128,13 +128,14 @@ class _Trainer:
         self.aux = aux or {}  # patient -> standardised ROI descriptors (label-free auxiliary targets)
 
     def fit(self, name: str, ids: list[str], y: dict[str, int], seed: int, epochs: int,
-            val: tuple[torch.Tensor, np.ndarray] | None = None) -> tuple[Encoder3d, list[float], list[float]]:
+            val: tuple[torch.Tensor, np.ndarray] | None = None
+            ) -> tuple[Encoder3d, list[float], list[float], torch.nn.Linear | None]:
         cfg = self.cfg
         torch.manual_seed(seed)
         model = build_encoder(name, cfg.roi.n_channels, cfg.embed_dim, cfg.width).to(self.device)
         use_aux = cfg.aux_weight > 0 and bool(self.aux)
         n_aux = next(iter(self.aux.values())).numel() if use_aux else 0
-        params = list(model.parameters())
+        params, aux_head = list(model.parameters()), None
         if use_aux:  # a linear read-out of the embedding, used in training only (not in the checkpoint)
             aux_head = torch.nn.Linear(cfg.embed_dim, n_aux).to(self.device)
             params += list(aux_head.parameters())
@@ -144,7 +145,7 @@ class _Trainer:
                                                                      device=self.device))
         loader = DaliRoiLoader(self.store_root, ids, cfg.roi, batch_size=cfg.batch_size, augment=cfg.augment,
                                seed=seed, shuffle=True, device=self.dali_device, num_threads=cfg.num_threads)
-        val_losses, val_aucs, best, best_state = [], [], math.inf, None
+        val_losses, val_aucs, best, best_state, best_aux = [], [], math.inf, None, None
         amp = self.device.type == "cuda"
         try:
             for _ in range(epochs):
@@ -168,13 +169,17 @@ class _Trainer:
                 val_aucs.append(va)
                 if vl < best - 1e-6:
                     best, best_state = vl, {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_aux = None if aux_head is None else {k: v.detach().clone()
+                                                              for k, v in aux_head.state_dict().items()}
                 elif len(val_losses) - 1 - int(np.argmin(val_losses)) >= cfg.patience:
                     break
         finally:
             loader.close()
         if best_state is not None:
             model.load_state_dict(best_state)
-        return model.eval(), val_losses, val_aucs
+            if aux_head is not None:
+                aux_head.load_state_dict(best_aux)
+        return model.eval(), val_losses, val_aucs, aux_head
 
     @torch.no_grad()
     def _evaluate(self, model, val, loss_fn) -> tuple[float, float]:
@@ -199,6 +204,36 @@ def _aux_targets(ids: list[str], x: torch.Tensor, masks: torch.Tensor,
     info = {"names": descriptor_names(cfg.roi.phases), "weight": cfg.aux_weight,
             "mean": [round(float(v), 6) for v in mu], "std": [round(float(v), 6) for v in sd]}
     return {p: z[i] for i, p in enumerate(ids)}, info
+
+
+@torch.no_grad()
+def readout_scores(model: Encoder3d, aux_head: torch.nn.Linear | None, x: torch.Tensor,
+                   device: torch.device) -> np.ndarray:
+    """(N, 1 + A) float32: the response logit and the auxiliary descriptor predictions of inputs ``x``:
+    read-outs whose meaning is the same for every encoder trained on this task, so the out-of-fold values of
+    different fold encoders can stand in one column (an embedding's axes cannot)."""
+    model.eval()
+    emb, logit = model(x.to(device))
+    cols = [logit.float()[:, None]] + ([aux_head(emb.float())] if aux_head is not None else [])
+    return torch.cat(cols, 1).cpu().numpy().astype(np.float32)
+
+
+def readout_weights(model: Encoder3d, aux_head: torch.nn.Linear | None) -> tuple[np.ndarray, np.ndarray]:
+    """(W (1 + A, D), b (1 + A,)) such that ``embedding @ W.T + b`` = :func:`readout_scores` (both read-outs
+    are linear layers on the embedding), so the scores follow from a stored embedding."""
+    w = [model.head.weight.detach().cpu()] + ([aux_head.weight.detach().cpu()] if aux_head is not None else [])
+    b = [model.head.bias.detach().cpu()] + ([aux_head.bias.detach().cpu()] if aux_head is not None else [])
+    return torch.cat(w, 0).numpy().astype(np.float64), torch.cat(b, 0).numpy().astype(np.float64)
+
+
+def crossfit_bytes(ids: list[str], oof: np.ndarray, readout: tuple[np.ndarray, np.ndarray]) -> bytes:
+    """``crossfit.npz`` (no pickle): training patient ids, their out-of-fold read-out scores, the refit
+    read-out weights and bias."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, patient_id=np.asarray(ids, dtype=np.str_), oof=oof, weight=readout[0], bias=readout[1])
+    return buf.getvalue()
 
 
 def _device(cfg: EncoderTrainConfig) -> torch.device:
@@ -236,11 +271,14 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         trainer = _Trainer(store_root, cfg, device, seen, aux)
         folds = list(StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed).split(ids, labels))
         cands: dict[str, dict[str, Any]] = {}
+        n_out = 1 + (len(descriptor_names(cfg.roi.phases)) if aux_info else 0)
+        oof = {name: np.full((len(ids), n_out), np.nan, np.float32) for name in cfg.candidates}
         for name in cfg.candidates:
             aucs, epochs = [], []
             for k, (tr, va) in enumerate(folds):
-                _, losses, va_auc = trainer.fit(name, [ids[i] for i in tr], y, cfg.seed + 1000 * k, cfg.epochs,
-                                                val=(x_all[va], labels[va]))
+                fold_model, losses, va_auc, fold_aux = trainer.fit(name, [ids[i] for i in tr], y, cfg.seed + 1000 * k,
+                                                                   cfg.epochs, val=(x_all[va], labels[va]))
+                oof[name][va] = readout_scores(fold_model, fold_aux, x_all[va], device)
                 best = int(np.argmin(losses))
                 aucs.append(va_auc[best])
                 epochs.append(best + 1)
@@ -252,10 +290,12 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
             log(f"{name}: CV AUC {cands[name]['cv_auc_mean']:.3f} +/- {cands[name]['cv_auc_sd']:.3f}")
         chosen = max(cfg.candidates, key=lambda c: (np.nan_to_num(cands[c]["cv_auc_mean"], nan=-1.0),))
         n_ep = int(np.median(cands[chosen]["best_epochs"]))
-        model, _, _ = trainer.fit(chosen, ids, y, cfg.seed + 999_999, n_ep)
+        model, _, _, aux_head = trainer.fit(chosen, ids, y, cfg.seed + 999_999, n_ep)
         log(f"selected {chosen}; refit on {len(ids)} training rows for {n_ep} epochs")
         if progress:
             progress(len(cfg.candidates) * cfg.folds + 1, len(cfg.candidates) * cfg.folds + 1)
+    readout = readout_weights(model.cpu(), aux_head)
+    names = ["logit"] + (list(aux_info["names"]) if aux_info else [])
     card = {
         "architecture": model.arch, "in_channels": cfg.roi.n_channels, "embed_dim": cfg.embed_dim,
         "preprocess": cfg.roi.to_dict(), "preprocess_hash": cfg.roi.content_hash(),
@@ -263,8 +303,13 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         "training_rows_hash": content_hash([[p, int(v)] for p, v in zip(ids, labels.tolist(), strict=True)]),
         "n_training_rows": len(ids), "candidates": cands, "refit_epochs": n_ep, "seed": cfg.seed,
         "auxiliary_targets": aux_info,
+        "crossfit": {"scheme": "out-of-fold read-out scores of the k CV fold encoders for training rows; "
+                               "the refit encoder's read-out of the stored embedding for every other row",
+                     "readout": names, "folds": cfg.folds, "file": ENCODER_CROSSFIT,
+                     "oof_hash": content_hash([[p, [round(float(v), 6) for v in r]]
+                                               for p, r in zip(ids, oof[chosen], strict=True)])},
         "train_config": cfg.to_dict(), "software": software_versions(),
     }
-    path = save_encoder(store_root, model.cpu(), card)
+    path = save_encoder(store_root, model.cpu(), card, crossfit=crossfit_bytes(ids, oof[chosen], readout))
     card = json.loads(encoder_card(path).read_text())
     return EncoderTrainResult(card, path, tuple(sorted(seen)), time.perf_counter() - t0)

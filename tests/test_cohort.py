@@ -168,3 +168,24 @@ def test_load_raises_when_unusable(tiny_cohort, tmp_path):
         load_cohort(root)
     with pytest.raises(CohortError, match="does not exist"):
         validate_cohort(tmp_path / "nowhere")
+
+
+def test_predictors_come_only_from_cohort_toml(tiny_cohort, tmp_path):
+    """The generator declares the pre-treatment columns and lab names; outcomes are never predictors; a
+    declared name the sheet lacks is a warning; an outcome or key declared as a predictor is refused."""
+    cfg = CohortConfig.read(tiny_cohort.cohort / "cohort.toml")
+    assert {"afp", "albi_score", "child_pugh", "portal_vein_invasion", "bilirubin"} <= set(cfg.predictors)
+    assert not {"response", "pfs_days", "pfs_event", "split", "center"} & set(cfg.predictors)
+    assert load_cohort(tiny_cohort.cohort).config.predictors == cfg.predictors
+    c = tmp_path / "c"
+    shutil.copytree(tiny_cohort.cohort, c)
+    toml = (c / "cohort.toml").read_text()
+    (c / "cohort.toml").write_text(toml.replace('predictors = ["age"', 'predictors = ["second_tace", "age"'))
+    warn = [i for i in validate_cohort(c).warnings if i.column == "predictors"]
+    assert len(warn) == 1 and "'second_tace'" in warn[0].reason
+    (c / "cohort.toml").write_text(toml.replace('predictors = ["age"', 'predictors = ["pfs_days", "age"'))
+    rep = validate_cohort(c)
+    assert any("cohort.toml" == i.file and "pfs_days" in i.reason for i in rep.errors)
+    (c / "cohort.toml").write_text("\n".join(ln for ln in toml.splitlines() if not ln.startswith("predictors")))
+    assert CohortConfig.read(c / "cohort.toml").predictors == ()
+    assert any(i.column == "predictors" and "no predictors" in i.reason for i in validate_cohort(c).warnings)

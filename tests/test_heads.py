@@ -47,18 +47,68 @@ def planted(n=900, d=48, seed=0):
     return df, emb, lp
 
 
-def test_fit_logistic_matches_sklearn_and_wald_se():
+def test_fit_logistic_ml_matches_sklearn_and_wald_se():
     rng = np.random.default_rng(0)
     x = np.column_stack([rng.normal(50, 10, 500), rng.exponential(100, 500), rng.integers(0, 2, 500)])
     y = (rng.random(500) < expit(-2 + 0.03 * x[:, 0] + 0.004 * x[:, 1] - 0.5 * x[:, 2])).astype(int)
-    f = fit_logistic(x, y)
+    f = fit_logistic(x, y, firth=False)
     ref = LogisticRegression(C=np.inf, tol=1e-12, max_iter=10000).fit(x, y)
     assert np.allclose(f.coef, np.r_[ref.intercept_, ref.coef_[0]], rtol=1e-4, atol=1e-6)
     a = np.column_stack([np.ones(500), x])
     p = expit(a @ f.coef)
     se_direct = np.sqrt(np.diag(np.linalg.inv((a * (p * (1 - p))[:, None]).T @ a)))
     assert np.allclose(f.se, se_direct, rtol=1e-6)
-    assert f.aic == pytest.approx(2 * 4 - 2 * np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-9)
+    assert f.aic == pytest.approx(2 * 4 - 2 * np.sum(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-6)
+
+
+def _firth_loglik(a, y, b):
+    p = expit(a @ b)
+    info = (a * (p * (1 - p))[:, None]).T @ a
+    return np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)) + 0.5 * np.linalg.slogdet(info)[1]
+
+
+def test_firth_separated_2x2_against_the_half_count_rule_and_a_brute_force_profile():
+    """Complete separation (every exposed patient responds): maximum likelihood diverges; Firth's estimate
+    of a 2x2 table is the log odds ratio with one half added to each cell (Firth 1993; Heinze & Schemper,
+    Stat Med 2002, section 2), and its 95 % CI is where the profile penalised log-likelihood drops by
+    chi2(1, 0.95) / 2 - found here by a grid search over an independent implementation of that likelihood."""
+    from scipy.optimize import brentq, minimize_scalar
+    from scipy.stats import chi2
+
+    # a exposed responders, b exposed non-responders, c unexposed responders, d unexposed non-responders
+    a, b, c, d = 7, 0, 4, 9
+    x = np.r_[np.ones(a + b), np.zeros(c + d)][:, None]
+    y = np.r_[np.ones(a), np.zeros(b), np.ones(c), np.zeros(d)]
+    f = fit_logistic(x, y, inference=True)
+    assert f.coef[1] == pytest.approx(np.log((a + .5) * (d + .5) / ((b + .5) * (c + .5))), abs=1e-5)
+    assert f.coef[0] == pytest.approx(np.log((c + .5) / (d + .5)), abs=1e-5)
+    design = np.column_stack([np.ones_like(y), x[:, 0]])
+    lmax = _firth_loglik(design, y, f.coef)
+    assert f.loglik == pytest.approx(lmax, abs=1e-6)
+
+    def drop(beta1):  # 2 * (lmax - profile penalised log-likelihood at slope beta1) - chi2 quantile
+        prof = -minimize_scalar(lambda b0: -_firth_loglik(design, y, np.r_[b0, beta1]),
+                                bounds=(-10, 10), method="bounded", options={"xatol": 1e-10}).fun
+        return 2 * (lmax - prof) - chi2.ppf(0.95, 1)
+    lo = brentq(drop, f.coef[1] - 20, f.coef[1])
+    hi = brentq(drop, f.coef[1], f.coef[1] + 20)
+    assert f.ci[1] == pytest.approx([lo, hi], abs=2e-3)
+    assert np.isfinite(f.ci).all() and 0 < f.lrt_p[1] < 0.05
+
+
+def test_clinical_model_separation_gives_finite_odds_ratios():
+    rng = np.random.default_rng(3)
+    n = 120
+    pvtt = (rng.random(n) < 0.12).astype(int)
+    afp = np.exp(rng.normal(4, 1, n))
+    y = np.where(pvtt == 1, 0, (rng.random(n) < expit(1.5 - 0.5 * np.log(afp) + 2)).astype(int))
+    df = pd.DataFrame({"pvtt": pvtt, "afp": afp})
+    m = ClinicalModel(selection="none", n_bootstrap=10).fit(df, y)
+    s = m.summary_.set_index("term")
+    assert "pvtt" in s.index
+    assert np.isfinite(s[["or_ci_low", "or_ci_high"]].to_numpy()).all()
+    assert (s["or_ci_low"] > 0).all() and s.loc["pvtt", "odds_ratio"] < 0.2
+    assert s["inclusion_frequency"].drop("(intercept)").between(0, 1).all()
 
 
 def test_clinical_model_selects_planted_variables():
@@ -213,7 +263,9 @@ def _store(root, df, emb):
     store = FeatureStore(root)
     clin = df.assign(tace_date=pd.Timestamp("2020-01-01").date(), label=df["label"].astype("int8"),
                      response=np.where(df["label"] == 1, "PR", "SD"), pfs_days=300.0, pfs_event=1)
-    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False))
+    # cohort.toml's predictors as add-cohort registers them; "sex" is in the sheet but not declared
+    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False),
+                      lineage={"predictors": ["age", "afp", "bclc"]})
     n, d = emb.shape
     rows = pa.table({
         "patient_id": df["patient_id"], "center": df["center"],
@@ -247,6 +299,7 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
         assert m1["lineage"]["frame_row_hash"] != m2["lineage"]["frame_row_hash"]   # the frames differ
         assert m1["lineage"]["feature_set_version"] == s1.resolve("dltr").version_id
         assert m1["cutoff"] == m2["cutoff"]
+        assert m1["lineage"]["clinical_candidates"] == ["age", "afp", "bclc"]  # the undeclared "sex" never enters
     ev = evaluate(s1, EvaluateConfig(figures=False), out=tmp_path / "out")
     got = s1.sql("SELECT head, evaluation_group, auc FROM eval_metrics WHERE evaluation_group = 'external B' ORDER BY head")
     sub = ev.metrics[ev.metrics["evaluation_group"] == "external B"].sort_values("head")

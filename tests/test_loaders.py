@@ -54,9 +54,21 @@ def test_dali_equals_reference(store, cfg):
     assert crosses >= 2  # the parity covers boxes that cross the volume border
 
 
-def test_reference_equals_scipy_on_whole_volume(store):
-    """Independent check of the box, sampling points and padding: scipy on the full volume."""
-    cfg = RoiConfig(grid=(16, 16, 8), margin=0.3)
+def _image_stats_by_hand(g, ph, lo, hi):
+    """Median and IQR / 1.349 of the read box's voxels outside the mask (read box = requested + 1, clipped)."""
+    shape = np.asarray(g[ph].shape)
+    a0 = np.clip(lo.astype(int) - 1, 0, shape)
+    a1 = np.clip(hi.astype(int) + 1, 0, shape)
+    sl = tuple(slice(int(a0[a]), int(a1[a])) for a in range(3))
+    v = g[ph][sl].astype(np.float64)[g["mask"][sl] == 0]
+    q25, med, q75 = np.percentile(v, [25, 50, 75])
+    return med, (q75 - q25) / 1.349
+
+
+@pytest.mark.parametrize("mode", ["zscore", "image"])
+def test_reference_equals_scipy_on_whole_volume(store, mode):
+    """Independent check of the box, sampling points, padding and normalisation: scipy on the full volume."""
+    cfg = RoiConfig(grid=(16, 16, 8), margin=0.3, normalisation=mode)
     import pyarrow.parquet as pq
 
     stats = {(r["center"], r["phase"]): (r["mean"], r["std"]) for r in
@@ -79,11 +91,27 @@ def test_reference_equals_scipy_on_whole_volume(store):
                             for a in range(3)], indexing="ij")
         exp = []
         for ph in cfg.phases:
-            mean, std = stats[(g.attrs["center"], ph)]
+            mean, std = (stats[(g.attrs["center"], ph)] if mode == "zscore" else _image_stats_by_hand(g, ph, lo, hi))
             vol = (g[ph][...].astype(np.float64) - mean) / std
             exp.append(map_coordinates(vol, pts, order=1, mode="grid-constant", cval=0.0))
         got = reference_roi(store, pid, cfg).x
         np.testing.assert_allclose(got, np.stack(exp), atol=1e-5)
+
+
+def test_image_normalisation_is_invariant_to_a_center_scanner_scale(store):
+    """Prospective-safe mode: an affine change of one image's intensities (another scanner's gain and offset)
+    leaves its encoder input unchanged, and nothing of other patients or centers is read."""
+    from pipeline.loaders._roi import image_reference_stats
+
+    cfg = RoiConfig(grid=(12, 12, 6))
+    reader = RoiReader(store, cfg)
+    c = reader.read(IDS[2], with_mask=True)
+    x = c.crop
+    m1, s1 = image_reference_stats(x, c.mask)
+    m2, s2 = image_reference_stats(x * 1.7 + 40.0, c.mask)
+    np.testing.assert_allclose(m2, m1 * 1.7 + 40.0, rtol=1e-5)
+    np.testing.assert_allclose(s2, s1 * 1.7, rtol=1e-5)
+    assert reader._stats == {}  # no ingest statistics were loaded
 
 
 def test_requested_box_by_hand():
@@ -114,7 +142,7 @@ def _chunks_by_hand(pid, rbox, phases):
 
 
 def test_only_overlapping_chunks_are_read(store):
-    cfg = RoiConfig(grid=(16, 16, 8), margin=0.1, min_extent_mm=5.0)
+    cfg = RoiConfig(grid=(16, 16, 8), margin=0.1, min_extent_mm=5.0, normalisation="zscore")
     counting = CountingStore(LocalStore(store / "volumes.zarr", read_only=True))
     with DaliRoiPipeline(store, cfg, batch_size=3, num_threads=1, read_threads=1, zarr_store=counting) as pipe:
         _, boxes = pipe.run(IDS)

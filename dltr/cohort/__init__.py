@@ -7,8 +7,9 @@
 """
 
 from ._load import derive_split, load_cohort
-from ._model import EXPRESSION_SCALES, Cohort, CohortConfig, CohortIssue, ValidationReport
+from ._model import EXPRESSION_SCALES, NOT_PREDICTORS, Cohort, CohortConfig, CohortIssue, ValidationReport
 from ._validate import PATIENT_ID, REQUIRED, RESPONSES, SPLITS, mask_issue, validate_cohort
 
-__all__ = ["EXPRESSION_SCALES", "PATIENT_ID", "REQUIRED", "RESPONSES", "SPLITS", "Cohort", "CohortConfig",
-           "CohortIssue", "ValidationReport", "derive_split", "load_cohort", "mask_issue", "validate_cohort"]
+__all__ = ["EXPRESSION_SCALES", "NOT_PREDICTORS", "PATIENT_ID", "REQUIRED", "RESPONSES", "SPLITS", "Cohort",
+           "CohortConfig", "CohortIssue", "ValidationReport", "derive_split", "load_cohort", "mask_issue",
+           "validate_cohort"]

@@ -9,14 +9,18 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["Cohort", "CohortConfig", "CohortIssue", "ValidationReport", "EXPRESSION_SCALES"]
+__all__ = ["Cohort", "CohortConfig", "CohortIssue", "ValidationReport", "EXPRESSION_SCALES", "NOT_PREDICTORS"]
 
 EXPRESSION_SCALES = ("tpm", "counts", "log2tpm1")
+# clinical.csv columns that are keys, dates, the split or outcomes: never model predictors
+NOT_PREDICTORS = ("patient_id", "center", "tace_date", "split", "response", "label", "pfs_days", "pfs_event")
 
 
 @dataclass(frozen=True)
 class CohortConfig:
-    """``cohort.toml``: name, phase order (encoder channels), expression scale, training centers, units."""
+    """``cohort.toml``: name, phase order (encoder channels), expression scale, training centers, units, and
+    ``predictors``: the clinical.csv columns and labs.csv measurement names known before treatment that models
+    may use. Nothing else is ever a predictor (a sheet also holds what happened after treatment)."""
 
     name: str = "cohort"
     phases: tuple[str, ...] = ()
@@ -50,6 +54,11 @@ class CohortConfig:
             v = d.get(key, [])
             if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
                 raise ValueError(f"{key} must be a list of non-empty strings, got {v!r}")
+        reserved = sorted(set(d.get("predictors", [])) & set(NOT_PREDICTORS))
+        if reserved:
+            raise ValueError(f"predictors {reserved} are keys, dates or outcomes, never predictors; remove them")
+        if len(set(d.get("predictors", []))) != len(d.get("predictors", [])):
+            raise ValueError(f"predictors {d['predictors']!r} lists a name twice")
         if d.get("expression_scale", "log2tpm1") not in EXPRESSION_SCALES:
             raise ValueError(f"expression_scale {d.get('expression_scale')!r} is not one of {EXPRESSION_SCALES}")
         return cls.from_dict(d)

@@ -204,6 +204,22 @@ def _read(issues, root, name, required) -> pd.DataFrame | None:
     return None if missing else df
 
 
+def _check_predictors(issues, config: CohortConfig, cli, labs) -> None:
+    """Each declared predictor names a clinical.csv column or a labs.csv measurement (a warning otherwise:
+    the models go on without it); a cohort without ``predictors`` gets a note that no clinical value is used."""
+    if cli is None:
+        return
+    if not config.predictors:
+        issues.add("cohort.toml", None, "predictors", "no predictors declared: the clinical and fusion models "
+                   "use no clinical value; list the pre-treatment columns in cohort.toml predictors", "warning")
+        return
+    known = set(cli.columns) | (set(labs["name"]) if labs is not None and "name" in labs.columns else set())
+    for name in config.predictors:
+        if name not in known:
+            issues.add("cohort.toml", None, "predictors", f"predictor {name!r} is neither a clinical.csv column "
+                       "nor a labs.csv name; fix the spelling or remove it", "warning")
+
+
 def validate(root: Path) -> tuple[ValidationReport, dict, CohortConfig]:
     """Run every check; also return the raw text tables and the config for the loader."""
     issues = _Issues()
@@ -226,6 +242,7 @@ def validate(root: Path) -> tuple[ValidationReport, dict, CohortConfig]:
         _check_labs(issues, tables["labs.csv"], ids)
     if tables["expression.tsv"] is not None:
         _check_expression(issues, tables["expression.tsv"], ids)
+    _check_predictors(issues, config, cli, tables["labs.csv"])
     counts = {"patients": 0 if cli is None else int(cli["patient_id"].nunique()),
               "manifest_rows": 0 if man is None else len(man), "phases": list(config.phases),
               "centers": [] if cli is None else sorted(set(cli["center"]) - {""})}

@@ -27,6 +27,7 @@ from typing import Any
 #: File names inside a folder the layout points at (an encoder checkpoint, a head version, a lock).
 ENCODER_WEIGHTS = "model.safetensors"
 ENCODER_CARD = "model_card.json"
+ENCODER_CROSSFIT = "crossfit.npz"
 HEAD_META = "head.json"
 HEAD_STATE = "state.json"          # a head's JSON state (models.heads registry; no pickle)
 HEAD_TENSORS = "state.safetensors"  # a head's array state (the MLP's weights)
@@ -161,3 +162,8 @@ def encoder_card(folder: str | Path) -> Path:
 
 def encoder_weights(folder: str | Path) -> Path:
     return Path(folder) / ENCODER_WEIGHTS
+
+
+def encoder_crossfit(folder: str | Path) -> Path:
+    """The encoder's cross-fitting record (out-of-fold read-out scores of its training rows, refit read-out)."""
+    return Path(folder) / ENCODER_CROSSFIT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dltr.core.layout import StoreLayout, encoder_card
 from dltr.core.vocabulary import CLINICAL, DLTR, DLTR_MLP, PRIMARY_HEAD, display_name, head_order
 from dltr.report._document import Section
 
@@ -180,6 +182,18 @@ def performance_section(stages: list[dict[str, Any]]) -> Section:
     return Section("Performance", text, tables=[("", pd.DataFrame(rows))])
 
 
+def _normalisation(store_root: Path, card_hash: str | None) -> str:
+    """The encoder's ROI normalisation, said plainly: a transductive mode must be named in the report."""
+    path = encoder_card(StoreLayout(store_root).encoder(str(card_hash)))
+    if not card_hash or not path.is_file():
+        return "unknown (encoder card not in the store)"
+    mode = json.loads(path.read_text()).get("preprocess", {}).get("normalisation", "?")
+    return {"image": "image: per image, on its own ROI surroundings (prospective-safe)",
+            "zscore": "zscore: per center, with that center's own ingest statistics (TRANSDUCTIVE: a new "
+                      "center's images are needed before its patients can be scored)",
+            "none": "none: raw intensities"}.get(mode, mode)
+
+
 def lineage_section(store_root: Path, t: dict[str, pd.DataFrame], stages: list[dict[str, Any]],
                     run_info: dict[str, Any]) -> Section:
     import importlib.metadata as md
@@ -191,6 +205,8 @@ def lineage_section(store_root: Path, t: dict[str, pd.DataFrame], stages: list[d
         rows.append({"item": f"feature set {r['name']}@{r['version_id']}",
                      "hash or version": f"encoder {lin.get('encoder_card_hash', '?')}, preprocess "
                                         f"{lin.get('preprocess_hash', '?')}, inputs {lin.get('inputs_hash', '?')}"})
+        rows.append({"item": f"normalisation of {r['name']}@{r['version_id']}",
+                     "hash or version": _normalisation(store_root, lin.get("encoder_card_hash"))})
     for name in ("demo_hash",):
         if name in run_info:
             rows.append({"item": name, "hash or version": run_info[name]})

@@ -44,9 +44,9 @@ class Prediction:
 def interval_for(fh: Any, df, emb: np.ndarray) -> tuple[list[float] | None, str]:
     """95 % interval of the response probability where the head supports one.
 
-    Only the clinical head is an unpenalised maximum-likelihood logistic regression with a recorded
-    covariance (inverse observed information): its Wald interval on the logit scale (delta method)
-    is mapped through the logistic function. The other heads record no uncertainty (penalised
+    Only the clinical head is a logistic regression (Firth-penalised) with a recorded covariance (the
+    inverse Fisher information at the estimate, logistf's Wald covariance): its Wald interval on the
+    logit scale (delta method) is mapped through the logistic function. The other heads record no uncertainty (penalised
     logistic regression, MLP, boosted trees: no valid covariance and no training-time bootstrap), so
     none is invented.
     """
@@ -60,7 +60,7 @@ def interval_for(fh: Any, df, emb: np.ndarray) -> tuple[list[float] | None, str]
         eta = float(x @ fit.coef)
         se = float(np.sqrt(max(x @ fit.cov @ x, 0.0)))
         return [float(expit(eta - Z975 * se)), float(expit(eta + Z975 * se))], \
-            "Wald 95 % interval on the logit scale (delta method, inverse observed information)"
+            "Wald 95 % interval on the logit scale (delta method, inverse Fisher information)"
     return None, (f"none: head {getattr(fh, 'name', '?')!r} records no uncertainty (no covariance or "
                   "training-time bootstrap); no interval is reported rather than an invented one")
 

@@ -114,6 +114,9 @@ class Scorer:
         except ImageFileError as e:  # the NIfTI reader lets this one through (reported to ingest)
             msg = str(e).replace(str(staged.cohort) + "/", "")
             raise IngestError(f"the patient's images could not be read: {msg}") from None
+        if self.lineage.preprocess.get("normalisation") == "image":  # prospective-safe: nothing of any center
+            return {"center": staged.center, "statistics_of": "the image itself",
+                    "rule": "per image: median and IQR of the ROI box outside the tumour, per phase"}
         table, norm = normalisation_table(self.stats, self.store_root, staged.center)
         pq.write_table(table, StoreLayout.of(tmp_store).intensity_stats)
         return norm

@@ -21,7 +21,6 @@ from ._config import SynthConfig
 from ._dicom import write_dicom_series
 from ._expression import draw_expression
 from ._formats import write_nifti, write_nrrd_mask
-from ._labs import _UNITS as LAB_UNITS
 from ._labs import draw_labs
 
 __all__ = ["SynthResult", "synthesize"]
@@ -104,20 +103,21 @@ def _write_images(cfg: SynthConfig, patients: pd.DataFrame, cohort: Path, progre
     return manifest, tumour_rows, idents
 
 
-#: What was known before TACE (every clinical column but the outcomes, every lab): cohort.toml's predictors.
-PREDICTORS = [c for c in CLINICAL_COLUMNS if c not in ("patient_id", "center", "split", "tace_date", "response",
-                                                       "pfs_days", "pfs_event")]
-PREDICTORS += [name for name in LAB_UNITS if name not in PREDICTORS]
+# known before the first TACE: the clinical sheet's baseline columns and the lab names (labs.csv); the sheet's
+# response and PFS are outcomes and are not listed
+PREDICTORS = ["age", "sex", "etiology", "child_pugh", "albi_score", "albi_grade", "bclc", "afp", "tumour_count",
+              "largest_diameter_mm", "portal_vein_invasion"]
 
 
-def _toml_list(items) -> str:
-    return "[" + ", ".join(f'"{x}"' for x in items) + "]"
+def _toml_list(names) -> str:
+    return "[" + ", ".join(f'"{n}"' for n in names) + "]"
 
 
-def _cohort_toml(cfg: SynthConfig) -> str:
+def _cohort_toml(cfg: SynthConfig, lab_names) -> str:
     train = [c.name for c in cfg.centers if c.split == "train_internal"]
     return (f'name = "{cfg.name}"\nphases = {_toml_list(cfg.phases)}\nexpression_scale = "log2tpm1"\n'
-            f'train_centers = {_toml_list(train)}\npredictors = {_toml_list(PREDICTORS)}\n'
+            f'train_centers = {_toml_list(train)}\n'
+            f'predictors = {_toml_list(dict.fromkeys(PREDICTORS + sorted(lab_names)))}\n'
             '\n[units]\nafp = "ng/mL"\nlargest_diameter_mm = "mm"\npfs_days = "days"\n')
 
 
@@ -160,7 +160,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig | None = None, *, progre
         _csv(labs, cohort / "labs.csv")
         expr, genes = draw_expression(cfg, patients)
         _csv(expr, cohort / "expression.tsv", sep="\t")
-        (cohort / "cohort.toml").write_text(_cohort_toml(cfg))
+        (cohort / "cohort.toml").write_text(_cohort_toml(cfg, set(labs["name"])))
         centers = oracle_aucs(patients)
         _csv(patients[TRUTH_COLUMNS], truth / "patients.csv")
         _csv(pd.DataFrame(tumours), truth / "tumours.csv")

@@ -15,8 +15,10 @@ from ._selected import SelectedLogistic
 from ._train import (
     DISPLAY_NAMES,
     HEAD_NAMES,
+    CrossFit,
     FrameHead,
     HeadsResult,
+    declared_predictors,
     fit_heads,
     frame_arrays,
     score_heads,
@@ -25,6 +27,7 @@ from ._train import (
 from ._xgb import XGBFusionHead
 
 __all__ = [
+    "CrossFit",
     "DISPLAY_NAMES",
     "DLTRMLP",
     "HEAD_NAMES",
@@ -41,6 +44,7 @@ __all__ = [
     "MultiHeadsConfig",
     "SelectedLogistic",
     "XGBFusionHead",
+    "declared_predictors",
     "fit_heads",
     "fit_logistic",
     "from_kind",

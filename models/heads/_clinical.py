@@ -1,16 +1,24 @@
-"""Clinical model: logistic regression on clinical variables chosen the way clinical studies do.
+"""Clinical model: Firth-penalised logistic regression on the declared predictors, with selection whose
+stability is reported.
 
-1. Encoding (fitted on training rows): numbers keep their unit, missing values take the
+1. Candidates: only the clinical.csv columns and lab names that ``cohort.toml`` declares in
+   ``predictors`` (``dltr.cohort``); the caller passes exactly those.
+2. Encoding (fitted on training rows): numbers keep their unit, missing values take the
    training median, strongly right-skewed positive variables (skewness > 2, e.g. AFP) are
    log-transformed; text variables become indicator columns against their most frequent
    training level (missing = its own reference-level fill, the mode).
-2. Univariable screening: likelihood-ratio test of each variable alone, kept if p < ``screen_p``
-   (default 0.25, Hosmer, Lemeshow & Sturdivant, *Applied Logistic Regression*, 3rd ed., 4.2: the
-   stricter 0.05-0.10 often drops variables that matter only jointly, e.g. AFP and ALBI whose
-   marginal effect is masked by their correlation with the tumour's imaging phenotype).
-3. Multivariable backward elimination: by AIC (drop the variable whose removal lowers AIC
-   most, until none does) or by p-value (drop the largest LR-test p above ``keep_p``).
-Odds ratios with Wald 95 % CIs from the inverse observed information (the Hessian).
+3. Every fit is Firth's penalised likelihood (Firth, Biometrika 1993; Heinze & Schemper, Stat Med
+   2002), ``firthmodels``: finite estimates under complete or quasi-complete separation (a
+   separated PVTT or a rare category gave OR 1e-10 with CI [0, inf] by maximum likelihood), and
+   less small-sample bias. Tests between nested models are penalised likelihood-ratio tests.
+4. Univariable screening: penalised LR test of each variable alone, kept if p < ``screen_p``
+   (default 0.25, Hosmer, Lemeshow & Sturdivant, *Applied Logistic Regression*, 3rd ed., 4.2).
+5. Backward elimination by AIC (drop the variable whose removal lowers AIC most) or by p-value
+   (drop the largest LR-test p above ``keep_p``); ``selection="none"`` keeps every screened variable.
+6. Stability: the screening + elimination is repeated on ``n_bootstrap`` bootstrap resamples of the
+   training rows; ``inclusion_`` holds each variable's bootstrap inclusion frequency (Heinze, Wallisch
+   & Dunkler, Biometrical J 2018, recommendation 7), also shown in ``summary_``.
+Odds ratios with profile penalised-likelihood 95 % CIs and penalised LR-test p-values (logistf's defaults).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.special import expit
-from scipy.stats import chi2, norm, skew
+from scipy.stats import chi2, skew
 
 from dltr.core.exceptions import ApproximationWarning, ModelError
 
@@ -32,11 +40,14 @@ __all__ = ["ClinicalDesign", "ClinicalModel", "LogisticFit", "fit_logistic"]
 
 @dataclass(frozen=True)
 class LogisticFit:
-    """Maximum-likelihood logistic regression: coefficients (intercept first), covariance, log-lik."""
+    """Firth (or ML) logistic regression: coefficients (intercept first), Wald covariance, log-likelihood
+    (penalised for Firth), and optionally profile-likelihood CI bounds and LR-test p-values."""
 
     coef: np.ndarray
     cov: np.ndarray
     loglik: float
+    ci: np.ndarray | None = None       # (k, 2) bounds of coef, intercept first
+    lrt_p: np.ndarray | None = None    # penalised LR-test p-value of each coefficient, intercept first
 
     @property
     def aic(self) -> float:
@@ -47,48 +58,90 @@ class LogisticFit:
         return np.sqrt(np.diag(self.cov))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, *, max_iter: int = 100) -> LogisticFit:
-    """Newton-Raphson logistic regression of ``y`` on ``[1, x]``; Wald covariance = inverse Hessian.
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, firth: bool = True, inference: bool = False,
+                 max_iter: int = 100) -> LogisticFit:
+    """Logistic regression of ``y`` on ``[1, x]``, Firth-penalised unless ``firth=False``.
 
-    Columns are centred and scaled internally for conditioning; coefficients and covariance are
-    returned on the original scale.
+    ``inference=True`` also computes profile (penalised) likelihood CIs and LR-test p-values.
+    The Wald covariance is the inverse Fisher information at the estimate (logistf's ``var``).
     """
+    from firthmodels import FirthLogisticRegression
+
     x = np.asarray(x, float).reshape(len(y), -1)
     y = np.asarray(y, float)
-    mu, sd = x.mean(0), x.std(0)
-    sd[sd == 0] = 1.0
-    a = np.column_stack([np.ones(len(y)), (x - mu) / sd])
+    m = FirthLogisticRegression(backend="numpy", max_iter=max_iter, penalty_weight=0.5 if firth else 0.0)
+    if x.shape[1] == 0:   # intercept only: closed form (Firth adds one half to each class count)
+        k = 0.5 if firth else 0.0
+        b0 = float(np.log((y.sum() + k) / (len(y) - y.sum() + k)))
+        coef, loglik, ci, lrt_p = np.array([b0]), None, None, None
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")      # firthmodels' convergence notes; checked below
+            m.fit(x, y)
+        if not m.converged_:
+            warnings.warn(f"Firth logistic regression did not converge in {max_iter} iterations",
+                          ApproximationWarning, stacklevel=2)
+        coef = np.r_[m.intercept_, m.coef_]
+        loglik = float(m.loglik_)
+        ci = lrt_p = None
+        if inference:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                b = m.conf_int(method="pl")
+                m.lrt()
+            ci = np.vstack([b[-1:], b[:-1]])
+            lrt_p = np.r_[m.lrt_pvalues_[-1], m.lrt_pvalues_[:-1]]
+    a = np.column_stack([np.ones(len(y)), x])
+    p = expit(a @ coef)
+    info = (a * (p * (1 - p))[:, None]).T @ a
+    if loglik is None:
+        loglik = float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
+        if firth:
+            loglik += 0.5 * float(np.linalg.slogdet(info)[1])
+    return LogisticFit(coef, np.linalg.pinv(info), loglik, ci, lrt_p)
+
+
+def _firth_state(a: np.ndarray, y: np.ndarray, beta: np.ndarray):
+    """(p, w, Fisher information, penalised log-likelihood ``l(beta) + log|I(beta)| / 2``) at ``beta``."""
+    eta = a @ beta
+    p = expit(eta)
+    w = p * (1 - p)
+    info = (a * w[:, None]).T @ a
+    ll = float(np.sum(y * eta - np.logaddexp(0.0, eta)) + 0.5 * np.linalg.slogdet(info)[1])
+    return p, w, info, ll
+
+
+def penalised_loglik(a: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
+    """Firth's penalised log-likelihood ``l(beta) + log|I(beta)| / 2`` of design ``a`` (intercept included)."""
+    return _firth_state(a, y, beta)[3]
+
+
+def constrained_firth(a: np.ndarray, y: np.ndarray, free: np.ndarray, *, max_iter: int = 50) -> float:
+    """Maximum of the penalised log-likelihood with the coefficients outside ``free`` held at 0, the penalty
+    taken on the *whole* design ``a``: the restricted fit of a penalised likelihood-ratio test (logistf's
+    ``anova`` / ``drop1``; a smaller design would change the penalty with the columns' units).
+    Newton steps on the free coordinates with Firth's modified score ``a'(y - p + h (1/2 - p))``."""
     beta = np.zeros(a.shape[1])
-    beta[0] = np.log(y.mean() / (1 - y.mean()))
-
-    def loglik(b):
-        eta = a @ b
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
-
-    ll = loglik(beta)
+    p, w, info, ll = _firth_state(a, y, beta)
     for _ in range(max_iter):
-        p = expit(a @ beta)
-        grad = a.T @ (y - p)
-        hess = (a * (p * (1 - p))[:, None]).T @ a
-        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        aw = a * np.sqrt(w)[:, None]
+        h = ((aw @ np.linalg.pinv(info, hermitian=True)) * aw).sum(1)
+        score = a.T @ (y - p + h * (0.5 - p))
+        step = np.zeros_like(beta)
+        step[free] = np.linalg.lstsq(info[np.ix_(free, free)], score[free], rcond=None)[0]
+        step = np.clip(step, -5.0, 5.0)
         t = 1.0
         while True:
-            new, ll_new = beta + t * step, loglik(beta + t * step)
-            if ll_new >= ll - 1e-10 or t < 1e-6:
+            new = beta + t * step
+            state = _firth_state(a, y, new)
+            if state[3] >= ll - 1e-12 or t < 1e-6:
                 break
             t /= 2
-        done = abs(ll_new - ll) < 1e-10 * (1 + abs(ll))
-        beta, ll = new, ll_new
+        done = abs(state[3] - ll) < 1e-10 * (1 + abs(ll))
+        beta, (p, w, info, ll) = new, state
         if done:
             break
-    p = expit(a @ beta)
-    hess = (a * (p * (1 - p))[:, None]).T @ a
-    cov_s = np.linalg.pinv(hess)
-    # back to the original scale: beta_j = b_j / sd_j, b0 = b0 - sum b_j mu_j / sd_j
-    t_mat = np.eye(a.shape[1])
-    t_mat[1:, 1:] = np.diag(1 / sd)
-    t_mat[0, 1:] = -mu / sd
-    return LogisticFit(t_mat @ beta, t_mat @ cov_s @ t_mat.T, ll)
+    return ll
 
 
 class ClinicalDesign:
@@ -145,61 +198,108 @@ class ClinicalDesign:
 
 
 class ClinicalModel:
-    """Logistic regression on clinical variables with univariable screening and backward selection.
+    """Firth logistic regression on clinical variables with screening, backward selection and bootstrap
+    inclusion frequencies.
 
-    ``fit(X, y)`` takes a DataFrame of candidate clinical columns (training rows only).
-    Learned: ``design_``, ``univariable_`` (table), ``selected_`` (variables), ``fit_``,
-    ``summary_`` (term, coef, OR, 95 % CI, p).
+    ``fit(X, y)`` takes a DataFrame of the declared predictor columns (training rows only).
+    Learned: ``design_``, ``univariable_`` (table), ``screened_``, ``selected_`` (variables), ``fit_``,
+    ``inclusion_`` (variable -> bootstrap inclusion frequency), ``summary_`` (term, coef, OR, 95 % CI, p).
     """
 
-    def __init__(self, *, screen_p: float = 0.25, selection: str = "aic", keep_p: float = 0.05):
+    def __init__(self, *, screen_p: float = 0.25, selection: str = "aic", keep_p: float = 0.05,
+                 firth: bool = True, n_bootstrap: int = 50, seed: int = 0):
         self.screen_p = screen_p
         self.selection = selection
         self.keep_p = keep_p
+        self.firth = firth
+        self.n_bootstrap = n_bootstrap
+        self.seed = seed
 
-    def _fit_vars(self, df, y, variables):
-        return fit_logistic(self.design_.transform(df, variables), y)
+    def _fit(self, xd: dict[str, np.ndarray], y, variables, inference: bool = False) -> LogisticFit:
+        x = np.column_stack([xd[v] for v in variables]) if variables else np.zeros((len(y), 0))
+        return fit_logistic(x, y, firth=self.firth, inference=inference)
 
     def fit(self, X: pd.DataFrame, y) -> ClinicalModel:
-        if self.selection not in ("aic", "p"):
-            raise ModelError(f"ClinicalModel: selection {self.selection!r} is not 'aic' or 'p'")
+        if self.selection not in ("aic", "p", "none"):
+            raise ModelError(f"ClinicalModel: selection {self.selection!r} is not 'aic', 'p' or 'none'")
         y = np.asarray(y, float)
         if not isinstance(X, pd.DataFrame) or len(X) != y.size:
             raise ModelError("ClinicalModel.fit needs a DataFrame of clinical columns, one row per label")
         if y.min() == y.max():
             raise ModelError(f"ClinicalModel: training labels hold one class only ({int(y[0])})")
         self.design_ = ClinicalDesign().fit(X)
-        null = fit_logistic(np.zeros((y.size, 0)), y)
-        uni = []
-        for v in self.design_.variables():
-            f = self._fit_vars(X, y, [v])
-            k = f.coef.size - 1
-            lr = max(0.0, 2 * (f.loglik - null.loglik))
-            uni.append({"variable": v, "df": k, "lr_stat": lr, "p": float(chi2.sf(lr, k))})
+        xd = {v: self.design_.transform(X, [v]) for v in self.design_.variables()}
+        uni, chosen = self._select(xd, y)
+        self.inclusion_ = self._bootstrap(xd, y)
         self.univariable_ = pd.DataFrame(uni, columns=["variable", "df", "lr_stat", "p"])
-        chosen = [r["variable"] for r in uni if r["p"] < self.screen_p]
-        self.screened_ = list(chosen)
-        chosen = self._backward(X, y, chosen)
+        self.screened_ = [r["variable"] for r in uni if r["p"] < self.screen_p]
         if not chosen:
             warnings.warn("ClinicalModel: no clinical variable passed selection; intercept-only model",
                           ApproximationWarning, stacklevel=2)
         self.selected_ = chosen
-        self.fit_ = self._fit_vars(X, y, chosen)
+        self.fit_ = self._fit(xd, y, chosen, inference=True)
         self.summary_ = self._summary()
         return self
 
-    def _backward(self, X, y, chosen):
-        chosen = list(chosen)
+    def _loglik(self, xd, y, variables, drop=()) -> float:
+        """Penalised (Firth) or plain log-likelihood of the model on ``variables`` with ``drop`` held at 0.
+
+        Columns are standardised first: the penalised LR statistic does not depend on their location or
+        scale, and Newton steps are better conditioned."""
+        cols, free = [np.ones(len(y))], [True]
+        for v in variables:
+            for c in xd[v].T:
+                sd = c.std()
+                cols.append((c - c.mean()) / (sd if sd > 0 else 1.0))
+                free.append(v not in drop)
+        a = np.column_stack(cols)
+        if not self.firth:
+            f = fit_logistic(a[:, 1:][:, np.asarray(free[1:], bool)], y, firth=False)
+            return f.loglik
+        return constrained_firth(a, y, np.asarray(free, bool))
+
+    def _lr(self, xd, y, variables, v) -> tuple[float, int]:
+        full = self._loglik(xd, y, variables)
+        return max(0.0, 2 * (full - self._loglik(xd, y, variables, drop=(v,)))), xd[v].shape[1]
+
+    def _select(self, xd, y) -> tuple[list[dict], list[str]]:
+        uni = []
+        for v in xd:
+            lr, k = self._lr(xd, y, [v], v)
+            uni.append({"variable": v, "df": k, "lr_stat": lr, "p": float(chi2.sf(lr, k))})
+        chosen = [r["variable"] for r in uni if r["p"] < self.screen_p]
+        return uni, self._backward(xd, y, chosen)
+
+    def _bootstrap(self, xd, y) -> dict[str, float]:
+        """Share of bootstrap resamples (both classes present) whose selection keeps each variable."""
+        rng = np.random.default_rng(self.seed)
+        counts, n_ok = dict.fromkeys(xd, 0), 0
+        for _ in range(self.n_bootstrap):
+            idx = rng.integers(0, len(y), len(y))
+            if y[idx].min() == y[idx].max():
+                continue
+            _, kept = self._select({v: a[idx] for v, a in xd.items()}, y[idx])
+            n_ok += 1
+            for v in kept:
+                counts[v] += 1
+        return {v: (c / n_ok if n_ok else float("nan")) for v, c in counts.items()}
+
+    def _backward(self, xd, y, chosen):
+        """Drop, one at a time, the variable with the weakest penalised LR test: by AIC (statistic below
+        twice its degrees of freedom) or by p-value (above ``keep_p``)."""
+        chosen = [v for v in chosen if np.ptp(xd[v], axis=0).max() > 0]
+        if self.selection == "none":
+            return chosen
         while chosen:
-            full = self._fit_vars(X, y, chosen)
-            trials = {v: self._fit_vars(X, y, [c for c in chosen if c != v]) for v in chosen}
+            full = self._loglik(xd, y, chosen)
+            stat = {v: (max(0.0, 2 * (full - self._loglik(xd, y, chosen, drop=(v,)))), xd[v].shape[1])
+                    for v in chosen}
             if self.selection == "aic":
-                best = min(trials, key=lambda v: (trials[v].aic, v))
-                if trials[best].aic >= full.aic:
+                best = min(stat, key=lambda v: (stat[v][0] - 2 * stat[v][1], v))
+                if stat[best][0] - 2 * stat[best][1] >= 0:
                     break
             else:
-                pv = {v: chi2.sf(max(0.0, 2 * (full.loglik - f.loglik)), full.coef.size - f.coef.size)
-                      for v, f in trials.items()}
+                pv = {v: chi2.sf(*stat[v]) for v in chosen}
                 best = max(pv, key=lambda v: (pv[v], v))
                 if pv[best] <= self.keep_p:
                     break
@@ -208,21 +308,16 @@ class ClinicalModel:
 
     def _summary(self) -> pd.DataFrame:
         f = self.fit_
-        z = norm.ppf(0.975)
         terms = ["(intercept)"] + self.design_.terms(self.selected_)
-        se = f.se
         uni = dict(zip(self.univariable_["variable"], self.univariable_["p"], strict=True))
         owner = ["(intercept)"] + [c for c in self.selected_ for _ in self.design_.spec_[c]["terms"]]
-        with np.errstate(over="ignore"):           # a quasi-separated term gets an infinite CI bound
-            return self._table(terms, owner, f, se, z, uni)
-
-    @staticmethod
-    def _table(terms, owner, f, se, z, uni) -> pd.DataFrame:
+        ci = f.ci if f.ci is not None else np.full((f.coef.size, 2), np.nan)
+        p = f.lrt_p if f.lrt_p is not None else np.full(f.coef.size, np.nan)
         return pd.DataFrame({
-            "term": terms, "variable": owner, "coef": f.coef, "se": se,
-            "odds_ratio": np.exp(f.coef), "or_ci_low": np.exp(f.coef - z * se),
-            "or_ci_high": np.exp(f.coef + z * se), "p": 2 * norm.sf(np.abs(f.coef / se)),
-            "univariable_p": [uni.get(v, np.nan) for v in owner],
+            "term": terms, "variable": owner, "coef": f.coef, "se": f.se,
+            "odds_ratio": np.exp(f.coef), "or_ci_low": np.exp(ci[:, 0]), "or_ci_high": np.exp(ci[:, 1]),
+            "p": p, "univariable_p": [uni.get(v, np.nan) for v in owner],
+            "inclusion_frequency": [self.inclusion_.get(v, np.nan) for v in owner],
         })
 
     def design_matrix(self, X: pd.DataFrame) -> np.ndarray:

@@ -13,8 +13,8 @@ from dltr.core.vocabulary import DEFAULT_FEATURE_SET, HEADS
 
 @dataclass(frozen=True)
 class HeadsConfig:
-    """``feature_set``: NAME or NAME@VERSION; ``clinical`` / ``labs``: candidate predictors (None = every
-    clinical column / lab name registered in the store); ``max_age_days``: the oldest lab value used;
+    """``feature_set``: NAME or NAME@VERSION; ``clinical`` / ``labs``: candidate predictors (None = the
+    clinical columns / lab names among cohort.toml's declared ``predictors``; an undeclared one is refused); ``max_age_days``: the oldest lab value used;
     ``heads``: which heads to train, by name (``dltr.core.vocabulary.HEADS``)."""
 
     feature_set: str = DEFAULT_FEATURE_SET

@@ -3,7 +3,11 @@
 Standardisation is fitted on the training rows only. Regularisation: dropout, decoupled weight
 decay (AdamW), and early stopping chosen *within cross-validation on the training split*: each
 of ``n_folds`` stratified folds trains with a validation-loss patience rule and records its best
-epoch; the final network trains on all training rows for the median best epoch. Mini-batch
+epoch; the final network trains on all training rows for the median best epoch. With ``tune``
+(default) the width and weight decay are chosen the same way: each point of ``grid`` is scored by
+its mean fold validation AUC (inner CV on training rows only) and the best is refitted
+(``best_params_``, ``cv_table_``). ``epochs`` (with ``tune=False``) skips the early-stopping CV and
+trains for that many epochs: how the out-of-fold refits of a fitted head reuse its choices. Mini-batch
 Adam over a shuffled index (no per-sample Python loop), with at least ``min_steps`` steps per epoch:
 a 154-patient training split in one 256-row batch took one step per epoch, and early stopping ended
 it after three steps (training AUC 0.665, below the linear DLTR head's 0.847). CPU runs are
@@ -38,7 +42,10 @@ class DLTRMLP:
 
     def __init__(self, *, hidden: tuple[int, ...] = (64,), dropout: float = 0.3, weight_decay: float = 1e-2,
                  lr: float = 1e-3, batch_size: int = 256, min_steps: int = 8, max_epochs: int = 100,
-                 patience: int = 6, n_folds: int = 3, n_threads: int = 1, seed: int = 0):
+                 patience: int = 6, n_folds: int = 3, n_threads: int = 1, seed: int = 0, tune: bool = True,
+                 epochs: int | None = None,
+                 grid: tuple[tuple[tuple[int, ...], float], ...] = (((16,), 1e-2), ((16,), 1e-1), ((64,), 1e-2),
+                                                                   ((64,), 1e-1))):
         self.hidden = hidden
         self.dropout = dropout
         self.weight_decay = weight_decay
@@ -50,8 +57,11 @@ class DLTRMLP:
         self.n_folds = n_folds
         self.n_threads = n_threads
         self.seed = seed
+        self.tune = tune
+        self.epochs = epochs
+        self.grid = grid
 
-    def _train(self, Xt, yt, Xv, yv, epochs: int, seed: int):
+    def _train(self, Xt, yt, Xv, yv, epochs: int, seed: int, hidden=None, weight_decay=None):
         """Train one network; returns (state, best_epoch, val losses)."""
         import torch
         import torch.nn.functional as F
@@ -59,8 +69,9 @@ class DLTRMLP:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
-            net = _build(Xt.shape[1], tuple(self.hidden), self.dropout)
-            opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            net = _build(Xt.shape[1], tuple(self.hidden if hidden is None else hidden), self.dropout)
+            wd = self.weight_decay if weight_decay is None else weight_decay
+            opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=wd, foreach=True)
             n, best, best_epoch, bad, losses = Xt.shape[0], np.inf, epochs, 0, []
             bs = max(1, min(self.batch_size, -(-n // max(1, self.min_steps))))
             for epoch in range(1, epochs + 1):
@@ -103,19 +114,31 @@ class DLTRMLP:
         Z = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
         t = torch.from_numpy(y.astype(np.float32))
         n_folds = int(min(self.n_folds, np.bincount(y).min()))
-        epochs, aucs = [], []
-        if n_folds >= 2:
-            skf = StratifiedKFold(n_folds, shuffle=True, random_state=self.seed)
-            for k, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
-                tr_i, va_i = torch.from_numpy(tr), torch.from_numpy(va)
-                net, be, _ = self._train(Z[tr_i], t[tr_i], Z[va_i], t[va_i], self.max_epochs, self.seed + 1 + k)
-                epochs.append(be)
-                with torch.no_grad():
-                    aucs.append(float(roc_auc_score(y[va], net(Z[va_i]).squeeze(1).numpy())))
+        points = [(tuple(h), float(w)) for h, w in self.grid] if self.tune else [(tuple(self.hidden),
+                                                                                  float(self.weight_decay))]
+        table = []
+        for hidden, wd in points:
+            epochs, aucs = [], []
+            if n_folds >= 2 and (self.tune or self.epochs is None):
+                skf = StratifiedKFold(n_folds, shuffle=True, random_state=self.seed)
+                for k, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
+                    tr_i, va_i = torch.from_numpy(tr), torch.from_numpy(va)
+                    net, be, _ = self._train(Z[tr_i], t[tr_i], Z[va_i], t[va_i], self.max_epochs,
+                                             self.seed + 1 + k, hidden, wd)
+                    epochs.append(be)
+                    with torch.no_grad():
+                        aucs.append(float(roc_auc_score(y[va], net(Z[va_i]).squeeze(1).numpy())))
+            table.append({"hidden": list(hidden), "weight_decay": wd, "cv_auc": float(np.mean(aucs)) if aucs
+                          else float("nan"), "epochs": epochs})
+        best = max(range(len(table)), key=lambda i: (np.nan_to_num(table[i]["cv_auc"], nan=-1.0), -i))
+        self.cv_table_ = table
+        self.best_params_ = {"hidden": tuple(points[best][0]), "weight_decay": points[best][1]}
+        epochs = table[best]["epochs"]
         self.cv_epochs_ = epochs
-        self.cv_auc_ = float(np.mean(aucs)) if aucs else float("nan")
-        self.n_epochs_ = int(np.median(epochs)) if epochs else self.max_epochs
-        net, _, _ = self._train(Z, t, None, None, max(1, self.n_epochs_), self.seed)
+        self.cv_auc_ = table[best]["cv_auc"]
+        self.n_epochs_ = (int(np.median(epochs)) if epochs else
+                          int(self.epochs) if self.epochs is not None else self.max_epochs)
+        net, _, _ = self._train(Z, t, None, None, max(1, self.n_epochs_), self.seed, *points[best])
         self.state_ = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
         self.n_features_in_ = X.shape[1]
         self._net = None
@@ -130,7 +153,7 @@ class DLTRMLP:
         import torch
 
         if getattr(self, "_net", None) is None:
-            net = _build(self.n_features_in_, tuple(self.hidden), self.dropout)
+            net = _build(self.n_features_in_, tuple(self.best_params_["hidden"]), self.dropout)
             net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state_.items()})
             self._net = net.eval()
         return self._net

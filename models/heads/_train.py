@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dltr.core.exceptions import ModelError
+from dltr.core.layout import StoreLayout, encoder_crossfit
 from dltr.core.vocabulary import HEADS, parse_ref
 
 from ._clinical import ClinicalModel
@@ -24,8 +25,8 @@ from ._mlp import DLTRMLP
 from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
-__all__ = ["DISPLAY_NAMES", "HEAD_NAMES", "FrameHead", "HeadsResult", "fit_heads", "frame_arrays", "score_heads",
-           "train_heads"]
+__all__ = ["DISPLAY_NAMES", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult", "declared_predictors", "fit_heads",
+           "frame_arrays", "score_heads", "train_heads"]
 
 HEAD_NAMES = tuple(HEADS)
 DISPLAY_NAMES = HEADS
@@ -37,35 +38,82 @@ def _params(est: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(est).items() if not k.endswith("_") and not k.startswith("_")}
 
 
-class FrameHead:
-    """A fitted estimator plus how it reads a training frame (embedding and/or clinical block)."""
+class CrossFit:
+    """The encoder's cross-fitting record (``STORE/encoders/<card>/crossfit.npz``): out-of-fold read-out scores
+    (response logit + auxiliary descriptor predictions) of the k CV fold encoders for the training rows, and
+    the refit encoder's read-out ``(weight, bias)``, a linear map of the stored embedding."""
 
-    def __init__(self, *, name: str, estimator: Any, clinical: ClinicalModel | None, uses_embedding: bool):
+    def __init__(self, patient_id: np.ndarray, oof: np.ndarray, weight: np.ndarray, bias: np.ndarray):
+        self.patient_id, self.oof = np.asarray(patient_id).astype(str), np.asarray(oof, np.float64)
+        self.weight, self.bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
+
+    @classmethod
+    def load(cls, path) -> CrossFit | None:
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["patient_id"], z["oof"], z["weight"], z["bias"])
+
+    def deep(self, patient_ids, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(read-out scores per row: out-of-fold for the encoder's training rows, refit read-out otherwise;
+        boolean mask of the rows that got out-of-fold values)."""
+        d = np.asarray(emb, np.float64) @ self.weight.T + self.bias
+        pos = {p: i for i, p in enumerate(self.patient_id)}
+        idx = np.array([pos.get(str(p), -1) for p in patient_ids])
+        hit = idx >= 0
+        d[hit] = self.oof[idx[hit]]
+        return d, hit
+
+
+class FrameHead:
+    """A fitted estimator plus how it reads a training frame (deep block and/or clinical block).
+
+    With ``readout_weight`` / ``readout_bias`` (plain arrays) the deep block is the encoder's read-out scores
+    ``embedding @ W.T + b`` (cross-fitted heads); without, the raw embedding."""
+
+    def __init__(self, *, name: str, estimator: Any, clinical: ClinicalModel | None, uses_embedding: bool,
+                 readout_weight: np.ndarray | None = None, readout_bias: np.ndarray | None = None):
         self.name = name
         self.estimator = estimator
         self.clinical = clinical
         self.uses_embedding = uses_embedding
+        self.readout_weight = readout_weight
+        self.readout_bias = readout_bias
 
-    def inputs(self, df: pd.DataFrame, emb: np.ndarray):
+    def deep_block(self, emb: np.ndarray) -> np.ndarray:
+        emb = np.asarray(emb, np.float64)
+        if self.readout_weight is None:
+            return emb
+        return emb @ np.asarray(self.readout_weight).T + np.asarray(self.readout_bias)
+
+    def inputs(self, df: pd.DataFrame, emb: np.ndarray, deep: np.ndarray | None = None):
+        """The estimator's input; ``deep`` overrides the deep block (the out-of-fold values of training rows)."""
         if self.name == "clinical":
             return df
-        blocks = [emb] if self.uses_embedding else []
+        blocks = [self.deep_block(emb) if deep is None else deep] if self.uses_embedding else []
         if self.clinical is not None:
             blocks.append(self.clinical.design_matrix(df))
         return np.hstack([np.asarray(b, np.float64) for b in blocks])
 
-    def predict_proba_frame(self, df: pd.DataFrame, emb: np.ndarray) -> np.ndarray:
-        return self.estimator.predict_proba(self.inputs(df, emb))[:, 1]
+    def predict_proba_frame(self, df: pd.DataFrame, emb: np.ndarray, deep: np.ndarray | None = None) -> np.ndarray:
+        return self.estimator.predict_proba(self.inputs(df, emb, deep))[:, 1]
 
     def get_state(self) -> dict:
-        """The estimator's and the clinical block's states, each tagged with its class (no pickle)."""
+        """The estimator's and the clinical block's states, each tagged with its class, and the read-out
+        (arrays; no pickle)."""
         return {"name": self.name, "uses_embedding": self.uses_embedding, "estimator": state_kind(self.estimator),
-                "clinical": None if self.clinical is None else state_kind(self.clinical)}
+                "clinical": None if self.clinical is None else state_kind(self.clinical),
+                "readout_weight": None if self.readout_weight is None else np.asarray(self.readout_weight, np.float64),
+                "readout_bias": None if self.readout_bias is None else np.asarray(self.readout_bias, np.float64)}
 
     @classmethod
     def from_state(cls, state: dict) -> FrameHead:
         clin = None if state["clinical"] is None else from_kind(state["clinical"])
-        return cls(name=state["name"], estimator=from_kind(state["estimator"]), clinical=clin, uses_embedding=bool(state["uses_embedding"]))
+        return cls(name=state["name"], estimator=from_kind(state["estimator"]), clinical=clin,
+                   uses_embedding=bool(state["uses_embedding"]), readout_weight=state.get("readout_weight"),
+                   readout_bias=state.get("readout_bias"))
 
 
 head_state_class(FrameHead)
@@ -104,6 +152,14 @@ def _store_columns(store, name: str) -> list[str]:
     return [c for c in cols if c not in RESERVED]
 
 
+def declared_predictors(store) -> list[str]:
+    """cohort.toml's ``predictors`` as registered with the clinical table (``dltr store add-cohort``)."""
+    from features import registered_cohort_config
+
+    cfg = registered_cohort_config(store) or {}
+    return [str(p) for p in cfg.get("predictors", []) or []]
+
+
 def _frame_lineage(frame, feature_set: str) -> dict[str, Any]:
     lin = dict(getattr(frame, "lineage", {}) or {})
     return {
@@ -122,22 +178,55 @@ def _train_rows(df: pd.DataFrame) -> np.ndarray:
 
 
 def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed: int = 0,
-              heads: tuple[str, ...] = HEAD_NAMES) -> dict[str, FrameHead]:
-    """Fit the heads on the labelled training rows of a frame (pure: no store access)."""
+              heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None) -> dict[str, FrameHead]:
+    """Fit the heads on the labelled training rows of a frame (pure: no store access).
+
+    With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
+    a deep feature computed by an encoder that was trained on that row."""
     tr = _train_rows(df)
     y = df.loc[tr, "label"].astype(int).to_numpy()
-    clin = ClinicalModel().fit(df.loc[tr, candidates].reset_index(drop=True), y)
+    clin = ClinicalModel(seed=seed).fit(df.loc[tr, candidates].reset_index(drop=True), y)
     out = {"clinical": FrameHead(name="clinical", estimator=clin, clinical=None, uses_embedding=False)}
     makers = {"dltr": (DLTRHead(seed=seed), None), "dltr_mlp": (DLTRMLP(seed=seed), clin),
               "xgb_fusion": (XGBFusionHead(seed=seed), clin)}
+    ro = {} if crossfit is None else {"readout_weight": crossfit.weight, "readout_bias": crossfit.bias}
+    deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]
     for name in heads:
         if name == "clinical":
             continue
         est, c = makers[name]
-        fh = FrameHead(name=name, estimator=est, clinical=c, uses_embedding=True)
-        est.fit(fh.inputs(df.loc[tr], emb[tr]), y)
+        fh = FrameHead(name=name, estimator=est, clinical=c, uses_embedding=True, **ro)
+        est.fit(fh.inputs(df.loc[tr], emb[tr], deep), y)
         out[name] = fh
     return {k: out[k] for k in heads}
+
+
+def oof_head_scores(fh: FrameHead, df: pd.DataFrame, emb: np.ndarray, deep: np.ndarray | None, y: np.ndarray,
+                    *, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold probabilities of the head's estimator (same hyper-parameters, refitted per fold; the
+    clinical selection is taken as fitted) on the training rows ``df``: the scores its Youden cutoff and its
+    honest training AUC come from."""
+    from sklearn.model_selection import StratifiedKFold
+
+    X = fh.inputs(df, emb, deep)
+    out = np.full(len(y), np.nan)
+    k = int(min(folds, np.bincount(y).min()))
+    for trn, val in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
+        params = _params(fh.estimator)
+        if hasattr(fh.estimator, "best_params_"):  # the tuned values, not a second inner search per fold
+            params |= dict(fh.estimator.best_params_) | {"tune": False}
+        if hasattr(fh.estimator, "n_epochs_"):  # and the chosen epoch count (no early-stopping CV per fold)
+            params["epochs"] = int(fh.estimator.n_epochs_)
+        if hasattr(fh.estimator, "C_"):  # DLTR: the chosen penalty
+            params["Cs"] = (fh.estimator.C_,)
+        est = type(fh.estimator)(**params)
+        if fh.name == "clinical":
+            est.n_bootstrap = 0
+            est.fit(X.iloc[trn].reset_index(drop=True), y[trn])
+            out[val] = est.predict_proba(X.iloc[val])[:, 1]
+        else:
+            out[val] = est.fit(X[trn], y[trn]).predict_proba(X[val])[:, 1]
+    return out
 
 
 def _scores_frame(df, name, version, score, cutoff) -> pd.DataFrame:
@@ -155,27 +244,42 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
 
     cfg = config or HeadsConfig()
     feature_set, max_age_days, seed, heads = cfg.feature_set, cfg.max_age_days, cfg.seed, cfg.heads
-    clinical = list(cfg.clinical) if cfg.clinical is not None else _store_columns(store, "clinical")
-    labs = list(cfg.labs) if cfg.labs is not None else _store_columns(store, "labs")
+    declared = declared_predictors(store)  # only cohort.toml's predictors: never an undeclared column
+    clinical = (list(cfg.clinical) if cfg.clinical is not None
+                else [c for c in _store_columns(store, "clinical") if c in declared])
+    labs = list(cfg.labs) if cfg.labs is not None else [n for n in _store_columns(store, "labs") if n in declared]
+    undeclared = sorted(set(clinical) - set(declared)) + sorted(f"lab {n}" for n in set(labs) - set(declared))
+    if undeclared:
+        raise ModelError(f"{undeclared} are not in cohort.toml predictors {declared}; declare them there "
+                         "(only values known before treatment) and re-run `dltr store add-cohort`")
     frame = store.training_frame(feature_set, label="response", clinical=clinical, labs=labs,
                                  max_age_days=max_age_days)
     df, emb = frame_arrays(frame)
     candidates = [c for c in df.columns if c not in RESERVED]
     lineage = _frame_lineage(frame, feature_set)
-    fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads)
+    crossfit = _crossfit_for(store, lineage)
+    fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit)
     tr = _train_rows(df)
+    ytr = df.loc[tr, "label"].astype(int).to_numpy()
+    deep_all, oof_rows = (None, np.zeros(len(df), bool)) if crossfit is None else crossfit.deep(df["patient_id"], emb)
+    scheme = ("none: heads fitted on the refit encoder's in-sample embedding" if crossfit is None else
+              "cross-fitted: training rows' deep block = out-of-fold read-out scores of the CV fold encoders; "
+              "other rows = the refit encoder's read-out; cutoffs from out-of-fold head scores")
     registry = HeadRegistry(store.root)
     versions, parts, metrics = {}, [], {}
     clin = fitted["clinical"].estimator if "clinical" in fitted else None
     for name, fh in fitted.items():
-        score = fh.predict_proba_frame(df, emb)
-        ytr = df.loc[tr, "label"].astype(int).to_numpy()
-        cutoff = youden_cutoff(ytr, score[tr])
-        m = {"train_auc": auc_score(ytr, score[tr]),
+        score = fh.predict_proba_frame(df, emb, deep_all)
+        deep_tr = None if deep_all is None else deep_all[tr]
+        oof = oof_head_scores(fh, df.loc[tr].reset_index(drop=True), emb[tr], deep_tr, ytr, seed=seed)
+        cutoff = youden_cutoff(ytr, oof)
+        m = {"train_auc": auc_score(ytr, score[tr]), "oof_auc": auc_score(ytr, oof),
              "cv_auc": float(getattr(fh.estimator, "cv_auc_", float("nan"))), "n_train": int(tr.sum())}
         metrics[name] = m
         head_lineage = {**{k: v for k, v in lineage.items() if k != "frame"},
                         "clinical_candidates": candidates, "labs": labs, "max_age_days": max_age_days,
+                        "predictors_declared": declared, "crossfit": scheme,
+                        "oof_training_rows": int((oof_rows & tr).sum()),
                         "clinical_selected": list(clin.selected_) if clin is not None else []}
         versions[name] = registry.publish(
             name, fh, lineage=head_lineage, hyperparameters=_params(fh.estimator), seed=seed,
@@ -185,6 +289,12 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     _write(store, "scores", scores, {"heads": versions, **{k: v for k, v in lineage.items() if k != "frame"}})
     summary = clin.summary_ if clin is not None else pd.DataFrame()
     return HeadsResult(versions, scores, summary, lineage, metrics)
+
+
+def _crossfit_for(store, lineage: dict[str, Any]) -> CrossFit | None:
+    """The cross-fitting record of the encoder that made the frame's feature set, if it wrote one."""
+    card = (lineage.get("frame", {}).get("feature_set_lineage") or {}).get("encoder_card_hash")
+    return CrossFit.load(encoder_crossfit(StoreLayout.of(store).encoder(str(card)))) if card else None
 
 
 def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:
@@ -218,7 +328,10 @@ def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = Tr
         if key not in cache:
             cache[key] = _frame_for(store, lin)
         df, emb = cache[key]
-        parts.append(_scores_frame(df, name, meta["version"], fh.predict_proba_frame(df, emb), meta["cutoff"]))
+        cf = (_crossfit_for(store, {"frame": meta.get("frame_lineage") or {}})
+              if getattr(fh, "readout_weight", None) is not None else None)
+        deep = None if cf is None else cf.deep(df["patient_id"], emb)[0]  # training rows: out-of-fold, as trained
+        parts.append(_scores_frame(df, name, meta["version"], fh.predict_proba_frame(df, emb, deep), meta["cutoff"]))
     for scorer in EXTRA_SCORERS if heads is None else ():
         parts += scorer(store)
     scores = pd.concat(parts, ignore_index=True)

@@ -1,6 +1,10 @@
 """XGBoost fusion head: gradient-boosted trees on the same inputs as DLTR_MLP (deep features +
 selected clinical factors), the strong tabular baseline. Histogram trees, seeded, deterministic
-on CPU; the booster is kept as raw UBJSON bytes so that a trained head serialises stably."""
+on CPU; the booster is kept as raw UBJSON bytes so that a trained head serialises stably.
+
+With ``tune`` (default) the depth and L2 penalty are chosen from ``grid`` and the number of trees by
+early stopping, all by stratified ``n_folds``-fold CV AUC on the training rows (``xgboost.cv``): a fixed
+200 trees of depth 2 reached training AUC 0.98 against 0.77 internal on the demo."""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ __all__ = ["XGBFusionHead"]
 class XGBFusionHead:
     def __init__(self, *, n_estimators: int = 200, learning_rate: float = 0.05, max_depth: int = 2,
                  subsample: float = 0.7, colsample_bytree: float = 0.5, min_child_weight: float = 5.0,
-                 reg_lambda: float = 1.0, n_jobs: int = 1, seed: int = 0):
+                 reg_lambda: float = 1.0, n_jobs: int = 1, seed: int = 0, tune: bool = True, n_folds: int = 5,
+                 max_rounds: int = 400, early_stopping: int = 30,
+                 grid: tuple[tuple[int, float], ...] = ((1, 1.0), (2, 1.0), (2, 10.0), (3, 10.0))):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
@@ -27,19 +33,48 @@ class XGBFusionHead:
         self.reg_lambda = reg_lambda
         self.n_jobs = n_jobs
         self.seed = seed
+        self.tune = tune
+        self.n_folds = n_folds
+        self.max_rounds = max_rounds
+        self.early_stopping = early_stopping
+        self.grid = grid
 
-    def _params(self) -> dict:
+    def _params(self, max_depth: int | None = None, reg_lambda: float | None = None) -> dict:
         return {"objective": "binary:logistic", "tree_method": "hist", "eta": self.learning_rate,
-                "max_depth": self.max_depth, "subsample": self.subsample,
+                "max_depth": self.max_depth if max_depth is None else max_depth, "subsample": self.subsample,
                 "colsample_bytree": self.colsample_bytree, "min_child_weight": self.min_child_weight,
-                "lambda": self.reg_lambda, "nthread": self.n_jobs, "seed": self.seed, "verbosity": 0}
+                "lambda": self.reg_lambda if reg_lambda is None else reg_lambda, "nthread": self.n_jobs,
+                "seed": self.seed, "verbosity": 0}
+
+    def _tune(self, dtrain, y) -> dict:
+        """Inner CV: each (depth, lambda) of the grid with early-stopped rounds; the best mean fold AUC wins."""
+        import xgboost as xgb
+        from sklearn.model_selection import StratifiedKFold
+
+        k = int(min(self.n_folds, np.bincount(y).min()))
+        folds = list(StratifiedKFold(k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y))
+        table = []
+        for depth, lam in self.grid:
+            h = xgb.cv(self._params(depth, lam) | {"eval_metric": "auc"}, dtrain, num_boost_round=self.max_rounds,
+                       folds=folds, early_stopping_rounds=self.early_stopping, maximize=True, seed=self.seed)
+            table.append({"max_depth": int(depth), "reg_lambda": float(lam), "n_estimators": int(len(h)),
+                          "cv_auc": float(h["test-auc-mean"].iloc[-1])})
+        self.cv_table_ = table
+        best = max(table, key=lambda r: (r["cv_auc"], -r["max_depth"]))
+        self.cv_auc_ = best["cv_auc"]
+        return {k: best[k] for k in ("max_depth", "reg_lambda", "n_estimators")}
 
     def fit(self, X, y) -> XGBFusionHead:
         import xgboost as xgb
 
         X, y = _check_xy(X, y, "XGBFusionHead")
-        booster = xgb.train(self._params(), xgb.DMatrix(X.astype(np.float32), label=y),
-                            num_boost_round=self.n_estimators)
+        dtrain = xgb.DMatrix(X.astype(np.float32), label=y)
+        self.best_params_ = (self._tune(dtrain, y) if self.tune and np.bincount(y).min() >= 2 else
+                             {"max_depth": self.max_depth, "reg_lambda": self.reg_lambda,
+                              "n_estimators": self.n_estimators})
+        bp = self.best_params_
+        booster = xgb.train(self._params(bp["max_depth"], bp["reg_lambda"]), dtrain,
+                            num_boost_round=bp["n_estimators"])
         self.booster_ = bytes(booster.save_raw("ubj"))
         self.n_features_in_ = X.shape[1]
         self._booster = None

@@ -18,7 +18,11 @@ from dltr.core.hashing import content_hash, from_dict_checked
 # tumours (10-25 voxels across) at about native in-plane resolution, and halves Z because
 # MRI slices are 2-5x thicker than the in-plane pixel size. Raise it on a GPU host.
 DEFAULT_GRID = (32, 32, 16)
-NORMALISATIONS = ("zscore", "none")
+# "image": prospective-safe, each image standardised on its own reference region (default);
+# "zscore": per-center statistics from ingest (transductive: a new center's own images are needed first);
+# "none": raw intensities.
+NORMALISATIONS = ("image", "zscore", "none")
+TRANSDUCTIVE_NORMALISATIONS = ("zscore",)
 
 
 @dataclass(frozen=True)
@@ -30,11 +34,18 @@ class RoiConfig:
       per axis (trilinear, sample points at voxel centres, align_corners=False).
     - ``margin``: fraction of the tumour box extent added on each side (rounded up to voxels).
     - ``min_extent_mm``: each box axis spans at least this many mm (grown symmetrically).
-    - ``normalisation``: ``"zscore"`` per phase with the ingest statistics (``mean``, ``std``
-      of ``ingest/intensity_stats.parquet``) of the patient's center, phase and ``norm_region``;
+    - ``normalisation``: ``"image"`` (default, prospective-safe) standardises each phase of each
+      image on its own reference region: the voxels of the read box outside the tumour mask (the
+      peritumoral liver), location = median, scale = interquartile range / 1.349 (robust to air or
+      vessels at the box's edge), the way WhiteStripe standardises brain MRI on normal-appearing
+      white matter (Shinohara et al., NeuroImage Clin 2014). Nothing is fitted on any center, so a
+      patient from a center never seen is scored exactly like a training patient.
+      ``"zscore"`` (opt-in, *transductive*) z-scores per phase with the ingest statistics (``mean``,
+      ``std`` of ``ingest/intensity_stats.parquet``) of the patient's center, phase and
+      ``norm_region``: an external center's numbers then depend on having its images at ingest.
       ``"none"`` keeps raw intensities.
     - Padding: voxels of the box outside the volume read as 0 *after* normalisation (the
-      center's mean intensity); trilinear samples next to the border blend towards it
+      reference location: the image's reference median, or the center's mean); trilinear samples next to the border blend towards it
       (scipy ``map_coordinates(mode="grid-constant", cval=0)``).
     """
 
@@ -42,7 +53,7 @@ class RoiConfig:
     grid: tuple[int, int, int] = DEFAULT_GRID
     margin: float = 0.25
     min_extent_mm: float = 20.0
-    normalisation: str = "zscore"
+    normalisation: str = "image"
     norm_region: str = "body"
 
     def __post_init__(self) -> None:
@@ -58,6 +69,11 @@ class RoiConfig:
         if self.normalisation not in NORMALISATIONS:
             raise ModelError(
                 f"RoiConfig.normalisation {self.normalisation!r}: choose one of {NORMALISATIONS}")
+
+    @property
+    def transductive(self) -> bool:
+        """True when a patient's input depends on statistics of its center's other images."""
+        return self.normalisation in TRANSDUCTIVE_NORMALISATIONS
 
     @property
     def n_channels(self) -> int:

@@ -157,6 +157,8 @@ class RoiReader:
         ids = [str(p) for p in patient_ids]
         if not ids:
             return []
+        want_mask = with_mask
+        with_mask = with_mask or self.config.normalisation == "image"  # the reference region needs the mask
         metas = sync(self._open_many(ids, with_mask))
         for m in metas:
             if isinstance(m, BaseException):
@@ -175,6 +177,11 @@ class RoiReader:
         if remote:
             sync(_fetch_all(remote))
             _decode_all(remote)
+        if self.config.normalisation == "image":
+            for c in crops:
+                c.mean, c.std = image_reference_stats(c.crop, c.mask)
+                if not want_mask:
+                    c.mask = None
         return crops
 
     def _plan(self, pid: str, m: _PatientMeta, with_mask: bool) -> tuple[RoiCrop, list[BoxRead]]:
@@ -239,8 +246,9 @@ class RoiReader:
                             arrays[:n], arrays[n] if with_mask else None)
 
     def norm(self, center: str, patient_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-center (``"zscore"``) or identity statistics; ``"image"`` ones are set after the read."""
         c = self.config
-        if c.normalisation == "none":
+        if c.normalisation in ("none", "image"):
             return np.zeros(c.n_channels, np.float32), np.ones(c.n_channels, np.float32)
         out = []
         for p in c.phases:
@@ -254,8 +262,27 @@ class RoiReader:
         return a[:, 0].astype(np.float32), a[:, 1].astype(np.float32)
 
 
+MIN_REFERENCE_VOXELS = 32
+
+
+def image_reference_stats(crop: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (median, IQR / 1.349) of the crop's reference region: the voxels outside the tumour
+    mask (the whole crop when fewer than ``MIN_REFERENCE_VOXELS`` lie outside it). A flat reference
+    (zero spread) falls back to the standard deviation, then to 1."""
+    flat = crop.reshape(-1, crop.shape[-1]).astype(np.float64)
+    if mask is not None:
+        outside = mask.reshape(-1) <= 0.5
+        if outside.sum() >= MIN_REFERENCE_VOXELS:
+            flat = flat[outside]
+    q25, med, q75 = np.percentile(flat, (25.0, 50.0, 75.0), axis=0)
+    scale = (q75 - q25) / 1.349
+    sd = flat.std(0)
+    scale = np.where(scale > 1e-6, scale, np.where(sd > 1e-6, sd, 1.0))
+    return med.astype(np.float32), scale.astype(np.float32)
+
+
 def _load_stats(store_root: Path, config: RoiConfig) -> dict[tuple[str, str], tuple[float, float]]:
-    if config.normalisation == "none":
+    if config.normalisation in ("none", "image"):
         return {}
     path = StoreLayout.of(store_root).intensity_stats
     if not path.is_file():

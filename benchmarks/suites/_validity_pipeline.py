@@ -1,0 +1,204 @@
+"""One seed of the validity benchmark: the demo's pipeline (synthesise -> ingest -> register -> encoder ->
+extract -> heads), each stage cached in ``SEED_DIR/stages.json`` (``dltr._stages.StageLog``) by the hash of
+its inputs, so that a method change re-runs only the stages it touches; plus the plain baseline.
+
+Only this benchmark reads the truth folder (``truth/patients.csv``: ``patient_id``, ``p_true``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dltr.core.layout import StoreLayout
+from dltr.demo import StageLog
+
+
+@dataclass(frozen=True)
+class ValidityConfig:
+    """What one benchmark run measures. Method knobs (``normalisation``, ``crossfit``, ``tune_heads``) are
+    part of the cached stages' inputs; the defaults are the pipeline's defaults."""
+
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    profile: str = "default"
+    cohort: str | None = None      # a cohort folder instead of the synthetic one (needs ``truth``)
+    truth: str | None = None       # its truth folder (patients.csv with patient_id, p_true)
+    candidates: tuple[str, ...] = ("resnet10", "densenet", "plain")
+    folds: int = 3
+    epochs: int = 12
+    width: int = 8
+    aux_weight: float = 1.0
+    normalisation: str = "image"   # RoiConfig.normalisation: "image" (prospective-safe) or "zscore" (transductive)
+    extract_workers: int = 2
+    ingest_workers: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)   # further method knobs, recorded with the results
+
+    @classmethod
+    def for_profile(cls, profile: str, **given: Any) -> ValidityConfig:
+        base = {"tiny": {"epochs": 4, "folds": 2, "seeds": (0, 1)}}.get(profile, {})
+        return cls(profile=profile, **(base | {k: v for k, v in given.items() if v is not None}))
+
+    def method(self) -> dict[str, Any]:
+        """The knobs a method comparison changes (the name of a results file)."""
+        return {"normalisation": self.normalisation, "candidates": list(self.candidates), "folds": self.folds,
+                "epochs": self.epochs, "width": self.width, "aux_weight": self.aux_weight, **self.extra}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["seeds"], d["candidates"] = list(self.seeds), list(self.candidates)
+        return d
+
+
+def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], None]) -> pd.DataFrame:
+    """Scores of every head and the plain baseline for one seed: patient_id, center, split, head, score,
+    cutoff, label, pfs_days, pfs_event, p_true."""
+    from features import FeatureStore
+
+    root = work / (f"cohort-{Path(cfg.cohort).name}" if cfg.cohort else f"{cfg.profile}-seed{seed}")
+    root.mkdir(parents=True, exist_ok=True)
+    ledger = StageLog(root / "stages.json", log=lambda m: log(f"[seed {seed}] {m}"))
+    store_root = root / "store"
+    cohort, truth = _cohort(root, ledger, cfg, seed)
+    ingest = ledger.run("ingest", [str(cohort), cfg.ingest_workers], lambda: _ingest(cohort, store_root, cfg),
+                        done=lambda o: StoreLayout(store_root).studies.exists())
+    ledger.run("register", ingest.inputs_hash, lambda: _register(store_root, cohort))
+    method = cfg.method() | {"seed": seed, "cohort": ingest.inputs_hash}
+    enc = ledger.run(f"encoder {_key(method)}", method, lambda: _encoder(store_root, cohort, cfg, seed, log),
+                     done=lambda o: Path(o["path"]).exists())
+    ext = ledger.run(f"extract {enc.outputs['card_hash']}", [enc.outputs["card_hash"]],
+                     lambda: _extract(store_root, enc.outputs["card_hash"], cfg))
+    scores_path = root / f"scores-{_key(method)}.parquet"
+    fs = f"dltr@{ext.outputs['version_id']}"
+    heads = ledger.run(f"heads {_key(method)}", [fs, seed, "v2"], lambda: _heads(store_root, fs, seed, scores_path),
+                       done=lambda o: scores_path.exists())
+    base_path = root / "scores-plain-baseline.parquet"
+    ledger.run("plain baseline", [ingest.inputs_hash, seed, "v2"],
+               lambda: _plain(store_root, fs, _phases(cohort), seed, base_path), done=lambda o: base_path.exists())
+    scores = pd.concat([pd.read_parquet(scores_path), pd.read_parquet(base_path)], ignore_index=True)
+    p_true = pd.read_csv(truth / "patients.csv", usecols=["patient_id", "p_true"], dtype={"patient_id": str})
+    clin = FeatureStore(store_root).table("clinical").to_pandas()[["patient_id", "pfs_days", "pfs_event"]]
+    out = scores.merge(clin, on="patient_id", how="left").merge(p_true, on="patient_id", how="left")
+    out["encoder_cv_auc"] = float(enc.outputs["cv_auc"])
+    out["or_bounds_finite"] = bool(heads.outputs["or_bounds_finite"])
+    log(f"[seed {seed}] clinical model (term: OR, 95 % CI, bootstrap inclusion): {heads.outputs['clinical_terms']}")
+    return out.assign(seed=seed)
+
+
+def _key(d: Any) -> str:
+    from dltr.core.hashing import content_hash
+
+    return content_hash(d)[:12]
+
+
+def _cohort(root: Path, ledger: StageLog, cfg: ValidityConfig, seed: int) -> tuple[Path, Path]:
+    if cfg.cohort:
+        return Path(cfg.cohort).resolve(), Path(cfg.truth).resolve()
+    from dltr.synth import SynthConfig, synthesize
+
+    scfg = SynthConfig.profile(cfg.profile, seed=seed)
+    synth = root / "synthetic"
+    ledger.run("synthesise", scfg.to_dict(), lambda: ({"patients": synthesize(synth, scfg).n_patients}, {}),
+               done=lambda o: (synth / "cohort").exists())
+    return synth / "cohort", synth / "truth"
+
+
+def _phases(cohort: Path) -> tuple[str, ...]:
+    from dltr.cohort import CohortConfig
+    from pipeline.loaders import RoiConfig
+
+    return tuple(CohortConfig.read(cohort / "cohort.toml").phases or RoiConfig().phases)
+
+
+def _register(store_root: Path, cohort: Path):
+    from features import FeatureStore
+
+    return {"tables": sorted(FeatureStore(store_root).add_cohort(cohort))}, {}
+
+
+def _ingest(cohort: Path, store_root: Path, cfg: ValidityConfig):
+    from pipeline.ingest import IngestConfig, ingest_cohort
+
+    rep = ingest_cohort(cohort, store_root, IngestConfig(workers=cfg.ingest_workers))
+    return {"patients": rep.summary["patients"]}, {}
+
+
+def _encoder(store_root: Path, cohort: Path, cfg: ValidityConfig, seed: int, log):
+    from models.training import EncoderTrainConfig, train_encoder
+    from pipeline.loaders import RoiConfig
+
+    phases = _phases(cohort)
+    tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs, width=cfg.width,
+                              seed=seed, aux_weight=cfg.aux_weight, num_threads=os.cpu_count() or 2,
+                              roi=RoiConfig(phases=tuple(phases), normalisation=cfg.normalisation))
+    res = train_encoder(store_root, tcfg, log=log)
+    chosen = res.card["architecture"]["name"]
+    return {"card_hash": res.card_hash, "path": str(res.path), "architecture": chosen,
+            "cv_auc": res.card["candidates"][chosen]["cv_auc_mean"]}, {}
+
+
+def _extract(store_root: Path, card_hash: str, cfg: ValidityConfig):
+    from pipeline.extract import ExtractConfig, extract_features
+
+    rep = extract_features(store_root, card_hash, ExtractConfig(workers=cfg.extract_workers))
+    return {"version_id": rep.version_id}, {}
+
+
+def _heads(store_root: Path, feature_set: str, seed: int, path: Path):
+    from features import FeatureStore
+    from models.heads import HeadsConfig, train_heads
+
+    res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed))
+    keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
+    res.scores[keep].to_parquet(path, index=False)
+    cs = res.clinical_summary
+    bounds = cs[["or_ci_low", "or_ci_high"]].to_numpy(float) if len(cs) else np.ones((0, 2))
+    finite = bool(np.isfinite(bounds).all() and (bounds > 0).all())
+    terms = {str(r["term"]): [round(float(r["odds_ratio"]), 4), round(float(r["or_ci_low"]), 4),
+                              round(float(r["or_ci_high"]), 4), round(float(r["inclusion_frequency"]), 2)]
+             for _, r in cs.iterrows()}
+    return {"metrics": res.metrics, "or_bounds_finite": finite, "clinical_terms": terms}, {}
+
+
+def _plain(store_root: Path, feature_set: str, phases: tuple[str, ...], seed: int, path: Path):
+    """The floor every image model must clear: per-phase tumour, ring, core and rim intensities and the tumour
+    std of the ROI, each relative to the same image's surroundings (the loader's per-image normalisation),
+    the tumour's fill of its box, and every declared clinical predictor, in an L2-penalised logistic
+    regression (C by 5-fold CV) fitted on the training split. Also ``clinical_l2``: the same regression on
+    the declared clinical predictors alone, the reference the clinical head must not fall below."""
+    from analysis.roc import youden_cutoff
+    from features import FeatureStore
+    from models import roi_descriptors
+    from models.heads import ClinicalDesign, DLTRHead, declared_predictors, frame_arrays
+    from pipeline.loaders import DaliRoiPipeline, RoiConfig
+
+    store = FeatureStore(store_root)
+    declared = declared_predictors(store)
+    labs = sorted(set(store.table("labs").column("name").to_pylist()) & set(declared))
+    clin_cols = [c for c in store.table("clinical").column_names if c in declared]
+    df, _ = frame_arrays(store.training_frame(feature_set, clinical=clin_cols, labs=labs))
+    with DaliRoiPipeline(store_root, RoiConfig(phases=phases, normalisation="image"), batch_size=8,
+                         with_mask=True) as pipe:
+        x, _, mask = pipe.run(df["patient_id"].astype(str).tolist())
+    desc = roi_descriptors(x, mask).numpy().astype(np.float64)
+    tr = ((df["split"] == "train") & df["label"].notna()).to_numpy()
+    cand = [c for c in df.columns if c in clin_cols or c.startswith("lab_")]
+    design = ClinicalDesign().fit(df.loc[tr, cand])
+    X = np.hstack([desc, design.transform(df)])
+    y = df.loc[tr, "label"].astype(int).to_numpy()
+    parts = []
+    # the plain baseline, and the clinical head's reference: the same L2 regression on the clinical block alone
+    for name, cols in (("plain_baseline", slice(None)), ("clinical_l2", slice(desc.shape[1], None))):
+        head = DLTRHead(Cs=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), seed=seed).fit(X[tr][:, cols], y)
+        score = head.predict_proba(X[:, cols])[:, 1]
+        parts.append(pd.DataFrame({"patient_id": df["patient_id"].astype(str), "center": df["center"].astype(str),
+                                   "split": df["split"].astype(str), "head": name, "score": score,
+                                   "cutoff": youden_cutoff(y, score[tr]), "label": df["label"].astype("Int8")}))
+    pd.concat(parts, ignore_index=True).to_parquet(path, index=False)
+    return {"n_features": int(X.shape[1])}, {}

@@ -1,0 +1,112 @@
+"""Issue #16: cross-fitted heads, the validity benchmark's statistics, and a bitwise-reproducible pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+from sklearn.metrics import roc_auc_score
+
+from models.heads import CrossFit, fit_heads
+
+
+def _frame(n=240, d=12, seed=0):
+    rng = np.random.default_rng(seed)
+    t = rng.normal(size=n)
+    y = (rng.random(n) < expit(1.5 * t)).astype(int)
+    split = np.where(np.arange(n) < n // 2, "train", np.where(np.arange(n) < 3 * n // 4, "internal", "external"))
+    df = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)], "center": np.where(split == "external", "B", "A"),
+                       "split": split, "label": y, "age": rng.normal(60, 10, n),
+                       "afp": np.exp(4 - 0.8 * t + rng.normal(0, 1, n))})
+    emb = (t[:, None] * rng.normal(size=(1, d)) + rng.normal(size=(n, d))).astype(np.float32)
+    return df, emb, t
+
+
+def test_cross_fitted_heads_never_read_the_training_rows_embedding():
+    """With a cross-fitting record, what a head learns depends on the training rows' out-of-fold scores only:
+    scrambling those rows' (in-sample) embedding leaves every fitted head identical, and the training rows'
+    deep block is exactly the out-of-fold matrix while other rows get the refit read-out."""
+    df, emb, t = _frame()
+    rng = np.random.default_rng(1)
+    tr = (df["split"] == "train").to_numpy()
+    w, b = rng.normal(size=(3, emb.shape[1])), rng.normal(size=3)
+    oof = np.column_stack([t[tr] + rng.normal(0, 0.5, tr.sum()), rng.normal(size=(tr.sum(), 2))])
+    cf = CrossFit(df.loc[tr, "patient_id"].to_numpy(), oof, w, b)
+    deep, hit = cf.deep(df["patient_id"], emb)
+    np.testing.assert_array_equal(hit, tr)
+    np.testing.assert_allclose(deep[tr], oof)
+    np.testing.assert_allclose(deep[~tr], emb[~tr].astype(np.float64) @ w.T + b)
+    a = fit_heads(df, emb, ["age", "afp"], seed=0, crossfit=cf, heads=("clinical", "dltr", "dltr_mlp"))
+    scrambled = emb.copy()
+    scrambled[tr] = rng.normal(size=(tr.sum(), emb.shape[1]))
+    c = fit_heads(df, scrambled, ["age", "afp"], seed=0, crossfit=cf, heads=("clinical", "dltr", "dltr_mlp"))
+    np.testing.assert_array_equal(a["dltr"].estimator.coef_, c["dltr"].estimator.coef_)
+    for k, v in a["dltr_mlp"].estimator.state_.items():
+        np.testing.assert_array_equal(v, c["dltr_mlp"].estimator.state_[k])
+    # and the heads score new rows through the refit read-out of the embedding
+    p = a["dltr"].predict_proba_frame(df[~tr], emb[~tr])
+    assert roc_auc_score(df.loc[~tr, "label"], p) > 0.65
+
+
+def test_benchmark_statistics_against_direct_computation():
+    from benchmarks.suites.validity import seed_metrics, summarise
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for seed in range(3):
+        n = 90
+        p = rng.uniform(0.05, 0.95, n)
+        y = (rng.random(n) < p).astype(int)
+        base = pd.DataFrame({"patient_id": [f"S{seed}-{i}" for i in range(n)], "center": np.repeat(["A", "B", "C"], 30),
+                             "split": np.repeat(["train", "external", "external"], 30), "label": y, "p_true": p,
+                             "pfs_days": rng.exponential(300, n), "pfs_event": rng.integers(0, 2, n), "seed": seed,
+                             "encoder_cv_auc": 0.7, "cutoff": 0.5})
+        for head, noise in (("dltr_mlp", 0.2 + 0.3 * (seed == 2)), ("clinical", 0.35), ("dltr", 0.5),
+                            ("plain_baseline", 0.3)):
+            rows.append(base.assign(head=head, score=np.clip(p + rng.normal(0, noise, n), 0.001, 0.999)))
+    scores = pd.concat(rows, ignore_index=True)
+    per_seed = seed_metrics(scores)
+    ext = per_seed[per_seed["group"].str.startswith("external")]
+    for r in ext.sample(5, random_state=0).itertuples():
+        g = scores[(scores["seed"] == r.seed) & (scores["head"] == r.head) &
+                   (scores["center"] == r.group.split()[-1])]
+        assert r.auc == pytest.approx(roc_auc_score(g["label"], g["score"]), abs=1e-12)
+        assert r.gap == pytest.approx(roc_auc_score(g["label"], g["p_true"]) - r.auc, abs=1e-12)
+    summary = summarise(per_seed).set_index(["head", "group"])
+    for group in ("external B", "external C"):
+        ps = per_seed[per_seed["group"] == group].pivot(index="seed", columns="head", values="auc")
+        row = summary.loc[("dltr_mlp", group)]
+        assert row["beats_clinical"] == pytest.approx((ps["dltr_mlp"] > ps["clinical"]).mean())
+        assert row["beats_plain_baseline"] == pytest.approx((ps["dltr_mlp"] > ps["plain_baseline"]).mean())
+        assert row["auc_sd"] == pytest.approx(ps["dltr_mlp"].std(ddof=1))
+        assert row["auc_min"] == ps["dltr_mlp"].min()
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
+    """Twice from nothing (synthesise, ingest, encoder with its cross-fitting record, Ray extraction, heads,
+    plain baseline): the same encoder weights, cross-fitting record, features, head states and scores."""
+    from benchmarks.suites._validity_pipeline import ValidityConfig, run_seed
+    from dltr.core.layout import StoreLayout, encoder_crossfit, encoder_weights
+    from features import FeatureStore
+    from models.heads import HeadRegistry
+
+    cfg = ValidityConfig.for_profile("tiny", candidates=("plain",), epochs=2, folds=2, extract_workers=1,
+                                     ingest_workers=1)
+    runs = [run_seed(tmp_path / k, cfg, 0, log=lambda _m: None) for k in ("a", "b")]
+    pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
+    stores = [next((tmp_path / k).glob("*/store")) for k in ("a", "b")]
+    layouts = [StoreLayout(s) for s in stores]
+    enc = [sorted(lay.encoders.iterdir()) for lay in layouts]
+    assert [p.name for p in enc[0]] == [p.name for p in enc[1]] and len(enc[0]) == 1
+    for f in (encoder_weights, encoder_crossfit):
+        assert f(enc[0][0]).read_bytes() == f(enc[1][0]).read_bytes()
+    feats = [FeatureStore(s).read("dltr").sort_by("patient_id") for s in stores]
+    assert feats[0].column("embedding").equals(feats[1].column("embedding"))
+    regs = [HeadRegistry(s) for s in stores]
+    assert regs[0].names() == regs[1].names() and len(regs[0].names()) == 4
+    for name in regs[0].names():
+        m0, m1 = regs[0].meta(name), regs[1].meta(name)
+        assert (m0["version"], m0["head_sha256"]) == (m1["version"], m1["head_sha256"])
+    assert runs[0]["score"].notna().all() and set(runs[0]["head"]) >= {"dltr_mlp", "plain_baseline"}

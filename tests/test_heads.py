@@ -265,7 +265,7 @@ def _store(root, df, emb):
                      response=np.where(df["label"] == 1, "PR", "SD"), pfs_days=300.0, pfs_event=1)
     # cohort.toml's predictors as add-cohort registers them; "sex" is in the sheet but not declared
     store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False),
-                      lineage={"predictors": ["age", "afp", "bclc"]})
+                      lineage={"cohort_config": {"predictors": ["age", "afp", "bclc"]}})
     n, d = emb.shape
     rows = pa.table({
         "patient_id": df["patient_id"], "center": df["center"],

@@ -336,8 +336,10 @@ class ClinicalModel:
         d = self.design_
         return estimator_state(self, design_={"skew_log": d.skew_log, "columns_": d.columns_, "spec_": d.spec_},
                                univariable_=self.univariable_.to_dict(orient="list"), screened_=self.screened_,
-                               selected_=self.selected_, coef=self.fit_.coef.tolist(), cov=self.fit_.cov.tolist(),
-                               loglik=self.fit_.loglik)
+                               selected_=self.selected_, inclusion_=dict(self.inclusion_),
+                               coef=self.fit_.coef.tolist(), cov=self.fit_.cov.tolist(), loglik=self.fit_.loglik,
+                               ci=None if self.fit_.ci is None else np.asarray(self.fit_.ci, float).tolist(),
+                               lrt_p=None if self.fit_.lrt_p is None else np.asarray(self.fit_.lrt_p, float).tolist())
 
     @classmethod
     def from_state(cls, state: dict) -> ClinicalModel:
@@ -347,8 +349,12 @@ class ClinicalModel:
         m.design_.columns_, m.design_.spec_ = list(d["columns_"]), dict(d["spec_"])
         m.univariable_ = pd.DataFrame(state["univariable_"], columns=["variable", "df", "lr_stat", "p"])
         m.screened_, m.selected_ = list(state["screened_"]), list(state["selected_"])
-        m.fit_ = LogisticFit(np.asarray(state["coef"], float).reshape(-1), np.asarray(state["cov"], float).reshape(
-            len(state["coef"]), len(state["coef"])), float(state["loglik"]))
+        k = len(state["coef"])
+        ci, lrt_p = state.get("ci"), state.get("lrt_p")
+        m.fit_ = LogisticFit(np.asarray(state["coef"], float).reshape(-1), np.asarray(state["cov"], float).reshape(k, k),
+                             float(state["loglik"]), None if ci is None else np.asarray(ci, float).reshape(k, 2),
+                             None if lrt_p is None else np.asarray(lrt_p, float).reshape(-1))
+        m.inclusion_ = {str(v): float(f) for v, f in state["inclusion_"].items()}
         m.summary_ = m._summary()
         return m
 

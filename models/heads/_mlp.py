@@ -178,15 +178,22 @@ class DLTRMLP:
         """Hyper-parameters and standardisation as JSON, the network's weights as arrays (safetensors)."""
         return estimator_state(self, mean_=self.mean_.tolist(), scale_=self.scale_.tolist(),
                                cv_epochs_=list(self.cv_epochs_), cv_auc_=self.cv_auc_, n_epochs_=self.n_epochs_,
-                               n_features_in_=self.n_features_in_, state_=dict(self.state_))
+                               n_features_in_=self.n_features_in_, state_=dict(self.state_),
+                               best_params_={"hidden": list(self.best_params_["hidden"]),
+                                             "weight_decay": self.best_params_["weight_decay"]},
+                               cv_table_=list(self.cv_table_))
 
     @classmethod
     def from_state(cls, state: dict) -> DLTRMLP:
         head = estimator_from_state(cls, state, tuples=("hidden",))
+        head.grid = tuple((tuple(int(u) for u in h), float(w)) for h, w in head.grid)
         head.mean_, head.scale_ = np.asarray(state["mean_"], np.float64), np.asarray(state["scale_"], np.float64)
         head.cv_epochs_, head.cv_auc_ = list(state["cv_epochs_"]), float(state["cv_auc_"])
         head.n_epochs_, head.n_features_in_ = int(state["n_epochs_"]), int(state["n_features_in_"])
         head.state_ = {k: np.asarray(v) for k, v in state["state_"].items()}
+        bp = state["best_params_"]
+        head.best_params_ = {"hidden": tuple(int(h) for h in bp["hidden"]), "weight_decay": float(bp["weight_decay"])}
+        head.cv_table_ = list(state["cv_table_"])
         head._net = None
         return head
 

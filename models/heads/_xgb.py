@@ -103,12 +103,18 @@ class XGBFusionHead:
 
     def get_state(self) -> dict:
         """Hyper-parameters as JSON, the booster in XGBoost's own UBJSON format (``model.ubj``)."""
-        return estimator_state(self, n_features_in_=self.n_features_in_, **{"model.ubj": bytes(self.booster_)})
+        return estimator_state(self, n_features_in_=self.n_features_in_, best_params_=dict(self.best_params_),
+                               cv_table_=list(self.cv_table_) if hasattr(self, "cv_table_") else None,
+                               cv_auc_=getattr(self, "cv_auc_", None), **{"model.ubj": bytes(self.booster_)})
 
     @classmethod
     def from_state(cls, state: dict) -> XGBFusionHead:
         head = estimator_from_state(cls, state)
+        head.grid = tuple((int(d), float(lam)) for d, lam in head.grid)
         head.booster_, head.n_features_in_, head._booster = bytes(state["model.ubj"]), int(state["n_features_in_"]), None
+        head.best_params_ = dict(state["best_params_"])
+        if state.get("cv_table_") is not None:
+            head.cv_table_, head.cv_auc_ = list(state["cv_table_"]), float(state["cv_auc_"])
         return head
 
 

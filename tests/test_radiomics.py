@@ -342,6 +342,12 @@ def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store, tmp_path)
     assert "## Radiomics" in text and "Paired DeLong P against DLTR_MLP" in text
     p_table = text.split("Paired DeLong P against DLTR_MLP")[1].split("\n\n")[1]
     assert all(name in p_table for name in ("Radiomics", "Radiomics+clinical", "Deep+radiomics+clinical"))
+    # survival stratification by any of them (risk groups from its training cutoff)
+    from analysis.survival import SurvivalConfig, run_survival
+
+    surv = run_survival(store, SurvivalConfig(head="deep_radiomics_clinical"), write=False)
+    assert surv.head == "deep_radiomics_clinical" and surv.head_version == res["versions"]["deep_radiomics_clinical"]
+    assert len(surv.summary) >= 1 and surv.summary["n"].sum() > 0
     sel = store.table("radiomics_selection").to_pandas()
     assert set(sel["head"]) == set(res["versions"]) and sel["frequency"].between(0, 1).all()
     assert sel.groupby("head")["selected"].sum().gt(0).all()

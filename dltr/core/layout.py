@@ -30,6 +30,7 @@ ENCODER_CARD = "model_card.json"
 HEAD_META = "head.json"
 LOCK_NAME = ".writer.lock"
 STAGING = "_staging"
+VERSION_ENTRY = "version.json"
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class StoreLayout:
 
     def feature_version(self, name: str, version: str) -> Path:
         return self.feature_set(name) / version
+
+    def feature_version_entry(self, name: str, version: str) -> Path:
+        """A version's registry entry, written into its folder before the commit (immutable)."""
+        return self.feature_version(name, version) / VERSION_ENTRY
 
     def feature_staging(self, name: str, version: str | None = None) -> Path:
         base = self.feature_set(name) / STAGING

@@ -19,7 +19,8 @@ from dltr.core.io import atomic_write_text
 from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import parse_ref
 
-FORMAT = 1
+FORMAT = 2
+READABLE = (1, 2)  # format 1 holds every version's entry inline; 2 a stub pointing at version.json
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,10 @@ class Registry:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise StoreError(f"{path}: registry is unreadable ({e}); restore it from a backup") from e
-        if data.get("format") != FORMAT:
-            raise StoreError(f"{path}: registry format {data.get('format')!r} is not {FORMAT}; "
+        if data.get("format") not in READABLE:
+            raise StoreError(f"{path}: registry format {data.get('format')!r} is not one of {READABLE}; "
                              "upgrade dltr or rebuild the store")
+        data["format"] = FORMAT
         return cls(root, data)
 
     @property
@@ -102,8 +104,20 @@ class Registry:
         fs = self.data["feature_sets"].get(name)
         if fs is None:
             raise StoreError(f"no feature set named {name!r} in {self.root}; known: {self.feature_sets()}")
-        vs = [FeatureSetVersion.from_dict(v) for v in fs["versions"].values()]
+        vs = [self._entry(name, k, e) for k, e in fs["versions"].items()]
         return sorted(vs, key=lambda v: v.created_at)
+
+    def _entry(self, name: str, version_id: str, entry: dict[str, Any]) -> FeatureSetVersion:
+        """A version from its registry entry: inline (format 1) or the stub of format 2, whose full
+        entry lies in the version's folder (``version.json``, written before the commit)."""
+        if "version_id" in entry:
+            return FeatureSetVersion.from_dict(entry)
+        path = StoreLayout.of(self.root).feature_version_entry(name, version_id)
+        try:
+            return FeatureSetVersion.from_dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"{path}: entry of registered version {name}@{version_id} is unreadable ({e}); "
+                             "restore the version folder from a backup") from e
 
     def has_version(self, name: str, version_id: str) -> bool:
         return version_id in self.data["feature_sets"].get(name, {}).get("versions", {})
@@ -120,13 +134,15 @@ class Registry:
         if len(matches) != 1:
             raise StoreError(f"feature set {name!r} has {'no' if not matches else 'more than one'} version "
                              f"matching {v!r}; known: {sorted(fs['versions'])}")
-        return FeatureSetVersion.from_dict(fs["versions"][matches[0]])
+        return self._entry(name, matches[0], fs["versions"][matches[0]])
 
     def add_version(self, v: FeatureSetVersion) -> None:
         if v.name in self.data["tables"]:
             raise StoreError(f"{v.name!r} is already a table in {self.root}; pick another feature-set name")
         fs = self.data["feature_sets"].setdefault(v.name, {"latest": v.version_id, "versions": {}})
-        fs["versions"][v.version_id] = v.to_dict()
+        # a stub: the full entry is the version folder's version.json (commit_version wrote it), so
+        # a commit rewrites a few bytes per version, not every version's lineage and schema
+        fs["versions"][v.version_id] = {"created_at": v.created_at}
         fs["latest"] = v.version_id
 
     # -- tables --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ leaves the version invisible; a new writer resumes from the staged parts (``done
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -164,16 +165,18 @@ def commit_version(root: Path, table: pa.Table, *, name: str, version_id: str, p
     tmp = base / f".tmp-{version_id}-{os.getpid()}"
     tmp.mkdir(parents=True)
     centers = _write_partitions(table, tmp)
+    v = FeatureSetVersion(
+        name=name, version_id=version_id, created_at=now_iso(), producer=producer, row_count=table.num_rows,
+        dim=int(dim), schema=[{"name": f.name, "type": str(f.type)} for f in table.schema], lineage=lineage,
+        status=status, path=final.relative_to(root).as_posix(), centers=centers)
+    entry = StoreLayout.of(root).feature_version_entry(name, version_id)
+    (tmp / entry.name).write_text(json.dumps(v.to_dict(), sort_keys=True, indent=1))
     _hook("parts_written")
     fsync_tree(tmp)
     os.replace(tmp, final)
     fsync_dir(base)
     _hook("dir_renamed")
     reg = reg if reg is not None else Registry.load(root)
-    v = FeatureSetVersion(
-        name=name, version_id=version_id, created_at=now_iso(), producer=producer, row_count=table.num_rows,
-        dim=int(dim), schema=[{"name": f.name, "type": str(f.type)} for f in table.schema], lineage=lineage,
-        status=status, path=final.relative_to(root).as_posix(), centers=centers)
     reg.add_version(v)
     reg.commit()
     _hook("registry_committed")

@@ -207,7 +207,7 @@ def test_writer_staged_resume_and_partitions(store):
     w2.write(rows.slice(12))
     v = w2.publish()
     assert v.row_count == len(c) and v.status == "published"
-    assert sorted(p.name for p in (store.root / v.path).iterdir()) == ["center=A", "center=B", "center=C"]
+    assert sorted(p.name for p in (store.root / v.path).iterdir()) == ["center=A", "center=B", "center=C", "version.json"]
     assert store.read(v.ref).sort_by("patient_id").equals(rows.sort_by("patient_id").cast(feature_schema(16)))
     assert not (store.root / "features" / "dltr" / "_staging" / vid).exists()
     with pytest.raises(StoreError, match="content hash"):

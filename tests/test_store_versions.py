@@ -117,3 +117,26 @@ def test_catalog_of_the_old_layout_is_migrated(tmp_path):
     assert same(by_patient(s.sql(f'SELECT * FROM "dltr@{v1.version_id}"')), by_patient(rows(1)))
     assert same(by_patient(s.sql(f"SELECT * FROM dltr__{v2.version_id}")), by_patient(rows(2)))
     assert same(by_patient(s.sql("SELECT * FROM dltr")), by_patient(rows(2)))
+
+
+def test_registry_holds_a_stub_per_version_and_reads_format_1(tmp_path):
+    """A commit rewrites a constant-size stub per version (the full entry lies in the version's
+    folder); a registry of format 1 (entries inline) still reads, and publishing onto it works."""
+    import json
+
+    s = FeatureStore(tmp_path / "store")
+    v1 = s.publish("dltr", rows(1), "test", {"inputs_hash": "v1", "note": "x" * 500})
+    path = s.root / "registry.json"
+    data = json.loads(path.read_text())
+    assert data["format"] == 2 and data["feature_sets"]["dltr"]["versions"][v1.version_id] == {
+        "created_at": v1.created_at}
+    assert s.resolve(v1.ref).to_dict() == v1.to_dict()  # lineage, schema, centers from version.json
+    data["format"] = 1  # the old layout: the whole entry inline
+    data["feature_sets"]["dltr"]["versions"][v1.version_id] = v1.to_dict()
+    path.write_text(json.dumps(data))
+    (s.root / v1.path / "version.json").unlink()
+    assert s.resolve(v1.ref).to_dict() == v1.to_dict()
+    v2 = s.publish("dltr", rows(2), "test", {"inputs_hash": "v2"})
+    assert [v.version_id for v in s.versions("dltr")] == [v1.version_id, v2.version_id]
+    assert json.loads(path.read_text())["format"] == 2
+    assert same(by_patient(s.sql(f'SELECT * FROM "dltr@{v1.version_id}"')), by_patient(rows(1)))

@@ -33,6 +33,7 @@ HEAD_STATE = "state.json"          # a head's JSON state (models.heads registry;
 HEAD_TENSORS = "state.safetensors"  # a head's array state (the MLP's weights)
 LOCK_NAME = ".writer.lock"
 STAGING = "_staging"
+VERSION_ENTRY = "version.json"
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,10 @@ class StoreLayout:
 
     def feature_version(self, name: str, version: str) -> Path:
         return self.feature_set(name) / version
+
+    def feature_version_entry(self, name: str, version: str) -> Path:
+        """A version's registry entry, written into its folder before the commit (immutable)."""
+        return self.feature_version(name, version) / VERSION_ENTRY
 
     def feature_staging(self, name: str, version: str | None = None) -> Path:
         base = self.feature_set(name) / STAGING

@@ -78,7 +78,7 @@ def transfer(dev, batch, grid, seconds) -> dict:
     if dev.type == "cuda":
         host = host.pin_memory()
     s = _timed(lambda: host.to(dev, non_blocking=True), dev, seconds)
-    return {"volumes_per_s": round(batch / s, 1), "GB_per_s": round(host.numel() * 4 / s / 1e9, 2)}
+    return {"patients_per_s": round(batch / s, 1), "GB_per_s": round(host.numel() * 4 / s / 1e9, 2)}
 
 
 def extraction(dev, batch, grid, seconds, shape=(96, 96, 32)) -> dict:
@@ -103,7 +103,7 @@ def extraction(dev, batch, grid, seconds, shape=(96, 96, 32)) -> dict:
             m(x.contiguous())
 
     s = _timed(step, dev, seconds)
-    return {"volumes_per_s": round(batch / s, 1), "input_shape": list(shape), "encoder": "resnet10",
+    return {"patients_per_s": round(batch / s, 1), "input_shape": list(shape), "encoder": "resnet10",
             "MB_per_s_host_to_device": round(vols.numel() * 2 / s / 1e6, 1)}
 
 
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"cpu-{platform.machine()}"
     res = {"gpu": name, "torch": torch.__version__, "batch": a.batch, "grid": list(grid),
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "encoder_ceiling_volumes_per_s": encoder_ceiling(dev, a.batch, grid, a.seconds, not a.no_compile),
+           "encoder_ceiling_patients_per_s": encoder_ceiling(dev, a.batch, grid, a.seconds, not a.no_compile),
            "host_to_device": transfer(dev, a.batch, grid, a.seconds),
            "torch_extraction": extraction(dev, a.batch, grid, a.seconds)}
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()

@@ -143,15 +143,15 @@ def run(ctx: BenchContext) -> list[Figure]:
                 wall = time.perf_counter() - t0
                 if _ < warm:
                     continue
-                rates.setdefault((workers, piped), []).append(rep.steady_volumes_per_s)
+                rates.setdefault((workers, piped), []).append(rep.steady_patients_per_s)
                 busy = rep.load_s + rep.encode_s
-                notes[(workers, piped)] = {"studies": rep.n_computed, "mb_per_s": round(rep.mb_per_s, 2),
+                notes[(workers, piped)] = {"patients": rep.n_computed, "mb_per_s": round(rep.mb_per_s, 2),
                                   "load_share": round(rep.load_s / busy, 3) if busy else None,
                                   "load_ms_per_study": round(1e3 * rep.load_s / max(rep.n_computed, 1), 2),
                                   "encode_ms_per_study": round(1e3 * rep.encode_s / max(rep.n_computed, 1), 2),
                                   "call_wall_s": round(wall, 2),
-                                  "vol_s_incl_actor_startup": round(rep.volumes_per_s, 2),
-                                  "per_worker_vol_s": [round(s["volumes_per_s"], 2) for s in rep.per_worker.values()]}
+                                  "patients_per_s_incl_actor_startup": round(rep.patients_per_s, 2),
+                                  "per_worker_patients_per_s": [round(s["patients_per_s"], 2) for s in rep.per_worker.values()]}
     finally:
         ray.shutdown()
     one, two, single = (Timing(tuple(rates[k])) for k in ((1, True), (2, True), (1, False)))

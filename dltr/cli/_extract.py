@@ -1,4 +1,4 @@
-"""``dltr extract``: encoder embeddings of every study, on Ray, published as one feature-set version."""
+"""``dltr extract``: encoder embeddings of every patient, on Ray, published as one feature-set version."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         cpus_per_worker: float = typer.Option(None, "--cpus-per-worker", help="CPUs per actor (torch threads; default 1)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Patients per batch (and per staged part; default 8)."),
         allow_partial: bool = typer.Option(False, "--allow-partial",
-                                           help="Publish even if some studies failed (recorded as partial)."),
+                                           help="Publish even if some patients failed (recorded as partial)."),
         auth_token_env: str = typer.Option(None, "--auth-token-env", help="Name of an environment variable holding "
                                            "the token of a Ray cluster with token authentication (--address)."),
         as_json: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
@@ -52,5 +52,5 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"version {report.version_id} of {cfg.name!r} already published: nothing to do")
         if report.status == "incomplete":
             failed = ", ".join(e["patient_id"] for e in report.errors if e.get("stage") != "scope")
-            raise DltrError(f"{store}: {report.n_errors} stud(ies) failed ({failed}); see table "
+            raise DltrError(f"{store}: {report.n_errors} patient(s) failed ({failed}); see table "
                             "extract_errors; fix them and re-run, or pass --allow-partial")

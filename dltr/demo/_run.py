@@ -177,8 +177,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         d = dataclasses.asdict(rep)
         keep = {k: d[k] for k in ("version_id", "status", "n_scope", "n_computed", "n_reused", "n_errors",
                                   "seconds", "startup_s", "mb_read", "load_s", "encode_s",
-                                  "steady_volumes_per_s", "per_worker")}
-        return keep | {"volumes_per_s": rep.volumes_per_s}, {"patients": rep.n_computed}
+                                  "steady_patients_per_s", "per_worker")}
+        return keep | {"patients_per_s": rep.patients_per_s}, {"patients": rep.n_computed}
 
     records.append(ledger.run("extract features", [card_hash, cfg.extract_workers], extract_stage))
     fs_version = records[-1].outputs.get("version_id")

@@ -23,9 +23,9 @@ class ExtractConfig:
     - ``gpus_per_worker``: 0 runs DALI and torch on the CPU; > 0 puts both on the actor's GPU
       (bf16 autocast, channels-last-3d).
     - ``cpus_per_worker``: CPUs reserved per actor (torch intra-op threads follow it).
-    - ``batch_size``: studies per batch (one DALI run, one forward pass, one staged Parquet part).
+    - ``batch_size``: patients per batch (one DALI run, one forward pass, one staged Parquet part).
     - ``dali_threads``: DALI CPU threads per actor (ROI reads run on as many threads).
-    - ``allow_partial``: publish even when some studies failed (recorded in the registry).
+    - ``allow_partial``: publish even when some patients failed (recorded in the registry).
     - ``max_restarts`` / ``max_task_retries``: Ray restarts of a crashed actor and retries of its batch.
     - ``pipelined``: on CPU, load and encode in two actor pools (``LoadWorker`` -> ``EncodeWorker``) so
       that reads overlap encoding; ``False`` (and every GPU run) uses one ``EmbedWorker`` per actor.
@@ -79,8 +79,8 @@ class ExtractReport:
     """What one ``extract_features`` call did.
 
     ``status``: ``published`` (a new version), ``exists`` (the version was already published:
-    no work done), ``partial`` (published with ``allow_partial`` although studies failed) or
-    ``incomplete`` (studies failed; rows stay staged, nothing published).
+    no work done), ``partial`` (published with ``allow_partial`` although patients failed) or
+    ``incomplete`` (patients failed; rows stay staged, nothing published).
     """
 
     name: str
@@ -100,10 +100,10 @@ class ExtractReport:
     encode_s: float = 0.0
     per_worker: dict[str, dict[str, float]] = field(default_factory=dict)
     backend: str = "ray"
-    steady_volumes_per_s: float = 0.0  # between the first and the last result batch (no actor start-up)
+    steady_patients_per_s: float = 0.0  # between the first and the last result batch (no actor start-up)
 
     @property
-    def volumes_per_s(self) -> float:
+    def patients_per_s(self) -> float:
         return self.n_computed / self.seconds if self.seconds > 0 else 0.0
 
     @property
@@ -112,23 +112,23 @@ class ExtractReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update(volumes_per_s=self.volumes_per_s, mb_per_s=self.mb_per_s)
+        d.update(patients_per_s=self.patients_per_s, mb_per_s=self.mb_per_s)
         return d
 
     def summary(self) -> str:
         """Human-readable lines: what happened, rates, load/encode split, per worker."""
-        lines = [f"{self.name}@{self.version_id}: {self.status} ({self.n_scope} studies in scope: "
+        lines = [f"{self.name}@{self.version_id}: {self.status} ({self.n_scope} patients in scope: "
                  f"{self.n_computed} computed, {self.n_reused} reused from an earlier version, "
                  f"{self.n_resumed} already staged, {self.n_errors} failed)"]
         if self.n_computed:
             busy = self.load_s + self.encode_s
             share = self.load_s / busy if busy > 0 else 0.0
-            lines.append(f"  {self.volumes_per_s:.2f} volumes/s, {self.mb_per_s:.2f} MB/s read over "
-                         f"{self.seconds:.2f} s ({self.steady_volumes_per_s:.2f} volumes/s after the first batch; "
+            lines.append(f"  {self.patients_per_s:.2f} patients/s, {self.mb_per_s:.2f} MB/s read over "
+                         f"{self.seconds:.2f} s ({self.steady_patients_per_s:.2f} patients/s after the first batch; "
                          f"Ray start-up {self.startup_s:.2f} s); "
                          f"actor time: loading {self.load_s:.2f} s ({share:.0%}), encoding {self.encode_s:.2f} s")
             for w, s in sorted(self.per_worker.items()):
-                lines.append(f"  worker {w}: {s['studies']:.0f} studies, {s['volumes_per_s']:.2f} volumes/s busy, "
+                lines.append(f"  worker {w}: {s['patients']:.0f} patients, {s['patients_per_s']:.2f} patients/s busy, "
                              f"load {s['load_s']:.2f} s, encode {s['encode_s']:.2f} s")
         for e in self.errors[:10]:
             lines.append(f"  error {e['patient_id']}: {e['reason']}")

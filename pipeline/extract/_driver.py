@@ -60,7 +60,7 @@ class _Sink:
     def __call__(self, work: pa.Table) -> None:
         ids = work.column("patient_id").to_pylist()
         fresh = pa.array([p not in self.seen for p in ids])
-        work = work.filter(fresh)  # a retried batch never stages a study twice
+        work = work.filter(fresh)  # a retried batch never stages a patient twice
         if work.num_rows == 0:
             return
         now = time.perf_counter()
@@ -89,8 +89,8 @@ class _Sink:
             size = work.filter(good).column("itemsize").to_numpy()
             self.mb += float((vox * size).sum()) * len(self.scope.card["preprocess"]["phases"]) / 1e6
         for r in work.select(["worker", "load_s", "encode_s"]).to_pylist():
-            s = self.per_worker.setdefault(r["worker"], {"studies": 0.0, "load_s": 0.0, "encode_s": 0.0})
-            s["studies"] += 1
+            s = self.per_worker.setdefault(r["worker"], {"patients": 0.0, "load_s": 0.0, "encode_s": 0.0})
+            s["patients"] += 1
             s["load_s"] += r["load_s"]
             s["encode_s"] += r["encode_s"]
         self.load_s = sum(s["load_s"] for s in self.per_worker.values())
@@ -135,9 +135,9 @@ def _record_errors(store, scope: Scope, errors: list[dict[str, Any]]) -> None:
 
 def extract_features(store_root: str | Path, encoder: str | Path | None = None,
                      config: ExtractConfig | None = None, *, progress: Progress | None = None) -> ExtractReport:
-    """Extract the encoder's embeddings of every study in scope on Ray and publish one feature-set version.
+    """Extract the encoder's embeddings of every patient in scope on Ray and publish one feature-set version.
 
-    Incremental: studies already staged for this version are skipped, rows of earlier versions
+    Incremental: patients already staged for this version are skipped, rows of earlier versions
     with the same encoder and preprocessing and unchanged inputs are copied, and an existing
     version makes this a no-op (``status="exists"``).
     """
@@ -213,9 +213,9 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
 def _finish(store, scope: Scope, cfg: ExtractConfig, writer, sink: _Sink, report: ExtractReport) -> ExtractReport:
     report.n_computed, report.mb_read = sink.n_written, sink.mb
     span = sink.t_last - sink.t_first
-    report.steady_volumes_per_s = sink.n_after_first / span if span > 0 else 0.0
+    report.steady_patients_per_s = sink.n_after_first / span if span > 0 else 0.0
     report.load_s, report.encode_s = sink.load_s, sink.encode_s
-    report.per_worker = {w: dict(s, volumes_per_s=s["studies"] / max(s["load_s"] + s["encode_s"], 1e-9))
+    report.per_worker = {w: dict(s, patients_per_s=s["patients"] / max(s["load_s"] + s["encode_s"], 1e-9))
                          for w, s in sink.per_worker.items()}
     failed = sink.errors
     report.errors, report.n_errors = scope.excluded + failed, len(failed)
@@ -232,7 +232,7 @@ def extract_local(store_root: str | Path, encoder: str | Path | None = None, *, 
                   patient_ids: list[str] | None = None, torch_threads: int = 1) -> pa.Table:
     """The single-process reference: the same scope, loader and encoder in a plain loop, no Ray.
 
-    Returns the feature rows of the studies that succeeded, sorted by ``patient_id``.
+    Returns the feature rows of the patients that succeeded, sorted by ``patient_id``.
     """
     from pipeline.extract._worker import EmbedWorker
 

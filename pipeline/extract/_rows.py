@@ -30,7 +30,7 @@ def work_schema(dim: int) -> pa.Schema:
 
 def work_rows(batch: pa.Table, boxes: np.ndarray, emb: np.ndarray, errors: dict[str, tuple[str, str]],
               load_s: float, encode_s: float, worker: str) -> pa.Table:
-    """Scope batch + roi boxes + embeddings (rows of failed studies: zeros and the reason)."""
+    """Scope batch + roi boxes + embeddings (rows of failed patients: zeros and the reason)."""
     n, dim = emb.shape
     ids = batch.column("patient_id").to_pylist()
     err = [errors.get(p, (None, None)) for p in ids]
@@ -50,7 +50,7 @@ def work_rows(batch: pa.Table, boxes: np.ndarray, emb: np.ndarray, errors: dict[
 
 
 def split_work(work: pa.Table, dim: int) -> tuple[pa.Table, pa.Table]:
-    """(feature rows of the studies that succeeded, their work rows that failed)."""
+    """(feature rows of the patients that succeeded, their work rows that failed)."""
     failed = pc.is_valid(work.column("error"))
     ok = work.filter(pc.invert(failed)).select(list(FEATURE_COLUMNS)).cast(feature_schema(dim))
     return ok, work.filter(failed)

@@ -77,11 +77,11 @@ class EmbedWorker:
 
 
 def _load_batch(pipe, ids: list[str]):
-    """(tensor or per-study list with None for failures, boxes, errors): unreadable studies isolated one by one."""
+    """(tensor or per-patient list with None for failures, boxes, errors): unreadable patients isolated one by one."""
     try:
         x, boxes = pipe.run(ids)
         return x, np.asarray(boxes), {}
-    except Exception:  # noqa: BLE001 - one bad study must not sink its batch; retried one by one
+    except Exception:  # noqa: BLE001 - one bad patient must not sink its batch; retried one by one
         pass
     xs, boxes, errors = [], [], {}
     for p in ids:
@@ -97,9 +97,9 @@ def _load_batch(pipe, ids: list[str]):
 
 
 def _encode_batch(encode, x, n: int, dim: int) -> np.ndarray:
-    """Embeddings of the loaded studies (zeros where loading failed), the readable ones in one forward pass."""
+    """Embeddings of the loaded patients (zeros where loading failed), the readable ones in one forward pass."""
     emb = np.zeros((n, dim), np.float32)
-    if isinstance(x, list):  # some studies failed: encode the readable ones together
+    if isinstance(x, list):  # some patients failed: encode the readable ones together
         good = [i for i, t in enumerate(x) if t is not None]
         if good:
             import torch

@@ -243,7 +243,7 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
         assert m1["cutoff"] == m2["cutoff"]
         assert m1["lineage"]["clinical_candidates"] == ["age", "afp", "bclc"]  # the undeclared "sex" never enters
     ev = evaluate(s1, EvaluateConfig(figures=False), out=tmp_path / "out")
-    got = s1.sql("SELECT head, cohort, auc FROM eval_metrics WHERE cohort = 'external B' ORDER BY head")
+    got = s1.sql("SELECT head, evaluation_group, auc FROM eval_metrics WHERE evaluation_group = 'external B' ORDER BY head")
     sub = ev.metrics[ev.metrics["evaluation_group"] == "external B"].sort_values("head")
     assert got.column("auc").to_pylist() == pytest.approx(sub["auc"].tolist(), abs=1e-12)
     n_scores = s1.sql("SELECT count(*) AS n FROM scores").column("n")[0].as_py()

@@ -54,9 +54,15 @@ def median_from_km(km: pd.DataFrame) -> tuple[float, float, float]:
 
 def _cox(df: pd.DataFrame, covariate: str, level: float) -> dict[str, float]:
     from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
     from lifelines.statistics import proportional_hazard_test
 
-    cph = CoxPHFitter(alpha=1 - level).fit(df[["time", "event", covariate]], "time", "event")
+    try:
+        cph = CoxPHFitter(alpha=1 - level).fit(df[["time", "event", covariate]], "time", "event")
+    except ConvergenceError:  # e.g. every event in one group: the partial likelihood has no maximum
+        warnings.warn(f"Cox model on {covariate!r} did not converge (separated groups?); its statistics are NaN",
+                      ApproximationWarning, stacklevel=2)
+        return dict(_NAN_COX)
     s = cph.summary.loc[covariate]
     ph = proportional_hazard_test(cph, df[["time", "event", covariate]], time_transform="rank")
     return {"hr": float(s["exp(coef)"]), "hr_lower": float(s[f"exp(coef) lower {level:.0%}"]),

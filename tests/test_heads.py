@@ -109,6 +109,9 @@ def test_clinical_model_separation_gives_finite_odds_ratios():
     assert np.isfinite(s[["or_ci_low", "or_ci_high"]].to_numpy()).all()
     assert (s["or_ci_low"] > 0).all() and s.loc["pvtt", "odds_ratio"] < 0.2
     assert s["inclusion_frequency"].drop("(intercept)").between(0, 1).all()
+    # an aliased candidate (here a copy of pvtt under another name) is left out, not a singular fit
+    m2 = ClinicalModel(selection="none", n_bootstrap=0).fit(df.assign(pvi_copy=pvtt), y)
+    assert m2.aliased_ == ["pvi_copy"] and "pvi_copy" not in m2.selected_
 
 
 def test_clinical_model_selects_planted_variables():

@@ -84,6 +84,7 @@ def test_benchmark_statistics_against_direct_computation():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # two whole tiny pipelines (about 4 minutes on 2 idle cores)
 def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
     """Twice from nothing (synthesise, ingest, encoder with its cross-fitting record, Ray extraction, heads,
     plain baseline): the same encoder weights, cross-fitting record, features, head states and scores."""

@@ -233,6 +233,8 @@ class ClinicalModel:
         self.inclusion_ = self._bootstrap(xd, y)
         self.univariable_ = pd.DataFrame(uni, columns=["variable", "df", "lr_stat", "p"])
         self.screened_ = [r["variable"] for r in uni if r["p"] < self.screen_p]
+        # left out as linear combinations of earlier candidates (recorded in the heads' lineage)
+        self.aliased_ = [v for v in self.screened_ if v not in self._independent(xd, self.screened_)]
         if not chosen:
             warnings.warn("ClinicalModel: no clinical variable passed selection; intercept-only model",
                           ApproximationWarning, stacklevel=2)
@@ -284,10 +286,22 @@ class ClinicalModel:
                 counts[v] += 1
         return {v: (c / n_ok if n_ok else float("nan")) for v, c in counts.items()}
 
+    @staticmethod
+    def _independent(xd, variables) -> list[str]:
+        """``variables`` in order, less those whose columns are linear combinations of the earlier ones and
+        the intercept (aliased: e.g. a grade derived from a score, BCLC from tumour count and PVI)."""
+        keep, cols = [], [np.ones(len(next(iter(xd.values()))))] if xd else []
+        for v in variables:
+            trial = np.column_stack(cols + [c for c in xd[v].T])
+            if np.linalg.matrix_rank(trial) == trial.shape[1]:
+                keep.append(v)
+                cols = list(trial.T)
+        return keep
+
     def _backward(self, xd, y, chosen):
         """Drop, one at a time, the variable with the weakest penalised LR test: by AIC (statistic below
         twice its degrees of freedom) or by p-value (above ``keep_p``)."""
-        chosen = [v for v in chosen if np.ptp(xd[v], axis=0).max() > 0]
+        chosen = self._independent(xd, [v for v in chosen if np.ptp(xd[v], axis=0).max() > 0])
         if self.selection == "none":
             return chosen
         while chosen:

@@ -280,7 +280,8 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                         "clinical_candidates": candidates, "labs": labs, "max_age_days": max_age_days,
                         "predictors_declared": declared, "crossfit": scheme,
                         "oof_training_rows": int((oof_rows & tr).sum()),
-                        "clinical_selected": list(clin.selected_) if clin is not None else []}
+                        "clinical_selected": list(clin.selected_) if clin is not None else [],
+                        "clinical_aliased": list(getattr(clin, "aliased_", [])) if clin is not None else []}
         versions[name] = registry.publish(
             name, fh, lineage=head_lineage, hyperparameters=_params(fh.estimator), seed=seed,
             metrics=m, cutoff=cutoff, extra={"display_name": DISPLAY_NAMES[name], "frame_lineage": lineage["frame"]})

@@ -351,6 +351,7 @@ class ClinicalModel:
         return estimator_state(self, design_={"skew_log": d.skew_log, "columns_": d.columns_, "spec_": d.spec_},
                                univariable_=self.univariable_.to_dict(orient="list"), screened_=self.screened_,
                                selected_=self.selected_, inclusion_=dict(self.inclusion_),
+                               aliased_=list(getattr(self, "aliased_", [])),
                                coef=self.fit_.coef.tolist(), cov=self.fit_.cov.tolist(), loglik=self.fit_.loglik,
                                ci=None if self.fit_.ci is None else np.asarray(self.fit_.ci, float).tolist(),
                                lrt_p=None if self.fit_.lrt_p is None else np.asarray(self.fit_.lrt_p, float).tolist())
@@ -369,6 +370,7 @@ class ClinicalModel:
                              float(state["loglik"]), None if ci is None else np.asarray(ci, float).reshape(k, 2),
                              None if lrt_p is None else np.asarray(lrt_p, float).reshape(-1))
         m.inclusion_ = {str(v): float(f) for v, f in state["inclusion_"].items()}
+        m.aliased_ = [str(v) for v in state.get("aliased_", [])]
         m.summary_ = m._summary()
         return m
 

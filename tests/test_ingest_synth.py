@@ -57,7 +57,7 @@ def test_no_fake_identifier_in_any_byte(synth, tmp_path):
         ids |= {str(v).encode() for k, v in rec.items() if k not in ("patient_id", "sex") and v}
     n_dicom = 0
     for f in cohort.rglob("*"):
-        if f.is_file() and not f.name.endswith((".csv", ".tsv", ".toml", ".nii.gz", ".nrrd", ".json")):
+        if f.is_file() and not f.name.endswith((".csv", ".tsv", ".toml", ".nii.gz", ".nrrd", ".json", ".gmt")):
             ds = pydicom.dcmread(str(f))
             n_dicom += 1
             ids |= {str(ds.get(k)).encode() for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")}

@@ -202,7 +202,7 @@ def test_missing_phase_is_a_typed_error(store):
     with pytest.raises(StoreError, match="'PX' is not in the volume store"):
         reference_roi(store, "PX", RoiConfig())
     with pytest.raises(StoreError, match="region 'liver' not found"):
-        reference_roi(store, "P000", RoiConfig(norm_region="liver"))
+        reference_roi(store, "P000", RoiConfig(normalisation="zscore", norm_region="liver"))  # per-center mode
     assert set(PHASES) >= set(RoiConfig().phases)
 
 

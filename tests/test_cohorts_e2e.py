@@ -3,83 +3,41 @@ one pseudonym in every table and file of the store, and no raw patient identifie
 
 from __future__ import annotations
 
-import os
-import sys
-
-import pandas as pd
 import pytest
+from kit.demo import CANDIDATES, KEY
 
 from dltr.core.exceptions import StoreError
 from dltr.core.hashing import pseudonym
-from dltr.demo import DemoConfig, run_demo
+from dltr.demo import DemoConfig
 from features import FeatureStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dltr.core.exceptions.ApproximationWarning")]
 
-KEY = "issue-17-secret"
-
-
-_WATCH: dict[str, object] = {"truth": None, "opens": []}
-
-
-def _opener() -> str:
-    """The first project module on the stack that asked for the open (no source read: no nested opens)."""
-    f = sys._getframe(2)
-    while f is not None:
-        name = f.f_code.co_filename
-        if "/dltr/" in name or any(f"/{p}/" in name for p in ("pipeline", "features", "models", "analysis")):
-            return name
-        f = f.f_back
-    return "?"
-
-
-def _audit(event: str, args: tuple) -> None:
-    truth = _WATCH["truth"]
-    if event != "open" or truth is None or not isinstance(args[0], (str, bytes, os.PathLike)):
-        return
-    path = os.path.abspath(os.fsdecode(args[0]))
-    if path.startswith(truth):
-        _WATCH["opens"].append((path, _opener()))
-
 
 @pytest.fixture(scope="module")
-def keyed_demo(tmp_path_factory):
-    """The tiny demo with a pseudonym key, every file open under truth/ recorded (an audit hook)."""
-    out = tmp_path_factory.mktemp("keyed") / "out"
-    logs: list[str] = []
-    sys.addaudithook(_audit)         # hooks cannot be removed: it records only while _WATCH["truth"] is set
-    _WATCH["truth"] = str((out / "synthetic" / "truth").resolve()) + os.sep
-    try:
-        res = run_demo(out, DemoConfig.for_profile("tiny", seed=0, pseudonym_key=KEY), log=logs.append,
-                       progress=lambda stage, done, total: PROGRESS.append((stage, done, total)))
-    finally:
-        _WATCH["truth"] = None
-    raw = pd.read_csv(out / "synthetic" / "cohort" / "clinical.csv", dtype=str)["patient_id"].tolist()
-    return res, logs, raw
+def keyed_demo(tiny_demo):
+    """(result, logs, raw patient ids) of the session's keyed tiny demo."""
+    return tiny_demo.result, tiny_demo.logs, tiny_demo.raw_ids
 
 
-PROGRESS: list[tuple[str, int, int | None]] = []
-
-
-def test_demo_reports_progress_of_ingest_training_and_extraction(keyed_demo):
-    res, _, raw = keyed_demo
+def test_demo_reports_progress_of_ingest_training_and_extraction(tiny_demo):
+    res, raw = tiny_demo.result, tiny_demo.raw_ids
     last = {}
-    for stage, done, total in PROGRESS:
+    for stage, done, total in tiny_demo.progress:
         assert done >= last.get(stage, (0,))[0]                  # monotone
         last[stage] = (done, total)
     assert last["ingest"] == (len(raw), len(raw))
-    assert last["train encoder"][0] == last["train encoder"][1] == 3 * DemoConfig.for_profile("tiny").folds + 1
+    assert last["train encoder"][0] == last["train encoder"][1] == len(CANDIDATES) * tiny_demo.config.folds + 1
     n_feat = FeatureStore(res.out / "store").read("dltr", columns=["patient_id"]).num_rows
     assert last["extract"] == (n_feat, n_feat)
     assert (res.out / "store" / "logs" / "ray.log").is_file()    # Ray's own output went to the store's log
 
 
-def test_no_stage_opens_the_truth_folder_only_the_report(keyed_demo):
+def test_no_stage_opens_the_truth_folder_only_the_report(tiny_demo):
     """Item 4 of issue 17: the genes stage reads the cohort's gene_sets.gmt; of the whole demo only the report
     (the oracle beside the results) opens files under truth/. (Opens inside C++ readers, e.g. Arrow's, are
     not audited; every stage that could read truth/ reads CSV/JSON/GMT through Python.)"""
-    res, _, _ = keyed_demo
-    opens = list(_WATCH["opens"])
+    res, opens = tiny_demo.result, tiny_demo.truth_opens
     assert opens, "the audit hook saw no open under truth/ (the report reads centers.json): the watch is broken"
     assert all("/dltr/report/" in opener for _, opener in opens), opens
     stages = __import__("json").loads((res.out / "stages.json").read_text())
@@ -108,20 +66,18 @@ def test_keyed_demo_leaves_no_raw_identifier_in_any_store_file(keyed_demo):
     assert scored == feats and len(fs.sql("SELECT * FROM scores WHERE label IS NOT NULL")) > 0
 
 
-def test_add_cohort_without_the_ingest_key_is_refused(keyed_demo):
-    res, _, _ = keyed_demo
-    store = res.out / "store"
+def test_add_cohort_without_the_ingest_key_is_refused(tiny_demo, tmp_path):
+    res, store = tiny_demo.result, tiny_demo.store_copy(tmp_path)
     before = (store / "tables" / "clinical.parquet").read_bytes()
     with pytest.raises(StoreError, match="matches the .* ingested patients; give --pseudonym-key-env"):
         FeatureStore(store).add_cohort(res.out / "synthetic" / "cohort")
     assert (store / "tables" / "clinical.parquet").read_bytes() == before
 
 
-def test_cli_add_cohort_applies_the_ingest_pseudonym(keyed_demo, monkeypatch, capsys):
+def test_cli_add_cohort_applies_the_ingest_pseudonym(tiny_demo, tmp_path, monkeypatch, capsys):
     from dltr.cli import main
 
-    res, _, raw = keyed_demo
-    store = res.out / "store"
+    res, raw, store = tiny_demo.result, tiny_demo.raw_ids, tiny_demo.store_copy(tmp_path)
     args = ["store", "add-cohort", str(res.out / "synthetic" / "cohort"), "--store", str(store),
             "--pseudonym-key-env", "DLTR_TEST_KEY"]
     before = FeatureStore(store).table("clinical")
@@ -161,7 +117,7 @@ def test_readme_quick_start_trains_the_demos_encoder(keyed_demo, tmp_path):
     assert _cli("store", "add-cohort", cohort, "--store", str(store), "--pseudonym-key-env", "DLTR_TEST_KEY")[0] == 0
     tiny = DemoConfig.for_profile("tiny")
     code, out, err = _cli("train-encoder", "--store", str(store), "--epochs", str(tiny.epochs),
-                          "--folds", str(tiny.folds))
+                          "--folds", str(tiny.folds), "--candidates", ",".join(CANDIDATES))
     assert code == 0, err
     demo_cards = list((res.out / "store" / "encoders").glob("*/model_card.json"))
     cli_cards = list((store / "encoders").glob("*/model_card.json"))
@@ -172,14 +128,13 @@ def test_readme_quick_start_trains_the_demos_encoder(keyed_demo, tmp_path):
         (cli_cards[0].parent / "model.safetensors").read_bytes()
 
 
-def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_version(keyed_demo):
+def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_version(tiny_demo, tmp_path):
     import json
     import tomllib
 
     from models.heads import HeadRegistry
 
-    res, _, _ = keyed_demo
-    store = res.out / "store"
+    res, store = tiny_demo.result, tiny_demo.store_copy(tmp_path)
     declared = tomllib.loads((res.out / "synthetic" / "cohort" / "cohort.toml").read_text())["predictors"]
     reg = HeadRegistry(store)
     v_demo = reg.latest("dltr_mlp")
@@ -212,6 +167,6 @@ def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_versio
     assert json.loads(out)["head_version"] == v_new
     assert set(fs.sql("SELECT DISTINCT head_version FROM scores WHERE head = 'dltr_mlp'").column(0).to_pylist()) \
         == {v_new}
-    code, out, err = _cli("report", "--store", str(store), "--out", str(res.out / "r2"), "--head", f"dltr_mlp@{v_new}")
+    code, out, err = _cli("report", "--store", str(store), "--out", str(tmp_path / "r2"), "--head", f"dltr_mlp@{v_new}")
     assert code == 2 and f"holds dltr_mlp@{v_demo}" in err
-    assert _cli("report", "--store", str(store), "--out", str(res.out / "r2"), "--head", f"dltr_mlp@{v_demo}")[0] == 0
+    assert _cli("report", "--store", str(store), "--out", str(tmp_path / "r2"), "--head", f"dltr_mlp@{v_demo}")[0] == 0

@@ -28,10 +28,17 @@ def _p95(values) -> float:
 
 
 def _demo(ctx: BenchContext) -> tuple[Path, Path, dict]:
+    """The tiny demo (one encoder candidate) the suite scores against. ``--set serve_demo=DIR``: a copy of an
+    earlier run of that very demo (same seed), whose stages are then all reused and whose recorded stage
+    seconds stand for the batch pipeline (the test suite passes its session store so as not to train twice)."""
+    import shutil
+
     from dltr.core.exceptions import DltrWarning
     from dltr.demo import DemoConfig, run_demo
 
     out = ctx.work / f"serve-demo-{time.time_ns()}"
+    if ctx.options.get("serve_demo"):
+        shutil.copytree(ctx.options["serve_demo"], out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DltrWarning)
         res = run_demo(out, DemoConfig.for_profile("tiny", seed=ctx.seed, candidates=("plain",)), log=lambda _m: None)

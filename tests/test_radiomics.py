@@ -398,3 +398,62 @@ def test_selection_inside_cv_keeps_cv_auc_honest_on_noise():
                 for tr, va in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y)]
         leaky.append(np.mean(aucs))
     assert abs(np.mean(honest) - 0.5) < 0.12 and np.mean(leaky) > 0.75, (honest, leaky)
+
+
+def _publish_deep(store, emb: np.ndarray, lineage: dict) -> str:
+    """Publish ``emb`` (rows in the radiomics set's patient order) as a new version of ``dltr``."""
+    import pyarrow as pa
+
+    rows = store.read("radiomics").sort_by("patient_id")
+    t = rows.drop_columns(["embedding"]).append_column(
+        "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32).ravel()), emb.shape[1]))
+    return store.publish("dltr", t, producer="tests.test_radiomics", lineage=lineage).version_id
+
+
+def test_fused_head_deep_block_is_cross_fitted(tiny_store, tmp_path):
+    """Deep+radiomics+clinical reads the encoder's cross-fitting record as DLTR_MLP does: the training rows'
+    deep block is crossfit.npz's out-of-fold read-out, every other row the refit read-out of its embedding;
+    scrambling the training rows' stored embeddings (what an in-sample read would see) changes nothing;
+    an encoder without a record is refused."""
+    from dltr.core.exceptions import ModelError
+    from dltr.core.layout import StoreLayout, encoder_card, encoder_crossfit
+    from features import FeatureStore, multi_frame
+    from models.heads import HeadRegistry, MultiHeadsConfig, head_blocks, train_multi_heads
+
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store, copy)
+    store = FeatureStore(copy)
+    ids = store.read("radiomics").sort_by("patient_id").column("patient_id").to_pylist()
+    emb = np.asarray(store.read("dltr").to_pandas().set_index("patient_id").loc[ids, "embedding"].tolist())
+    clin = store.table("clinical").to_pandas().set_index("patient_id").loc[ids]
+    train = (clin["split"] == "train").to_numpy()
+    rng = np.random.default_rng(5)
+    oof, w, b = rng.normal(size=(int(train.sum()), 3)), rng.normal(size=(3, emb.shape[1])), rng.normal(size=3)
+    folder = StoreLayout.of(store).encoder("cf0")
+    folder.mkdir(parents=True)
+    np.savez(encoder_crossfit(folder), patient_id=np.asarray(ids)[train].astype(np.str_), oof=oof, weight=w, bias=b)
+    encoder_card(folder).write_text(json.dumps({"crossfit": {"readout": ["logit", "d1", "d2"]}}))
+    v1 = _publish_deep(store, emb, {"encoder_card_hash": "cf0", "variant": 1})
+    frame = multi_frame(store, ["radiomics", f"dltr@{v1}"], clinical=["age"])
+    got = head_blocks(store, frame, "dltr").blocks["dltr"]
+    pos = {p: i for i, p in enumerate(ids)}
+    fr_ids = frame.table.column("patient_id").to_pylist()
+    oof_by_id = dict(zip(np.asarray(ids)[train], oof, strict=True))
+    for i, p in enumerate(fr_ids):
+        want = oof_by_id[p] if p in oof_by_id else emb[pos[p]].astype(np.float32).astype(np.float64) @ w.T + b
+        assert np.allclose(got[i], want, rtol=1e-12, atol=1e-9), p
+    cfg = MultiHeadsConfig(deep=f"dltr@{v1}", heads=("deep_radiomics_clinical",))
+    a = train_multi_heads(store, cfg)
+    meta = HeadRegistry(copy).meta("deep_radiomics_clinical")
+    assert meta["lineage"]["oof_training_rows"] == {"dltr": int(train.sum())}
+    sel = store.table("radiomics_selection").to_pandas()
+    assert {"dltr/logit", "dltr/d1", "dltr/d2"} <= set(sel["feature"])
+    scrambled = emb.copy()
+    scrambled[train] = rng.normal(size=(int(train.sum()), emb.shape[1])) * 100
+    v2 = _publish_deep(store, scrambled, {"encoder_card_hash": "cf0", "variant": 2})
+    bb = train_multi_heads(store, MultiHeadsConfig(deep=f"dltr@{v2}", heads=("deep_radiomics_clinical",)))
+    assert np.array_equal(a["scores"]["score"].to_numpy(), bb["scores"]["score"].to_numpy())
+    # without the record (an encoder trained on the rows, no out-of-fold values): a one-line refusal
+    v3 = _publish_deep(store, emb, {"encoder_card_hash": "nocf", "variant": 3})
+    with pytest.raises(ModelError, match="crossfit.npz.*in-sample"):
+        train_multi_heads(store, MultiHeadsConfig(deep=f"dltr@{v3}", heads=("deep_radiomics_clinical",)))

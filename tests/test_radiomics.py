@@ -367,7 +367,8 @@ def test_multi_set_heads_never_see_a_non_training_label(tiny_store, tmp_path):
     other = clin["split"] != "train"
     assert other.sum() > 10 and clin.loc[other, "label"].notna().sum() > 10
     clin.loc[other, "label"] = 1 - clin.loc[other, "label"]
-    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False, schema=store.table("clinical").schema))
+    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False, schema=store.table("clinical").schema),
+                      lineage=store.describe("clinical")["lineage"])  # keeps cohort.toml's declared predictors
     a = train_multi_heads(FeatureStore(tiny_store))["scores"]
     b = train_multi_heads(store)["scores"]
     assert np.array_equal(a["score"].to_numpy(), b["score"].to_numpy())

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dltr.core.layout import StoreLayout, encoder_card
-from dltr.core.vocabulary import CLINICAL, DLTR, DLTR_MLP, PRIMARY_HEAD, display_name, head_order
+from dltr.core.vocabulary import CLINICAL, DLTR, DLTR_MLP, MULTI_HEADS, PRIMARY_HEAD, display_name, head_order
 from dltr.report._document import Section
 
 
@@ -63,6 +63,12 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "
             "encoder's deep features. DLTR_MLP: a multilayer perceptron on deep features plus the selected clinical "
             "factors. XGBoost fusion: gradient-boosted trees on the same inputs as DLTR_MLP.")
+    if set(m["head"]) & set(MULTI_HEADS):
+        text += (" Radiomics, Radiomics+clinical, Deep+radiomics+clinical: LASSO logistic regression on IBSI radiomics "
+                 "features (reduced and selected inside each cross-validation fold of the training split), alone, with "
+                 "the selected clinical factors, and with the deep read-outs too (cross-fitted as for DLTR_MLP: "
+                 "out-of-fold for the encoder's training rows). P values: paired DeLong test of each model against "
+                 "DLTR_MLP on the same patients.")
     return Section("Model comparison", text, tables=tables)
 
 
@@ -90,11 +96,31 @@ def survival_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
                             "logrank_p", "hr_group", "hr_group_lower", "hr_group_upper", "c_index", "ph_p_group")
                 if c in s.columns]
         tables.append(("PFS by DLTR_MLP risk group (cutoff fixed on the training split)", s[cols]))
+    by_head = _survival_by_head(t.get("survival_by_head"))
+    if by_head is not None:
+        tables.append(("Each model's risk groups (its own training cutoff): log-rank P; Cox HR high vs low risk "
+                       "[95 % CI]", by_head))
     figs = [(_caption(p), p) for p in _figs(fig_dir, "km_*.png")]
     text = ("Risk groups from DLTR_MLP's predicted probability of objective response: high risk = predicted "
             "non-responder (score below the training cutoff). Kaplan-Meier curves with 95 % bands and numbers at "
             "risk; log-rank test; Cox hazard ratio high vs low.")
     return Section("Progression-free survival", text, tables=tables, figures=figs)
+
+
+def _survival_by_head(b: pd.DataFrame | None) -> pd.DataFrame | None:
+    """model x evaluation group cells "P; HR [low-high]" from the table ``survival_by_head`` (None if absent)."""
+    if b is None or b.empty or not {"head", "logrank_p", "hr_group"} <= set(b.columns):
+        return None
+
+    def cell(r) -> str:
+        hr = "NA" if not np.isfinite(r["hr_group"]) else \
+            f"{r['hr_group']:.2f} [{r.get('hr_group_lower', np.nan):.2f}-{r.get('hr_group_upper', np.nan):.2f}]"
+        return f"{r['logrank_p']:.3g}; {hr}"
+
+    b = b.assign(model=b["head"].map(display_name), cell=b.apply(cell, axis=1))
+    groups = list(dict.fromkeys(b["evaluation_group"]))
+    models = [display_name(h) for h in head_order(b["head"])]
+    return b.pivot(index="model", columns="evaluation_group", values="cell").loc[models, groups].reset_index()
 
 
 def genes_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:

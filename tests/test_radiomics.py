@@ -336,18 +336,30 @@ def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store, tmp_path)
     assert {"radiomics", "radiomics_clinical", "deep_radiomics_clinical"} <= others
     assert pairs["p_value"].between(0, 1).all()
     assert "Deep+radiomics+clinical" in set(ev.metrics["model"])
-    # the report shows them beside DLTR_MLP with paired DeLong P, and the radiomics section
+    # survival stratification by any of them (risk groups from its training cutoff), as the demo tabulates it
+    from analysis.survival import SurvivalConfig, run_survival
+    from dltr.demo._stages import survival_by_head
+
+    surv = run_survival(store, SurvivalConfig(head="deep_radiomics_clinical"), write=False)
+    assert surv.head == "deep_radiomics_clinical" and surv.head_version == res["versions"]["deep_radiomics_clinical"]
+    assert len(surv.summary) >= 1 and surv.summary["n"].sum() > 0
+    survival_by_head(store, ["dltr_mlp", *res["versions"]])
+    by_head = store.table("survival_by_head").to_pandas()
+    mine = by_head[by_head["head"] == "deep_radiomics_clinical"].reset_index(drop=True)
+    assert np.allclose(mine["logrank_p"], surv.summary["logrank_p"], equal_nan=True)
+    # the report shows them beside DLTR_MLP with paired DeLong P (the store's eval_delong), the radiomics
+    # section, and each model's survival stratification
     _, md = build_report(tiny_store, tmp_path / "report")
     text = md.read_text()
     assert "## Radiomics" in text and "Paired DeLong P against DLTR_MLP" in text
     p_table = text.split("Paired DeLong P against DLTR_MLP")[1].split("\n\n")[1]
     assert all(name in p_table for name in ("Radiomics", "Radiomics+clinical", "Deep+radiomics+clinical"))
-    # survival stratification by any of them (risk groups from its training cutoff)
-    from analysis.survival import SurvivalConfig, run_survival
-
-    surv = run_survival(store, SurvivalConfig(head="deep_radiomics_clinical"), write=False)
-    assert surv.head == "deep_radiomics_clinical" and surv.head_version == res["versions"]["deep_radiomics_clinical"]
-    assert len(surv.summary) >= 1 and surv.summary["n"].sum() > 0
+    row = next(ln for ln in p_table.splitlines() if ln.startswith("| Radiomics+clinical "))
+    ref = ev.delong[((ev.delong["head1"] == "radiomics_clinical") | (ev.delong["head2"] == "radiomics_clinical"))
+                    & ((ev.delong["head1"] == "dltr_mlp") | (ev.delong["head2"] == "dltr_mlp"))]
+    assert all(f"{p:.3g}"[:4] in row for p in ref["p_value"]), (row, ref["p_value"].tolist())
+    s_table = text.split("Each model's risk groups")[1].split("\n\n")[1]
+    assert all(f"| {name} " in s_table for name in ("DLTR_MLP", "Radiomics", "Deep+radiomics+clinical"))
     sel = store.table("radiomics_selection").to_pandas()
     assert set(sel["head"]) == set(res["versions"]) and sel["frequency"].between(0, 1).all()
     assert sel.groupby("head")["selected"].sum().gt(0).all()
@@ -458,3 +470,33 @@ def test_fused_head_deep_block_is_cross_fitted(tiny_store, tmp_path):
     v3 = _publish_deep(store, emb, {"encoder_card_hash": "nocf", "variant": 3})
     with pytest.raises(ModelError, match="crossfit.npz.*in-sample"):
         train_multi_heads(store, MultiHeadsConfig(deep=f"dltr@{v3}", heads=("deep_radiomics_clinical",)))
+
+
+def test_validity_delong_pairs_patients_by_id_per_seed_and_group():
+    """The validity hook's paired DeLong against DLTR_MLP matches patients by id (row order does not matter) and
+    equals the test on the aligned vectors; a head identical to DLTR_MLP gives difference 0, P 1."""
+    import pandas as pd
+
+    from analysis.roc import delong_test
+    from benchmarks.suites._validity_radiomics import delong_summary, delong_vs_primary
+    from benchmarks.suites.validity import _groups
+
+    rng = np.random.default_rng(3)
+    n = 90
+    ids = np.array([f"p{i:03d}" for i in range(n)])
+    y = rng.integers(0, 2, n)
+    split = np.array(["train", "internal", "external"])[np.arange(n) % 3]
+    center = np.where(split == "external", np.array(["B", "C"])[np.arange(n) % 2], "A")
+    mlp, rad = y + rng.normal(0, 1, n), y + rng.normal(0, 2, n)
+    frames = [pd.DataFrame({"patient_id": ids, "center": center, "split": split, "head": h, "score": s,
+                            "cutoff": 0.5, "label": y, "seed": 0}).sample(frac=1, random_state=k)
+              for k, (h, s) in enumerate((("dltr_mlp", mlp), ("radiomics", rad), ("same", mlp)))]
+    d = delong_vs_primary(pd.concat(frames, ignore_index=True), _groups)
+    ext_b = (split == "external") & (center == "B")
+    want = delong_test(y[ext_b], rad[ext_b], mlp[ext_b])
+    got = d[(d["head"] == "radiomics") & (d["group"] == "external B")].iloc[0]
+    assert got["n"] == ext_b.sum() and np.isclose(got["p_value"], want.p_value, rtol=1e-12)
+    same = d[d["head"] == "same"]
+    assert len(same) == 4 and (same["difference"] == 0).all() and (same["p_value"] == 1).all()
+    summ = delong_summary(d)
+    assert set(summ["group"]) == {"training", "internal", "external B", "external C"}

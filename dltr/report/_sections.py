@@ -55,6 +55,7 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     tables = [("AUC [95 % CI] (DeLong) per model and evaluation group", table)]
     if prow:
         p = pd.DataFrame(prow).pivot(index="model", columns="evaluation_group", values="p")
+        p = p.loc[[x for x in models if x in p.index]]  # the models' order of the AUC table
         tables.append(("Paired DeLong P against DLTR_MLP", p[[c for c in cohorts if c in p]].reset_index()))
     cut = m[["model", "evaluation_group", "accuracy", "sensitivity", "specificity", "ppv", "npv", "brier",
              "calibration_slope", "calibration_intercept"]].copy()
@@ -113,8 +114,9 @@ def _survival_by_head(b: pd.DataFrame | None) -> pd.DataFrame | None:
         return None
 
     def cell(r) -> str:
-        hr = "NA" if not np.isfinite(r["hr_group"]) else \
-            f"{r['hr_group']:.2f} [{r.get('hr_group_lower', np.nan):.2f}-{r.get('hr_group_upper', np.nan):.2f}]"
+        est = [float(r.get(k, np.nan)) for k in ("hr_group", "hr_group_lower", "hr_group_upper")]
+        hr = f"{est[0]:.2f} [{est[1]:.2f}-{est[2]:.2f}]" if np.isfinite(est).all() and est[1] > 0 else \
+            "HR not estimable"  # e.g. no event in one risk group
         return f"{r['logrank_p']:.3g}; {hr}"
 
     b = b.assign(model=b["head"].map(display_name), cell=b.apply(cell, axis=1))
@@ -228,11 +230,19 @@ def lineage_section(store_root: Path, t: dict[str, pd.DataFrame], stages: list[d
     reg = t.get("_registry", pd.DataFrame())
     for _, r in reg.iterrows():
         lin = r.get("lineage") or {}
+        made_by = f"library {lin['library']}" if "library" in lin and "encoder_card_hash" not in lin else \
+            f"encoder {lin.get('encoder_card_hash', '?')}"
         rows.append({"item": f"feature set {r['name']}@{r['version_id']}",
-                     "hash or version": f"encoder {lin.get('encoder_card_hash', '?')}, preprocess "
+                     "hash or version": f"{made_by}, preprocess "
                                         f"{lin.get('preprocess_hash', '?')}, inputs {lin.get('inputs_hash', '?')}"})
-        rows.append({"item": f"normalisation of {r['name']}@{r['version_id']}",
-                     "hash or version": _normalisation(store_root, lin.get("encoder_card_hash"))})
+        if "encoder_card_hash" in lin or "library" not in lin:
+            rows.append({"item": f"normalisation of {r['name']}@{r['version_id']}",
+                         "hash or version": _normalisation(store_root, lin.get("encoder_card_hash"))})
+        else:  # a library producer (radiomics): its recipe's normalisation, per image (prospective-safe)
+            norm = (lin.get("settings") or {}).get("setting", {}).get("normalize")
+            rows.append({"item": f"normalisation of {r['name']}@{r['version_id']}",
+                         "hash or version": "per image (z-score of each image, the library's normalize)" if norm
+                         else "none: raw intensities"})
     for name in ("demo_hash",):
         if name in run_info:
             rows.append({"item": name, "hash or version": run_info[name]})

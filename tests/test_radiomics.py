@@ -431,7 +431,7 @@ def test_fused_head_deep_block_is_cross_fitted(tiny_store, tmp_path):
     from dltr.core.exceptions import ModelError
     from dltr.core.layout import StoreLayout, encoder_card, encoder_crossfit
     from features import FeatureStore, multi_frame
-    from models.heads import HeadRegistry, MultiHeadsConfig, head_blocks, train_multi_heads
+    from models.heads import HeadRegistry, MultiHeadsConfig, head_blocks, score_multi_heads, train_multi_heads
 
     copy = tmp_path / "store"
     shutil.copytree(tiny_store, copy)
@@ -457,6 +457,8 @@ def test_fused_head_deep_block_is_cross_fitted(tiny_store, tmp_path):
         assert np.allclose(got[i], want, rtol=1e-12, atol=1e-9), p
     cfg = MultiHeadsConfig(deep=f"dltr@{v1}", heads=("deep_radiomics_clinical",))
     a = train_multi_heads(store, cfg)
+    again = score_multi_heads(store, ["deep_radiomics_clinical"])[0]  # `dltr evaluate` rescoring: the same blocks
+    assert np.array_equal(again["score"].to_numpy(), a["scores"]["score"].to_numpy())
     meta = HeadRegistry(copy).meta("deep_radiomics_clinical")
     assert meta["lineage"]["oof_training_rows"] == {"dltr": int(train.sum())}
     sel = store.table("radiomics_selection").to_pandas()

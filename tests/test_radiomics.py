@@ -502,3 +502,13 @@ def test_validity_delong_pairs_patients_by_id_per_seed_and_group():
     assert len(same) == 4 and (same["difference"] == 0).all() and (same["p_value"] == 1).all()
     summ = delong_summary(d)
     assert set(summ["group"]) == {"training", "internal", "external B", "external C"}
+
+
+def test_multi_set_heads_refuse_an_undeclared_predictor(tiny_store):
+    """An outcome column (pfs_days) named as a clinical predictor is refused before any fit, as by train_heads."""
+    from dltr.core.exceptions import ModelError
+    from features import FeatureStore
+    from models.heads import MultiHeadsConfig, train_multi_heads
+
+    with pytest.raises(ModelError, match=r"\['pfs_days'\] are not in cohort.toml predictors"):
+        train_multi_heads(FeatureStore(tiny_store), MultiHeadsConfig(clinical=("age", "pfs_days")))

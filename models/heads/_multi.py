@@ -159,11 +159,16 @@ def _block_names(frame, blocks: dict[str, np.ndarray], readout_names: dict[str, 
 
 
 def _candidates(store, cfg: MultiHeadsConfig) -> tuple[list[str], list[str]]:
-    """(clinical columns, lab names): as given, else those cohort.toml declares predictors (as ``train_heads``)."""
+    """(clinical columns, lab names): as given, else those cohort.toml declares predictors; an undeclared one is
+    refused (as ``train_heads``)."""
     declared = set(declared_predictors(store))
     clinical = list(cfg.clinical) if cfg.clinical is not None else \
         [c for c in _store_columns(store, "clinical") if c in declared]
     labs = list(cfg.labs) if cfg.labs is not None else [n for n in _store_columns(store, "labs") if n in declared]
+    undeclared = sorted(set(clinical) - declared) + sorted(f"lab {n}" for n in set(labs) - declared)
+    if undeclared:
+        raise ModelError(f"multi-set heads: {undeclared} are not in cohort.toml predictors {sorted(declared)}; "
+                         "declare them there (only values known before treatment) and re-run `dltr store add-cohort`")
     return clinical, labs
 
 

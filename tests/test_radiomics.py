@@ -336,18 +336,30 @@ def test_multi_set_heads_fit_score_and_join_the_evaluation(tiny_store, tmp_path)
     assert {"radiomics", "radiomics_clinical", "deep_radiomics_clinical"} <= others
     assert pairs["p_value"].between(0, 1).all()
     assert "Deep+radiomics+clinical" in set(ev.metrics["model"])
-    # the report shows them beside DLTR_MLP with paired DeLong P, and the radiomics section
+    # survival stratification by any of them (risk groups from its training cutoff), as the demo tabulates it
+    from analysis.survival import SurvivalConfig, run_survival
+    from dltr.demo._stages import survival_by_head
+
+    surv = run_survival(store, SurvivalConfig(head="deep_radiomics_clinical"), write=False)
+    assert surv.head == "deep_radiomics_clinical" and surv.head_version == res["versions"]["deep_radiomics_clinical"]
+    assert len(surv.summary) >= 1 and surv.summary["n"].sum() > 0
+    survival_by_head(store, ["dltr_mlp", *res["versions"]])
+    by_head = store.table("survival_by_head").to_pandas()
+    mine = by_head[by_head["head"] == "deep_radiomics_clinical"].reset_index(drop=True)
+    assert np.allclose(mine["logrank_p"], surv.summary["logrank_p"], equal_nan=True)
+    # the report shows them beside DLTR_MLP with paired DeLong P (the store's eval_delong), the radiomics
+    # section, and each model's survival stratification
     _, md = build_report(tiny_store, tmp_path / "report")
     text = md.read_text()
     assert "## Radiomics" in text and "Paired DeLong P against DLTR_MLP" in text
     p_table = text.split("Paired DeLong P against DLTR_MLP")[1].split("\n\n")[1]
     assert all(name in p_table for name in ("Radiomics", "Radiomics+clinical", "Deep+radiomics+clinical"))
-    # survival stratification by any of them (risk groups from its training cutoff)
-    from analysis.survival import SurvivalConfig, run_survival
-
-    surv = run_survival(store, SurvivalConfig(head="deep_radiomics_clinical"), write=False)
-    assert surv.head == "deep_radiomics_clinical" and surv.head_version == res["versions"]["deep_radiomics_clinical"]
-    assert len(surv.summary) >= 1 and surv.summary["n"].sum() > 0
+    row = next(ln for ln in p_table.splitlines() if ln.startswith("| Radiomics+clinical "))
+    ref = ev.delong[((ev.delong["head1"] == "radiomics_clinical") | (ev.delong["head2"] == "radiomics_clinical"))
+                    & ((ev.delong["head1"] == "dltr_mlp") | (ev.delong["head2"] == "dltr_mlp"))]
+    assert all(f"{p:.3g}"[:4] in row for p in ref["p_value"]), (row, ref["p_value"].tolist())
+    s_table = text.split("Each model's risk groups")[1].split("\n\n")[1]
+    assert all(f"| {name} " in s_table for name in ("DLTR_MLP", "Radiomics", "Deep+radiomics+clinical"))
     sel = store.table("radiomics_selection").to_pandas()
     assert set(sel["head"]) == set(res["versions"]) and sel["frequency"].between(0, 1).all()
     assert sel.groupby("head")["selected"].sum().gt(0).all()
@@ -367,7 +379,8 @@ def test_multi_set_heads_never_see_a_non_training_label(tiny_store, tmp_path):
     other = clin["split"] != "train"
     assert other.sum() > 10 and clin.loc[other, "label"].notna().sum() > 10
     clin.loc[other, "label"] = 1 - clin.loc[other, "label"]
-    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False, schema=store.table("clinical").schema))
+    store.write_table("clinical", pa.Table.from_pandas(clin, preserve_index=False, schema=store.table("clinical").schema),
+                      lineage=store.describe("clinical")["lineage"])  # keeps cohort.toml's declared predictors
     a = train_multi_heads(FeatureStore(tiny_store))["scores"]
     b = train_multi_heads(store)["scores"]
     assert np.array_equal(a["score"].to_numpy(), b["score"].to_numpy())
@@ -398,3 +411,104 @@ def test_selection_inside_cv_keeps_cv_auc_honest_on_noise():
                 for tr, va in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y)]
         leaky.append(np.mean(aucs))
     assert abs(np.mean(honest) - 0.5) < 0.12 and np.mean(leaky) > 0.75, (honest, leaky)
+
+
+def _publish_deep(store, emb: np.ndarray, lineage: dict) -> str:
+    """Publish ``emb`` (rows in the radiomics set's patient order) as a new version of ``dltr``."""
+    import pyarrow as pa
+
+    rows = store.read("radiomics").sort_by("patient_id")
+    t = rows.drop_columns(["embedding"]).append_column(
+        "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32).ravel()), emb.shape[1]))
+    return store.publish("dltr", t, producer="tests.test_radiomics", lineage=lineage).version_id
+
+
+def test_fused_head_deep_block_is_cross_fitted(tiny_store, tmp_path):
+    """Deep+radiomics+clinical reads the encoder's cross-fitting record as DLTR_MLP does: the training rows'
+    deep block is crossfit.npz's out-of-fold read-out, every other row the refit read-out of its embedding;
+    scrambling the training rows' stored embeddings (what an in-sample read would see) changes nothing;
+    an encoder without a record is refused."""
+    from dltr.core.exceptions import ModelError
+    from dltr.core.layout import StoreLayout, encoder_card, encoder_crossfit
+    from features import FeatureStore, multi_frame
+    from models.heads import HeadRegistry, MultiHeadsConfig, head_blocks, score_multi_heads, train_multi_heads
+
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_store, copy)
+    store = FeatureStore(copy)
+    ids = store.read("radiomics").sort_by("patient_id").column("patient_id").to_pylist()
+    emb = np.asarray(store.read("dltr").to_pandas().set_index("patient_id").loc[ids, "embedding"].tolist())
+    clin = store.table("clinical").to_pandas().set_index("patient_id").loc[ids]
+    train = (clin["split"] == "train").to_numpy()
+    rng = np.random.default_rng(5)
+    oof, w, b = rng.normal(size=(int(train.sum()), 3)), rng.normal(size=(3, emb.shape[1])), rng.normal(size=3)
+    folder = StoreLayout.of(store).encoder("cf0")
+    folder.mkdir(parents=True)
+    np.savez(encoder_crossfit(folder), patient_id=np.asarray(ids)[train].astype(np.str_), oof=oof, weight=w, bias=b)
+    encoder_card(folder).write_text(json.dumps({"crossfit": {"readout": ["logit", "d1", "d2"]}}))
+    v1 = _publish_deep(store, emb, {"encoder_card_hash": "cf0", "variant": 1})
+    frame = multi_frame(store, ["radiomics", f"dltr@{v1}"], clinical=["age"])
+    got = head_blocks(store, frame, "dltr").blocks["dltr"]
+    pos = {p: i for i, p in enumerate(ids)}
+    fr_ids = frame.table.column("patient_id").to_pylist()
+    oof_by_id = dict(zip(np.asarray(ids)[train], oof, strict=True))
+    for i, p in enumerate(fr_ids):
+        want = oof_by_id[p] if p in oof_by_id else emb[pos[p]].astype(np.float32).astype(np.float64) @ w.T + b
+        assert np.allclose(got[i], want, rtol=1e-12, atol=1e-9), p
+    cfg = MultiHeadsConfig(deep=f"dltr@{v1}", heads=("deep_radiomics_clinical",))
+    a = train_multi_heads(store, cfg)
+    again = score_multi_heads(store, ["deep_radiomics_clinical"])[0]  # `dltr evaluate` rescoring: the same blocks
+    assert np.array_equal(again["score"].to_numpy(), a["scores"]["score"].to_numpy())
+    meta = HeadRegistry(copy).meta("deep_radiomics_clinical")
+    assert meta["lineage"]["oof_training_rows"] == {"dltr": int(train.sum())}
+    sel = store.table("radiomics_selection").to_pandas()
+    assert {"dltr/logit", "dltr/d1", "dltr/d2"} <= set(sel["feature"])
+    scrambled = emb.copy()
+    scrambled[train] = rng.normal(size=(int(train.sum()), emb.shape[1])) * 100
+    v2 = _publish_deep(store, scrambled, {"encoder_card_hash": "cf0", "variant": 2})
+    bb = train_multi_heads(store, MultiHeadsConfig(deep=f"dltr@{v2}", heads=("deep_radiomics_clinical",)))
+    assert np.array_equal(a["scores"]["score"].to_numpy(), bb["scores"]["score"].to_numpy())
+    # without the record (an encoder trained on the rows, no out-of-fold values): a one-line refusal
+    v3 = _publish_deep(store, emb, {"encoder_card_hash": "nocf", "variant": 3})
+    with pytest.raises(ModelError, match="crossfit.npz.*in-sample"):
+        train_multi_heads(store, MultiHeadsConfig(deep=f"dltr@{v3}", heads=("deep_radiomics_clinical",)))
+
+
+def test_validity_delong_pairs_patients_by_id_per_seed_and_group():
+    """The validity hook's paired DeLong against DLTR_MLP matches patients by id (row order does not matter) and
+    equals the test on the aligned vectors; a head identical to DLTR_MLP gives difference 0, P 1."""
+    import pandas as pd
+
+    from analysis.roc import delong_test
+    from benchmarks.suites._validity_radiomics import delong_summary, delong_vs_primary
+    from benchmarks.suites.validity import _groups
+
+    rng = np.random.default_rng(3)
+    n = 90
+    ids = np.array([f"p{i:03d}" for i in range(n)])
+    y = rng.integers(0, 2, n)
+    split = np.array(["train", "internal", "external"])[np.arange(n) % 3]
+    center = np.where(split == "external", np.array(["B", "C"])[np.arange(n) % 2], "A")
+    mlp, rad = y + rng.normal(0, 1, n), y + rng.normal(0, 2, n)
+    frames = [pd.DataFrame({"patient_id": ids, "center": center, "split": split, "head": h, "score": s,
+                            "cutoff": 0.5, "label": y, "seed": 0}).sample(frac=1, random_state=k)
+              for k, (h, s) in enumerate((("dltr_mlp", mlp), ("radiomics", rad), ("same", mlp)))]
+    d = delong_vs_primary(pd.concat(frames, ignore_index=True), _groups)
+    ext_b = (split == "external") & (center == "B")
+    want = delong_test(y[ext_b], rad[ext_b], mlp[ext_b])
+    got = d[(d["head"] == "radiomics") & (d["group"] == "external B")].iloc[0]
+    assert got["n"] == ext_b.sum() and np.isclose(got["p_value"], want.p_value, rtol=1e-12)
+    same = d[d["head"] == "same"]
+    assert len(same) == 4 and (same["difference"] == 0).all() and (same["p_value"] == 1).all()
+    summ = delong_summary(d)
+    assert set(summ["group"]) == {"training", "internal", "external B", "external C"}
+
+
+def test_multi_set_heads_refuse_an_undeclared_predictor(tiny_store):
+    """An outcome column (pfs_days) named as a clinical predictor is refused before any fit, as by train_heads."""
+    from dltr.core.exceptions import ModelError
+    from features import FeatureStore
+    from models.heads import MultiHeadsConfig, train_multi_heads
+
+    with pytest.raises(ModelError, match=r"\['pfs_days'\] are not in cohort.toml predictors"):
+        train_multi_heads(FeatureStore(tiny_store), MultiHeadsConfig(clinical=("age", "pfs_days")))

@@ -87,7 +87,8 @@ def test_benchmark_statistics_against_direct_computation():
 @pytest.mark.timeout(3600)  # two whole tiny pipelines (about 4 minutes on 2 idle cores)
 def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
     """Twice from nothing (synthesise, ingest, encoder with its cross-fitting record, Ray extraction, heads,
-    plain baseline): the same encoder weights, cross-fitting record, features, head states and scores."""
+    plain baseline, radiomics on Ray and its heads): the same encoder weights, cross-fitting record, features, head
+    states and scores."""
     from benchmarks.suites._validity_pipeline import ValidityConfig, run_seed
     from dltr.core.layout import StoreLayout, encoder_crossfit, encoder_weights
     from features import FeatureStore
@@ -106,7 +107,7 @@ def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
     feats = [FeatureStore(s).read("dltr").sort_by("patient_id") for s in stores]
     assert feats[0].column("embedding").equals(feats[1].column("embedding"))
     regs = [HeadRegistry(s) for s in stores]
-    assert regs[0].names() == regs[1].names() and len(regs[0].names()) == 4
+    assert regs[0].names() == regs[1].names() and len(regs[0].names()) == 7   # the paper's 4 + 3 radiomics heads
     for name in regs[0].names():
         m0, m1 = regs[0].meta(name), regs[1].meta(name)
         assert (m0["version"], m0["head_sha256"]) == (m1["version"], m1["head_sha256"])

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.suites._validity_radiomics import radiomics_scores
 from dltr.core.layout import StoreLayout
 from dltr.demo import StageLog
 
@@ -81,7 +82,8 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
     base_path = root / "scores-plain-baseline.parquet"
     ledger.run("plain baseline", [ingest.inputs_hash, seed, "v2"],
                lambda: _plain(store_root, fs, _phases(cohort), seed, base_path), done=lambda o: base_path.exists())
-    scores = pd.concat([pd.read_parquet(scores_path), pd.read_parquet(base_path)], ignore_index=True)
+    radiomics = radiomics_scores(ledger, store_root, fs, seed, root, cfg.extract_workers)  # _validity_radiomics
+    scores = pd.concat([pd.read_parquet(scores_path), pd.read_parquet(base_path), radiomics], ignore_index=True)
     p_true = pd.read_csv(truth / "patients.csv", usecols=["patient_id", "p_true"], dtype={"patient_id": str})
     clin = FeatureStore(store_root).table("clinical").to_pandas()[["patient_id", "pfs_days", "pfs_event"]]
     out = scores.merge(clin, on="patient_id", how="left").merge(p_true, on="patient_id", how="left")

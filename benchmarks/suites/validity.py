@@ -28,6 +28,7 @@ import pandas as pd
 
 from benchmarks.harness import BenchContext, Figure, Timing
 from benchmarks.suites._validity_pipeline import ValidityConfig, run_seed
+from benchmarks.suites._validity_radiomics import delong_summary, delong_vs_primary, render_delong
 
 RIVALS = ("clinical", "dltr", "plain_baseline")
 
@@ -164,12 +165,15 @@ def run(ctx: BenchContext) -> list[Figure]:
     enc_cv = scores.groupby("seed")["encoder_cv_auc"].first().tolist()
     finite = scores.groupby("seed")["or_bounds_finite"].first().tolist()
     tag = f"validity-{_tag(cfg)}"
+    delong = delong_vs_primary(scores, _groups)  # every head against DLTR_MLP, per seed and group
     per_seed.to_csv(ctx.work / f"{tag}-per-seed.csv", index=False)
-    atomic_write_text(ctx.work / f"{tag}.md", render(cfg, summary, gaps, enc_cv, finite))
+    atomic_write_text(ctx.work / f"{tag}.md", render(cfg, summary, gaps, enc_cv, finite)
+                      + render_delong(delong_summary(delong)))
     atomic_write_text(ctx.work / f"{tag}.json", json.dumps(
         {"config": cfg.to_dict(), "summary": summary.to_dict("records"), "per_seed": per_seed.to_dict("records"),
          "train_minus_internal": gaps.to_dict("records"), "encoder_cv_auc": enc_cv,
-         "clinical_or_bounds_finite": finite}, indent=2, default=float))
+         "clinical_or_bounds_finite": finite, "delong_vs_dltr_mlp": delong.to_dict("records"),
+         "delong_vs_dltr_mlp_summary": delong_summary(delong).to_dict("records")}, indent=2, default=float))
     return _figures(per_seed, summary)
 
 

@@ -1,7 +1,8 @@
 """``dltr demo``: the whole system on a synthetic cohort, end to end, on embedded defaults.
 
 synthesise -> validate -> ingest (Dask) -> register the cohort -> train and select the encoder (DALI)
--> extract features (Ray + DALI) -> heads and evaluation -> survival -> radiogenomics -> report.
+-> extract features (Ray + DALI) -> heads and evaluation -> survival -> radiomics (pyradiomics on Ray, the
+multi-set heads beside DLTR_MLP, evaluation again) -> radiogenomics -> report.
 
 Each stage is recorded in ``OUT/stages.json`` with the hash of its inputs; a re-run with the same
 inputs reuses the output and says so (``dltr.demo._stages.StageLog``). Everything lands under ``OUT``:
@@ -48,6 +49,7 @@ class DemoConfig:
     aux_weight: float | None = None  # label-free ROI-descriptor loss weight (models/_auxiliary.py)
     phases: tuple[str, ...] | None = None  # encoder channels; None = cohort.toml's phases, in its order
     extract_workers: int = 2
+    radiomics: bool = True  # radiomics features and the multi-set heads beside DLTR_MLP (dltr.demo._stages)
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
     #: keyed pseudonyms through every stage (ingest and the cohort tables); never stored or hashed
@@ -196,6 +198,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         return {"heads": res.versions}, {}
 
     records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed, synth_hash], heads_stage))
+    heads_record = records[-1]
 
     def survival_stage():
         from analysis.survival import SurvivalConfig, run_survival
@@ -204,6 +207,18 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[s
         return {"head": PRIMARY_HEAD}, {}
 
     records.append(ledger.run("survival", records[-1].outputs, survival_stage))
+
+    def radiomics_stage():
+        from dltr.demo._stages import radiomics_stage as run
+        from features import predictor_columns
+
+        store = FeatureStore(store_root)
+        clinical, labs = predictor_columns(store) or (None, None)
+        return run(store, deep=feature_set, clinical=clinical, labs=labs, seed=cfg.seed, workers=cfg.extract_workers)
+
+    if cfg.radiomics:  # after the heads stage, whose scores table it extends (so it re-runs when that stage does)
+        records.append(ledger.run("radiomics", [heads_record.inputs_hash, heads_record.outputs, cfg.extract_workers],
+                                  radiomics_stage))
 
     def genes_stage():
         from analysis.genes import GenesConfig, run_genes

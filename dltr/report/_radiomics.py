@@ -7,7 +7,7 @@ import pandas as pd
 from dltr.core.vocabulary import MULTI_HEADS, display_name
 from dltr.report._document import Section
 
-RADIOMICS_TABLES = ("radiomics_center_effect", "radiomics_selection")
+RADIOMICS_TABLES = ("radiomics_center_effect", "radiomics_selection", "survival_by_head")
 
 
 def radiomics_section(t: dict[str, pd.DataFrame]) -> Section | None:

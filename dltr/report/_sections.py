@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from dltr.core.layout import StoreLayout, encoder_card
-from dltr.core.vocabulary import CLINICAL, DLTR, DLTR_MLP, PRIMARY_HEAD, display_name, head_order
+from dltr.core.vocabulary import CLINICAL, DLTR, DLTR_MLP, MULTI_HEADS, PRIMARY_HEAD, display_name, head_order
 from dltr.report._document import Section
 
 
@@ -55,6 +55,7 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     tables = [("AUC [95 % CI] (DeLong) per model and evaluation group", table)]
     if prow:
         p = pd.DataFrame(prow).pivot(index="model", columns="evaluation_group", values="p")
+        p = p.loc[[x for x in models if x in p.index]]  # the models' order of the AUC table
         tables.append(("Paired DeLong P against DLTR_MLP", p[[c for c in cohorts if c in p]].reset_index()))
     cut = m[["model", "evaluation_group", "accuracy", "sensitivity", "specificity", "ppv", "npv", "brier",
              "calibration_slope", "calibration_intercept"]].copy()
@@ -63,6 +64,12 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "
             "encoder's deep features. DLTR_MLP: a multilayer perceptron on deep features plus the selected clinical "
             "factors. XGBoost fusion: gradient-boosted trees on the same inputs as DLTR_MLP.")
+    if set(m["head"]) & set(MULTI_HEADS):
+        text += (" Radiomics, Radiomics+clinical, Deep+radiomics+clinical: LASSO logistic regression on IBSI radiomics "
+                 "features (reduced and selected inside each cross-validation fold of the training split), alone, with "
+                 "the selected clinical factors, and with the deep read-outs too (cross-fitted as for DLTR_MLP: "
+                 "out-of-fold for the encoder's training rows). P values: paired DeLong test of each model against "
+                 "DLTR_MLP on the same patients.")
     return Section("Model comparison", text, tables=tables)
 
 
@@ -90,11 +97,32 @@ def survival_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
                             "logrank_p", "hr_group", "hr_group_lower", "hr_group_upper", "c_index", "ph_p_group")
                 if c in s.columns]
         tables.append(("PFS by DLTR_MLP risk group (cutoff fixed on the training split)", s[cols]))
+    by_head = _survival_by_head(t.get("survival_by_head"))
+    if by_head is not None:
+        tables.append(("Each model's risk groups (its own training cutoff): log-rank P; Cox HR high vs low risk "
+                       "[95 % CI]", by_head))
     figs = [(_caption(p), p) for p in _figs(fig_dir, "km_*.png")]
     text = ("Risk groups from DLTR_MLP's predicted probability of objective response: high risk = predicted "
             "non-responder (score below the training cutoff). Kaplan-Meier curves with 95 % bands and numbers at "
             "risk; log-rank test; Cox hazard ratio high vs low.")
     return Section("Progression-free survival", text, tables=tables, figures=figs)
+
+
+def _survival_by_head(b: pd.DataFrame | None) -> pd.DataFrame | None:
+    """model x evaluation group cells "P; HR [low-high]" from the table ``survival_by_head`` (None if absent)."""
+    if b is None or b.empty or not {"head", "logrank_p", "hr_group"} <= set(b.columns):
+        return None
+
+    def cell(r) -> str:
+        est = [float(r.get(k, np.nan)) for k in ("hr_group", "hr_group_lower", "hr_group_upper")]
+        hr = f"{est[0]:.2f} [{est[1]:.2f}-{est[2]:.2f}]" if np.isfinite(est).all() and est[1] > 0 else \
+            "HR not estimable"  # e.g. no event in one risk group
+        return f"{r['logrank_p']:.3g}; {hr}"
+
+    b = b.assign(model=b["head"].map(display_name), cell=b.apply(cell, axis=1))
+    groups = list(dict.fromkeys(b["evaluation_group"]))
+    models = [display_name(h) for h in head_order(b["head"])]
+    return b.pivot(index="model", columns="evaluation_group", values="cell").loc[models, groups].reset_index()
 
 
 def genes_section(t: dict[str, pd.DataFrame], fig_dir: Path) -> Section:
@@ -202,11 +230,19 @@ def lineage_section(store_root: Path, t: dict[str, pd.DataFrame], stages: list[d
     reg = t.get("_registry", pd.DataFrame())
     for _, r in reg.iterrows():
         lin = r.get("lineage") or {}
+        made_by = f"library {lin['library']}" if "library" in lin and "encoder_card_hash" not in lin else \
+            f"encoder {lin.get('encoder_card_hash', '?')}"
         rows.append({"item": f"feature set {r['name']}@{r['version_id']}",
-                     "hash or version": f"encoder {lin.get('encoder_card_hash', '?')}, preprocess "
+                     "hash or version": f"{made_by}, preprocess "
                                         f"{lin.get('preprocess_hash', '?')}, inputs {lin.get('inputs_hash', '?')}"})
-        rows.append({"item": f"normalisation of {r['name']}@{r['version_id']}",
-                     "hash or version": _normalisation(store_root, lin.get("encoder_card_hash"))})
+        if "encoder_card_hash" in lin or "library" not in lin:
+            rows.append({"item": f"normalisation of {r['name']}@{r['version_id']}",
+                         "hash or version": _normalisation(store_root, lin.get("encoder_card_hash"))})
+        else:  # a library producer (radiomics): its recipe's normalisation, per image (prospective-safe)
+            norm = (lin.get("settings") or {}).get("setting", {}).get("normalize")
+            rows.append({"item": f"normalisation of {r['name']}@{r['version_id']}",
+                         "hash or version": "per image (z-score of each image, the library's normalize)" if norm
+                         else "none: raw intensities"})
     for name in ("demo_hash",):
         if name in run_info:
             rows.append({"item": name, "hash or version": run_info[name]})

@@ -5,6 +5,7 @@ self, learned state ends in ``_``, ``predict_proba``). ``train_heads(store, Head
 from a point-in-time training frame and registers them under ``STORE/heads`` with lineage.
 """
 
+from ._blocks import HeadBlocks, head_blocks
 from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
 from ._config import HeadsConfig
 from ._linear import DLTRHead
@@ -36,6 +37,7 @@ __all__ = [
     "ClinicalModel",
     "DLTRHead",
     "FrameHead",
+    "HeadBlocks",
     "HeadRegistry",
     "HeadsConfig",
     "HeadsResult",
@@ -47,6 +49,7 @@ __all__ = [
     "declared_predictors",
     "fit_heads",
     "fit_logistic",
+    "head_blocks",
     "from_kind",
     "frame_arrays",
     "score_heads",

@@ -2,8 +2,15 @@
 
 Each reads a multi-set training frame (``features.multi_frame``: the radiomics set's frame with the
 deep set's embedding joined by patient_id, both at recorded versions). Only labelled ``train`` rows
-reach any fit: the clinical model's selection (as for the paper's heads), and ``SelectedLogistic``,
-whose reduction and LASSO selection are refitted inside each CV fold. The heads are published in the
+reach any fit: the clinical model's selection (on cohort.toml's declared predictors, as for the paper's
+heads), and ``SelectedLogistic``, whose reduction and LASSO selection are refitted inside each CV fold;
+each head's Youden cutoff comes from its out-of-fold training scores.
+
+The deep block is cross-fitted as for DLTR_MLP (``CrossFit``, the encoder's ``crossfit.npz``): the
+encoder's read-out scores, out-of-fold for the rows the encoder was trained on, the refit encoder's
+read-out of the stored embedding for every other row; no head sees a deep value computed by an encoder
+that trained on that row. A deep set whose encoder left no cross-fitting record is refused; a set that
+names no encoder (another producer, never trained on the store's labels) is read as its embedding. The heads are published in the
 head registry with every feature set's version in their lineage, and their scores are added to the
 ``scores`` table beside the paper's heads (``evaluate`` and the report read that table); the per-fold
 selection frequency of every input goes to the table ``radiomics_selection``.
@@ -29,10 +36,20 @@ from dltr.core.vocabulary import (
     parse_ref,
 )
 
+from ._blocks import head_blocks
 from ._clinical import ClinicalModel
 from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._selected import SelectedLogistic
-from ._train import EXTRA_SCORERS, RESERVED, _params, _scores_frame, _store_columns, _train_rows, _write
+from ._train import (
+    EXTRA_SCORERS,
+    RESERVED,
+    _params,
+    _scores_frame,
+    _store_columns,
+    _train_rows,
+    _write,
+    declared_predictors,
+)
 
 __all__ = ["MULTI_HEAD_SPECS", "MultiFrameHead", "MultiHeadsConfig", "score_multi_heads", "train_multi_heads"]
 
@@ -48,7 +65,8 @@ MULTI_HEAD_SPECS: dict[str, tuple[tuple[str, ...], bool]] = {
 class MultiHeadsConfig:
     """``radiomics`` / ``deep``: the feature sets (NAME or NAME@VERSION; ``deep=None``, or a store without it,
     trains only the heads without a deep block); ``clinical`` / ``labs``: candidate predictors (None = every
-    registered clinical column / lab name); ``heads``: which of ``MULTI_HEAD_SPECS`` (None = all possible)."""
+    clinical column / lab name that cohort.toml declares a predictor); ``heads``: which of ``MULTI_HEAD_SPECS``
+    (None = all possible)."""
 
     radiomics: str = RADIOMICS
     deep: str | None = DEFAULT_FEATURE_SET
@@ -76,13 +94,26 @@ class MultiHeadsConfig:
 
 
 class MultiFrameHead:
-    """A fitted estimator and how it reads a multi-set frame: the named blocks, then the clinical block."""
+    """A fitted estimator and how it reads a multi-set frame: the named blocks, then the clinical block.
 
-    def __init__(self, *, name: str, estimator: Any, clinical: ClinicalModel | None, feature_sets: tuple[str, ...]):
+    ``blocks`` given to ``inputs`` are the blocks as the head reads them (``head_blocks``): for a cross-fitted
+    deep set the read-out scores; ``readouts`` (set -> (W, b)) keeps the refit read-out, so that
+    ``deep_block(set, embedding)`` gives a new patient's block from its stored embedding."""
+
+    def __init__(self, *, name: str, estimator: Any, clinical: ClinicalModel | None, feature_sets: tuple[str, ...],
+                 readouts: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         self.name = name
         self.estimator = estimator
         self.clinical = clinical
         self.feature_sets = feature_sets
+        self.readouts = dict(readouts or {})
+
+    def deep_block(self, feature_set: str, emb: np.ndarray) -> np.ndarray:
+        emb = np.asarray(emb, np.float64)
+        if feature_set not in self.readouts:
+            return emb
+        w, b = self.readouts[feature_set]
+        return emb @ np.asarray(w, np.float64).T + np.asarray(b, np.float64)
 
     def inputs(self, df: pd.DataFrame, blocks: dict[str, np.ndarray]) -> np.ndarray:
         parts = [np.asarray(blocks[s], np.float64) for s in self.feature_sets]
@@ -102,26 +133,43 @@ class MultiFrameHead:
     def get_state(self) -> dict:
         """The estimator's and the clinical block's states, each tagged with its class (no pickle)."""
         return {"name": self.name, "feature_sets": list(self.feature_sets), "estimator": state_kind(self.estimator),
-                "clinical": None if self.clinical is None else state_kind(self.clinical)}
+                "clinical": None if self.clinical is None else state_kind(self.clinical),
+                "readouts": {k: {"weight": np.asarray(w, np.float64), "bias": np.asarray(b, np.float64)}
+                             for k, (w, b) in self.readouts.items()}}
 
     @classmethod
     def from_state(cls, state: dict) -> MultiFrameHead:
         clin = None if state["clinical"] is None else from_kind(state["clinical"])
+        ro = {k: (np.asarray(v["weight"]), np.asarray(v["bias"])) for k, v in (state.get("readouts") or {}).items()}
         return cls(name=state["name"], estimator=from_kind(state["estimator"]), clinical=clin,
-                   feature_sets=tuple(state["feature_sets"]))
+                   feature_sets=tuple(state["feature_sets"]), readouts=ro)
 
 
 head_state_class(MultiFrameHead)
 
 
-def _block_names(frame, blocks: dict[str, np.ndarray]) -> dict[str, list[str]]:
+def _block_names(frame, blocks: dict[str, np.ndarray], readout_names: dict[str, list[str]]) -> dict[str, list[str]]:
     out = {}
     for fs in frame.lineage["feature_sets"]:
-        names = (fs.get("lineage") or {}).get("feature_names")
-        dim = blocks[fs["name"]].shape[1]
-        out[fs["name"]] = list(names) if isinstance(names, list) and len(names) == dim else \
-            [f"{fs['name']}[{i}]" for i in range(dim)]
+        name, dim = fs["name"], blocks[fs["name"]].shape[1]
+        names = readout_names.get(name) or (fs.get("lineage") or {}).get("feature_names")
+        out[name] = list(names) if isinstance(names, list) and len(names) == dim else \
+            [f"{name}[{i}]" for i in range(dim)]
     return out
+
+
+def _candidates(store, cfg: MultiHeadsConfig) -> tuple[list[str], list[str]]:
+    """(clinical columns, lab names): as given, else those cohort.toml declares predictors; an undeclared one is
+    refused (as ``train_heads``)."""
+    declared = set(declared_predictors(store))
+    clinical = list(cfg.clinical) if cfg.clinical is not None else \
+        [c for c in _store_columns(store, "clinical") if c in declared]
+    labs = list(cfg.labs) if cfg.labs is not None else [n for n in _store_columns(store, "labs") if n in declared]
+    undeclared = sorted(set(clinical) - declared) + sorted(f"lab {n}" for n in set(labs) - declared)
+    if undeclared:
+        raise ModelError(f"multi-set heads: {undeclared} are not in cohort.toml predictors {sorted(declared)}; "
+                         "declare them there (only values known before treatment) and re-run `dltr store add-cohort`")
+    return clinical, labs
 
 
 def train_multi_heads(store, config: MultiHeadsConfig | None = None) -> dict[str, Any]:
@@ -139,33 +187,40 @@ def train_multi_heads(store, config: MultiHeadsConfig | None = None) -> dict[str
                          "run `dltr extract` first or leave out the heads with a deep block")
     refs = [radiomics] + ([deep] if have_deep else [])
     role = {"radiomics": parse_ref(radiomics)[0], "deep": parse_ref(deep)[0] if have_deep else None}
-    clinical = list(cfg.clinical) if cfg.clinical is not None else _store_columns(store, "clinical")
-    labs = list(cfg.labs) if cfg.labs is not None else _store_columns(store, "labs")
+    clinical, labs = _candidates(store, cfg)
     frame = multi_frame(store, refs, clinical=clinical, labs=labs, max_age_days=max_age_days)
-    df, blocks = frame.to_pandas(), frame.blocks
+    df = frame.to_pandas()
+    hb = head_blocks(store, frame, role["deep"])
+    blocks = hb.blocks
     candidates = [c for c in df.columns if c not in RESERVED]
     tr = _train_rows(df)
     y = df.loc[tr, "label"].astype(int).to_numpy()
-    clin = ClinicalModel().fit(df.loc[tr, candidates].reset_index(drop=True), y)
-    names = _block_names(frame, blocks)
+    # the selection only (the clinical head reports its bootstrap stability; here it would add ~1 min)
+    clin = ClinicalModel(seed=seed, n_bootstrap=0).fit(df.loc[tr, candidates].reset_index(drop=True), y)
+    names = _block_names(frame, blocks, hb.names)
     lineage = {"feature_sets": [{"name": f["name"], "version": f["version"]} for f in frame.lineage["feature_sets"]],
                "frame_row_hash": frame.lineage["row_hash"], "clinical_candidates": candidates, "labs": labs,
-               "max_age_days": max_age_days, "clinical_selected": list(clin.selected_)}
+               "max_age_days": max_age_days, "clinical_selected": list(clin.selected_),
+               "deep_block": hb.scheme, "oof_training_rows": {k: int((v & tr).sum()) for k, v in hb.oof_rows.items()},
+               "cutoff": "Youden on the out-of-fold training scores of the CV that chose the penalty"}
     registry, versions, metrics, parts, selection = HeadRegistry(store.root), {}, {}, [], []
     for name in heads:
         roles, with_clin = MULTI_HEAD_SPECS[name]
+        sets = tuple(role[r] for r in roles)
         fh = MultiFrameHead(name=name, estimator=SelectedLogistic(seed=seed), clinical=clin if with_clin else None,
-                            feature_sets=tuple(role[r] for r in roles))
+                            feature_sets=sets,
+                            readouts={s: (hb.crossfit[s].weight, hb.crossfit[s].bias) for s in sets if s in hb.crossfit})
         sub = {k: v[tr] for k, v in blocks.items()}
-        fh.estimator.fit(fh.inputs(df.loc[tr], sub), y)
+        est = fh.estimator.fit(fh.inputs(df.loc[tr], sub), y)
         score = fh.predict_proba_frame(df, blocks)
-        cutoff = youden_cutoff(y, score[tr])
-        est = fh.estimator
+        oof = est.oof_proba_ if np.isfinite(est.oof_proba_).all() else score[tr]
+        cutoff = youden_cutoff(y, oof)
         cols = fh.column_names(names)
         stable = sorted(((float(est.selection_frequency_[j]), cols[j]) for j in range(len(cols))
                          if est.selection_frequency_[j] > 0), reverse=True)[:30]
-        metrics[name] = {"train_auc": auc_score(y, score[tr]), "cv_auc": est.cv_auc_, "cv_auc_sd": est.cv_auc_sd_,
-                         "n_train": int(tr.sum()), "n_selected": int(est.selected_.size), "n_inputs": len(cols)}
+        metrics[name] = {"train_auc": auc_score(y, score[tr]), "oof_auc": auc_score(y, oof), "cv_auc": est.cv_auc_,
+                         "cv_auc_sd": est.cv_auc_sd_, "n_train": int(tr.sum()), "n_selected": int(est.selected_.size),
+                         "n_inputs": len(cols)}
         versions[name] = registry.publish(
             name, fh, lineage=lineage, hyperparameters=_params(est), seed=seed, metrics=metrics[name], cutoff=cutoff,
             extra={"display_name": MULTI_HEADS[name], "frame_lineage": frame.lineage,
@@ -194,7 +249,8 @@ def _merge_scores(store, scores: pd.DataFrame, lineage: dict[str, Any]) -> None:
 
 
 def score_multi_heads(store, names: list[str] | None = None) -> list[pd.DataFrame]:
-    """Scores of the registered multi-set heads (latest versions), each on the frame it was trained on."""
+    """Scores of the registered multi-set heads (latest versions), each on the frame it was trained on, its
+    deep block cross-fitted as at training."""
     from features import multi_frame
 
     registry = HeadRegistry(store.root)
@@ -205,8 +261,10 @@ def score_multi_heads(store, names: list[str] | None = None) -> list[pd.DataFram
         refs = [f"{f['name']}@{f['version']}" for f in lin["feature_sets"]]
         clinical = [c for c in lin["clinical_candidates"] if not c.startswith("lab_")]
         frame = multi_frame(store, refs, clinical=clinical, labs=lin["labs"], max_age_days=lin["max_age_days"])
-        parts.append(_scores_frame(frame.to_pandas(), name, meta["version"],
-                                   fh.predict_proba_frame(frame.to_pandas(), frame.blocks), meta["cutoff"]))
+        deep = next((s for s in fh.feature_sets if s in (lin.get("deep_block") or {})), None)
+        df = frame.to_pandas()
+        parts.append(_scores_frame(df, name, meta["version"],
+                                   fh.predict_proba_frame(df, head_blocks(store, frame, deep).blocks), meta["cutoff"]))
     return parts
 
 

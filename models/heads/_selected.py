@@ -10,8 +10,9 @@
    which step 1 is refitted on each fold's training part (no selection ever sees a validation row);
 3. the final reduction and LASSO refitted on all the rows given.
 
-Reported: ``cv_auc_`` / ``cv_auc_sd_`` at the chosen C and ``selection_frequency_`` (per input column,
-the fraction of CV folds whose LASSO kept it: selection stability).
+Reported: ``cv_auc_`` / ``cv_auc_sd_`` at the chosen C, ``selection_frequency_`` (per input column,
+the fraction of CV folds whose LASSO kept it: selection stability) and ``oof_proba_`` (each fitted row's
+out-of-fold probability at the chosen C, where its Youden cutoff comes from; not saved with the state).
 """
 
 from __future__ import annotations
@@ -82,21 +83,25 @@ class SelectedLogistic:
         n_folds = int(min(self.n_folds, np.bincount(y).min()))
         aucs = {c: [] for c in self.Cs}
         chosen = {c: np.zeros(X.shape[1]) for c in self.Cs}
+        oof = {c: np.full(y.size, np.nan) for c in self.Cs}
         if n_folds >= 2:
             for tr, va in StratifiedKFold(n_folds, shuffle=True, random_state=self.seed).split(X, y):
                 cols, mean, scale = _reduce(X[tr], y[tr], self.corr_max, self.max_features)
                 ztr, zva = (X[tr][:, cols] - mean) / scale, (X[va][:, cols] - mean) / scale
                 for c in self.Cs:
                     m = self._lasso(ztr, y[tr], c)
-                    aucs[c].append(roc_auc_score(y[va], m.decision_function(zva)))
+                    oof[c][va] = m.decision_function(zva)
+                    aucs[c].append(roc_auc_score(y[va], oof[c][va]))
                     chosen[c][cols[m.coef_[0] != 0]] += 1
             self.C_ = max(self.Cs, key=lambda c: (float(np.mean(aucs[c])), -c))
             self.cv_auc_ = float(np.mean(aucs[self.C_]))
             self.cv_auc_sd_ = float(np.std(aucs[self.C_], ddof=1)) if n_folds > 1 else float("nan")
             self.selection_frequency_ = chosen[self.C_] / n_folds
+            self.oof_proba_ = 1.0 / (1.0 + np.exp(-oof[self.C_]))
         else:
             self.C_, self.cv_auc_, self.cv_auc_sd_ = self.Cs[0], float("nan"), float("nan")
             self.selection_frequency_ = np.full(X.shape[1], np.nan)
+            self.oof_proba_ = np.full(y.size, np.nan)
         self.columns_, self.mean_, self.scale_ = _reduce(X, y, self.corr_max, self.max_features)
         m = self._lasso((X[:, self.columns_] - self.mean_) / self.scale_, y, self.C_)
         self.coef_ = m.coef_[0].copy()

@@ -143,16 +143,17 @@ def _worker_args(store, scope: Scope, settings: RadiomicsSettings) -> dict[str, 
                 phases=scope.phases, names=scope.names)
 
 
-def extract_radiomics(store_root: str | Path, settings: RadiomicsSettings | str | Path | None = None,
+def extract_radiomics(store_root: Any, settings: RadiomicsSettings | str | Path | None = None,
                       config: RadiomicsConfig | None = None, *, progress: Progress | None = None
                       ) -> RadiomicsReport:
-    """Compute the recipe's features for every patient in scope and publish one version (see module doc)."""
+    """Compute the recipe's features for every patient in scope and publish one version (see module doc);
+    ``store_root``: the store (a path, a ``StoreLayout`` or a ``FeatureStore``)."""
     from features import FeatureStore
 
     cfg = config or RadiomicsConfig()
     if not isinstance(settings, RadiomicsSettings):
         settings = load_settings(settings)
-    store = FeatureStore(store_root)
+    store = FeatureStore(StoreLayout.of(store_root).root)
     scope = build_scope(store, settings, cfg.name)
     report = RadiomicsReport(cfg.name, scope.version_id, "exists", scope.table.num_rows, scope.dim,
                              backend=cfg.backend)

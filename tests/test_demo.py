@@ -11,14 +11,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dltr.core.vocabulary import HEADS, MULTI_HEADS, display_name
 from dltr.demo import run_demo
 from features import FeatureStore
 
 # The tiny cohort leaves some risk groups empty: the survival stage warns (ApproximationWarning) by design.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dltr.core.exceptions.ApproximationWarning")]
 
-SECTIONS = ("Cohort", "Model comparison", "ROC, calibration and decision curves", "Progression-free survival",
-            "Radiogenomics", "This run beside the paper and the oracle", "Performance", "Lineage")
+SECTIONS = ("Cohort", "Model comparison", "Radiomics", "ROC, calibration and decision curves",
+            "Progression-free survival", "Radiogenomics", "This run beside the paper and the oracle", "Performance",
+            "Lineage")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
@@ -62,8 +64,7 @@ def test_report_holds_every_section_with_numbers(demo):
             assert m, f"{row['model']} / {c}: {row[c]!r}"
             lo, auc, hi = float(m[2]), float(m[1]), float(m[3])
             assert lo <= auc <= hi
-            head = {"Clinical": "clinical", "DLTR": "dltr", "DLTR_MLP": "dltr_mlp",
-                    "XGBoost fusion": "xgb_fusion"}[row["model"]]
+            head = {display_name(h): h for h in (*HEADS, *MULTI_HEADS)}[row["model"]]
             ref = metrics[(metrics["head"] == head) & (metrics["evaluation_group"] == c)]["auc"].item()
             assert abs(ref - auc) < 5e-4
     # Survival: a log-rank P per external center, each a probability.

@@ -41,7 +41,7 @@ def _demo(ctx: BenchContext) -> tuple[Path, Path, dict]:
         shutil.copytree(ctx.options["serve_demo"], out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DltrWarning)
-        res = run_demo(out, DemoConfig.for_profile("tiny", seed=ctx.seed, candidates=("plain",)), log=lambda _m: None)
+        res = run_demo(out, DemoConfig.for_profile("tiny", seed=ctx.seed, candidates=("plain",), radiomics=False), log=lambda _m: None)
     stages = {s["name"]: s for s in res.stages}
     return out / "store", out / "synthetic" / "cohort", stages
 

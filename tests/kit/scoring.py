@@ -22,11 +22,11 @@ def build_demo(root: Path) -> ScoringDemo:
 
     out = root / "demo"
     # One encoder candidate ("plain") keeps the fixture near 2 minutes on 2 shared cores; the scoring
-    # path does not depend on which candidate won. Statistical caveats of the tiny cohort (a survival
+    # path does not depend on which candidate won, nor on the radiomics heads (tests/test_demo.py has them). Statistical caveats of the tiny cohort (a survival
     # group with no patient) are not what these tests are about.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DltrWarning)
-        run_demo(out, DemoConfig.for_profile("tiny", seed=0, candidates=("plain",)), log=lambda _m: None)
+        run_demo(out, DemoConfig.for_profile("tiny", seed=0, candidates=("plain",), radiomics=False), log=lambda _m: None)
     return ScoringDemo(out, out / "store", out / "synthetic" / "cohort")
 
 

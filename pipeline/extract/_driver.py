@@ -148,6 +148,14 @@ def extract_features(store_root: str | Path, encoder: str | Path | None = None,
     if any(_version_id(v) == scope.version_id for v in _versions(store, cfg.name)):
         clean_committed_staging(store_root, cfg.name)  # a writer killed just after its registry commit
         return report
+    if cfg.rois == "materialise" and cfg.gpus_per_worker == 0:  # before the writer takes the store's lock
+        from models import materialise_rois
+        from pipeline.loaders import RoiConfig
+
+        t0 = time.perf_counter()
+        materialise_rois(store_root, RoiConfig.from_dict(scope.card["preprocess"]), batch_size=cfg.batch_size,
+                         num_threads=max(2, cfg.dali_threads))
+        report.materialise_s = time.perf_counter() - t0
     writer = store.feature_writer(cfg.name, scope.version_id, scope.producer, scope.lineage, scope.embed_dim)
     try:
         return _run(store, store_root, scope, cfg, writer, report, progress)
@@ -199,15 +207,34 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
     pending = scope.table.filter(pc.invert(pc.is_in(scope.table.column("patient_id"), pa.array(sorted(done),
                                                                                               pa.string()))))
     sink = _Sink(writer, scope, pending.num_rows, progress, done)
-    if pending.num_rows:
-        from pipeline.extract._ray_job import ray_session, run_ray
+    hit = _tensors(store, scope, cfg, pending)
+    if hit is not None:
+        report.roi_tensors, report.n_from_tensors = hit.ref, len(hit.patient_ids)
+        pending = pending.filter(pc.invert(pc.is_in(pending.column("patient_id"), pa.array(hit.patient_ids))))
+    if pending.num_rows or hit is not None:
+        from pipeline.extract._ray_job import ray_session, run_ray, run_ray_tensors
 
         with ray_session(cfg.address, StoreLayout.of(store_root).ray_log) as startup:
             report.startup_s = startup
             t0 = time.perf_counter()
-            run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)
+            if hit is not None:
+                run_ray_tensors(hit, str(scope.encoder_dir), cfg, sink)
+            if pending.num_rows:
+                run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)
             report.seconds = time.perf_counter() - t0
     return _finish(store, scope, cfg, writer, sink, report)
+
+
+def _tensors(store, scope: Scope, cfg: ExtractConfig, pending: pa.Table):
+    """The materialised ROI tensors current for the pending patients (None: read every patient's volumes)."""
+    if cfg.rois == "volumes" or cfg.gpus_per_worker > 0 or not pending.num_rows:
+        return None
+    from models import find_roi_tensors
+    from pipeline.loaders import RoiConfig
+
+    want = dict(zip(pending.column("patient_id").to_pylist(), pending.column("input_checksum").to_pylist(),
+                    strict=True))
+    return find_roi_tensors(store, RoiConfig.from_dict(scope.card["preprocess"]), want)
 
 
 def _finish(store, scope: Scope, cfg: ExtractConfig, writer, sink: _Sink, report: ExtractReport) -> ExtractReport:

@@ -7,6 +7,7 @@ same features, and a changed input or RoiConfig never reuses a stale tensor."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -38,7 +39,7 @@ def _tensors(store: FeatureStore, ref: str) -> tuple[list[str], np.ndarray, np.n
     return t.column("patient_id").to_pylist(), x, np.asarray(t.column("roi_box").to_pylist(), np.int32)
 
 
-def test_tensors_are_the_loaders_output_bitwise_with_lineage(base_store, tmp_path):
+def test_tensors_are_the_loaders_output_bitwise_with_lineage(base_store, tmp_path, capsys):
     root = _copy(base_store, tmp_path)
     rep = materialise_rois(root, ROI, batch_size=3)
     assert (rep.status, rep.n_computed, rep.n_reused, rep.errors) == ("published", 10, 0, {})
@@ -59,7 +60,12 @@ def test_tensors_are_the_loaders_output_bitwise_with_lineage(base_store, tmp_pat
     v = store.resolve(rep.ref)
     assert v.lineage["preprocess_hash"] == ROI.content_hash() and v.lineage["inputs_hash"] == content_hash(checks)
     assert v.dim == 3 * 16 * 16 * 8 and ROI_TENSORS in store.feature_sets()
-    assert materialise_rois(root, ROI).status == "exists"  # unchanged inputs: nothing to do
+    from dltr.cli import main
+
+    capsys.readouterr()
+    assert main(["materialise-rois", "--store", str(root), "--json"]) == 0  # the encoder's RoiConfig = ROI
+    out = json.loads(capsys.readouterr().out)
+    assert (out["status"], out["ref"]) == ("exists", rep.ref)  # unchanged inputs: nothing to do
 
 
 def test_extraction_reads_tensors_not_volumes_and_equals_the_volume_path(ray_cluster, base_store, local_rows,

@@ -109,7 +109,8 @@ class Scorer:
         from nibabel.filebasedimages import ImageFileError
 
         try:
-            ingest_cohort(staged.cohort, tmp_store, IngestConfig(**cfg, workers=1, stats=False, strict=True),
+            ingest_cohort(staged.cohort, tmp_store, IngestConfig(**cfg, workers=1, stats=False, strict=True,
+                                                                   durable=False),
                           executor="serial", cohort=cohort)
         except ImageFileError as e:  # the NIfTI reader lets this one through (reported to ingest)
             msg = str(e).replace(str(staged.cohort) + "/", "")

@@ -114,6 +114,7 @@ class ExtractReport:
     n_from_tensors: int = 0  # computed from materialised ROI tensors (the rest from the volumes)
     roi_tensors: str | None = None  # the roi_tensors version read (NAME@VERSION)
     materialise_s: float = 0.0  # writing the tensor set first (rois="materialise")
+    stage_s: float = 0.0  # staging result parts (Parquet + fsync, on the driver's writer thread)
 
     @property
     def patients_per_s(self) -> float:

@@ -45,10 +45,19 @@ def _version_id(v: Any) -> str:
 
 
 class _Sink:
-    """Driver side of the stream: staged writes, errors, progress, per-worker figures."""
+    """Driver side of the stream: staged writes, errors, progress, per-worker figures.
+
+    Each batch's rows are staged (one fsynced Parquet part) on a writer thread, so the driver keeps
+    pulling result batches from Ray while a part is written; ``drain`` waits for the last write and
+    raises the first write error."""
 
     def __init__(self, writer, scope: Scope, total: int, progress: Progress | None, skip: set[str]):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.writer, self.scope, self.total, self.progress = writer, scope, total, progress
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dltr-stage")
+        self._writes: list[Any] = []
+        self.write_s = 0.0
         self.seen = set(skip)
         self.errors: list[dict[str, Any]] = []
         self.n_written = 0
@@ -71,7 +80,8 @@ class _Sink:
         self.t_last = now
         ok, bad = split_work(work, self.scope.embed_dim)
         if ok.num_rows:
-            self.writer.write(ok)
+            self._writes = [f for f in self._writes if not f.done() or f.result()]  # raises a failed write
+            self._writes.append(self._pool.submit(self._write, ok))
         self.seen.update(work.column("patient_id").to_pylist())
         self.n_written += ok.num_rows
         self.errors += [{"patient_id": r["patient_id"], "center": r["center"], "stage": r["stage"],
@@ -80,6 +90,20 @@ class _Sink:
         self._account(work, ok)
         if self.progress:
             self.progress(work.num_rows, self.total)
+
+    def _write(self, ok: pa.Table) -> None:
+        t0 = time.perf_counter()
+        self.writer.write(ok)
+        self.write_s += time.perf_counter() - t0
+
+    def drain(self) -> None:
+        """Wait for every staged write; the first failure is raised."""
+        try:
+            for f in self._writes:
+                f.result()
+        finally:
+            self._writes = []
+            self._pool.shutdown(wait=True)
 
     def _account(self, work: pa.Table, ok: pa.Table) -> None:
         if ok.num_rows:
@@ -211,17 +235,22 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
     if hit is not None:
         report.roi_tensors, report.n_from_tensors = hit.ref, len(hit.patient_ids)
         pending = pending.filter(pc.invert(pc.is_in(pending.column("patient_id"), pa.array(hit.patient_ids))))
-    if pending.num_rows or hit is not None:
-        from pipeline.extract._ray_job import ray_session, run_ray, run_ray_tensors
+    try:
+        if pending.num_rows or hit is not None:
+            from pipeline.extract._ray_job import ray_session, run_ray, run_ray_tensors
 
-        with ray_session(cfg.address, StoreLayout.of(store_root).ray_log) as startup:
-            report.startup_s = startup
-            t0 = time.perf_counter()
-            if hit is not None:
-                run_ray_tensors(hit, str(scope.encoder_dir), cfg, sink)
-            if pending.num_rows:
-                run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)
-            report.seconds = time.perf_counter() - t0
+            with ray_session(cfg.address, StoreLayout.of(store_root).ray_log) as startup:
+                report.startup_s = startup
+                t0 = time.perf_counter()
+                if hit is not None:
+                    run_ray_tensors(hit, str(scope.encoder_dir), cfg, sink)
+                if pending.num_rows:
+                    run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)
+                sink.drain()
+                report.seconds = time.perf_counter() - t0
+    finally:
+        sink.drain()  # no staged write outlives the writer's lock
+    report.stage_s = sink.write_s
     return _finish(store, scope, cfg, writer, sink, report)
 
 

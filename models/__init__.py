@@ -11,14 +11,17 @@ from models._roi_tensors import (
     ROI_TENSORS,
     MaterialiseReport,
     RoiTensorHit,
+    copy_current,
     find_roi_tensors,
     input_checksum,
     materialise_rois,
     roi_inputs,
     studies_table,
+    tensor_rows,
+    tensor_writer,
 )
 from models.encoders import ENCODERS, Encoder3d, build_encoder
 
 __all__ = ["ENCODERS", "ROI_TENSORS", "Encoder3d", "MaterialiseReport", "RoiTensorHit", "build_encoder", "card_hash",
-           "descriptor_names", "find_roi_tensors", "input_checksum", "load_encoder", "materialise_rois", "roi_descriptors",
-           "roi_inputs", "save_encoder", "studies_table"]
+           "copy_current", "descriptor_names", "find_roi_tensors", "input_checksum", "load_encoder", "materialise_rois", "roi_descriptors",
+           "roi_inputs", "save_encoder", "studies_table", "tensor_rows", "tensor_writer"]

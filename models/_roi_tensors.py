@@ -144,6 +144,26 @@ def find_roi_tensors(store, roi: RoiConfig, want: dict[str, str]) -> RoiTensorHi
     return None
 
 
+def tensor_writer(store, roi: RoiConfig, inputs: pa.Table):
+    """(a staged writer of the ``roi_tensors`` version of exactly ``inputs`` (``INPUT_SCHEMA`` rows), or
+    None when that version is already published; its reference ``roi_tensors@VERSION``)."""
+    from features import version_id_of
+
+    lineage = tensor_lineage(roi, inputs)
+    vid = version_id_of(ROI_TENSORS, PRODUCER, lineage)
+    if any(v.version_id == vid for v in _versions(store)):
+        return None, f"{ROI_TENSORS}@{vid}"
+    return store.feature_writer(ROI_TENSORS, vid, PRODUCER, lineage, tensor_dim(roi)), f"{ROI_TENSORS}@{vid}"
+
+
+def copy_current(writer, hit: RoiTensorHit | None) -> int:
+    """Stage the rows of ``hit`` not yet staged in ``writer``; returns how many."""
+    if hit is None:
+        return 0
+    todo = sorted(set(hit.patient_ids) - writer.done_keys())
+    return writer.write(hit.read(todo).select(list(TENSOR_COLUMNS))) if todo else 0
+
+
 @dataclass
 class MaterialiseReport:
     """What one ``materialise_rois`` call did (``status``: published, exists, partial)."""
@@ -185,7 +205,7 @@ def materialise_rois(store_root: str | Path, roi: RoiConfig, *, patient_ids=None
     ``roi_tensors``: current rows of earlier versions with the same ``RoiConfig`` are copied, the rest
     loaded with ``DaliRoiPipeline`` (the loader every extraction and training run uses), batch by batch
     into staged parts (resumable). Patients that fail to load are left out (``status="partial"``)."""
-    from features import FeatureStore, version_id_of
+    from features import FeatureStore
     from pipeline.loaders import DaliRoiPipeline
 
     t0 = time.perf_counter()
@@ -195,20 +215,16 @@ def materialise_rois(store_root: str | Path, roi: RoiConfig, *, patient_ids=None
         inputs = inputs.filter(pc.is_in(inputs.column("patient_id"), pa.array([str(p) for p in patient_ids])))
     if inputs.num_rows == 0:
         raise StoreError(f"{store_root}: no patient with every phase {list(roi.phases)} and a mask to materialise")
-    lineage = tensor_lineage(roi, inputs)
-    vid = version_id_of(ROI_TENSORS, PRODUCER, lineage)
-    report = MaterialiseReport(f"{ROI_TENSORS}@{vid}", "exists", inputs.num_rows)
-    if any(v.version_id == vid for v in _versions(store)):
+    writer, ref = tensor_writer(store, roi, inputs)
+    report = MaterialiseReport(ref, "exists", inputs.num_rows)
+    if writer is None:
         return report
-    writer = store.feature_writer(ROI_TENSORS, vid, PRODUCER, lineage, tensor_dim(roi))
     try:
         done = writer.done_keys()
         want = {p: c for p, c in zip(inputs.column("patient_id").to_pylist(),
                                      inputs.column("input_checksum").to_pylist(), strict=True) if p not in done}
-        hit = find_roi_tensors(store, roi, want)
-        if hit is not None:
-            report.n_reused = writer.write(hit.read().select(list(TENSOR_COLUMNS)))
-            done = writer.done_keys()
+        report.n_reused = copy_current(writer, find_roi_tensors(store, roi, want))
+        done = writer.done_keys()
         todo = inputs.filter(pc.invert(pc.is_in(inputs.column("patient_id"), pa.array(sorted(done), pa.string()))))
         ids = todo.column("patient_id").to_pylist()
         step = batch_size * 4

@@ -68,16 +68,24 @@ def test_tensors_are_the_loaders_output_bitwise_with_lineage(base_store, tmp_pat
     assert (out["status"], out["ref"]) == ("exists", rep.ref)  # unchanged inputs: nothing to do
 
 
-def test_extraction_reads_tensors_not_volumes_and_equals_the_volume_path(ray_cluster, base_store, local_rows,
-                                                                        tmp_path):
+@pytest.mark.slow
+def test_first_extraction_materialises_and_the_next_reads_tensors_not_volumes(ray_cluster, base_store, local_rows,
+                                                                            tmp_path):
     root = _copy(base_store, tmp_path)
-    materialise_rois(root, ROI, batch_size=4)
+    first = extract_features(root, config=ExtractConfig(workers=1, batch_size=4, rois="materialise"))
+    assert (first.status, first.n_computed, first.n_from_tensors) == ("published", 10, 0)
+    store = FeatureStore(root)
+    ids, x, boxes = _tensors(store, first.roi_tensors_written)
+    with DaliRoiPipeline(root, ROI, batch_size=3) as pipe:  # the loader, apart from the Ray actors
+        ref_x, ref_boxes = pipe.run(ids)
+    assert ids == sorted(local_rows.column("patient_id").to_pylist())
+    assert np.array_equal(x, ref_x.numpy()) and np.array_equal(boxes, ref_boxes)
+    _assert_rows_equal(store.read("dltr", first.version_id), local_rows)
     shutil.move(root / "volumes.zarr", tmp_path / "volumes-away")  # a volume read now fails
-    rep = extract_features(root, config=ExtractConfig(workers=1, batch_size=4))
+    rep = extract_features(root, config=ExtractConfig(name="dltr2", workers=1, batch_size=4))
     assert (rep.status, rep.n_computed, rep.n_from_tensors, rep.n_errors) == ("published", 10, 10, 0)
-    assert rep.roi_tensors.startswith(f"{ROI_TENSORS}@")
-    rows = FeatureStore(root).read("dltr", rep.version_id)
-    _assert_rows_equal(rows, local_rows)  # same features (the version id does not depend on the source)
+    assert rep.roi_tensors == first.roi_tensors_written and rep.roi_tensors_written is None
+    _assert_rows_equal(FeatureStore(root).read("dltr2", rep.version_id), local_rows)
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ class ExtractConfig:
     - ``rois``: where the encoder inputs come from. ``"reuse"``: the materialised ROI tensors
       (feature set ``roi_tensors``, ``models.materialise_rois``) of patients whose tensors are current
       for the encoder's ``RoiConfig`` and their input checksums; the other patients from the volumes.
-      ``"materialise"``: first write (or extend) the tensor set, then read it. ``"volumes"``: always
+      ``"materialise"``: the same, and the tensors loaded from the volumes in this run are also
+      published as a ``roi_tensors`` version (with the current ones copied). ``"volumes"``: always
       decode and resample the volumes. CPU runs only (a GPU run reads the volumes on its GPU).
     """
 
@@ -113,7 +114,8 @@ class ExtractReport:
     steady_patients_per_s: float = 0.0  # between the first and the last result batch (no actor start-up)
     n_from_tensors: int = 0  # computed from materialised ROI tensors (the rest from the volumes)
     roi_tensors: str | None = None  # the roi_tensors version read (NAME@VERSION)
-    materialise_s: float = 0.0  # writing the tensor set first (rois="materialise")
+    roi_tensors_written: str | None = None  # the roi_tensors version this run wrote (rois="materialise")
+    materialise_s: float = 0.0  # opening, copying and publishing the tensor set (rois="materialise")
     stage_s: float = 0.0  # staging result parts (Parquet + fsync, on the driver's writer thread)
 
     @property
@@ -136,7 +138,9 @@ class ExtractReport:
                  f"{self.n_resumed} already staged, {self.n_errors} failed)"]
         if self.roi_tensors:
             lines.append(f"  {self.n_from_tensors} patients encoded from the materialised ROI tensors {self.roi_tensors}"
-                         + (f" (written in {self.materialise_s:.2f} s)" if self.materialise_s else ""))
+                         )
+        if self.roi_tensors_written:
+            lines.append(f"  encoder inputs materialised as {self.roi_tensors_written}")
         if self.n_computed:
             busy = self.load_s + self.encode_s
             share = self.load_s / busy if busy > 0 else 0.0

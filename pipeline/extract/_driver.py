@@ -16,6 +16,7 @@ from dltr.core.exceptions import StoreError
 from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 from pipeline.extract._config import ExtractConfig, ExtractReport
+from pipeline.extract._materialise import open_tensors, publish_tensors, tensor_rows_of
 from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
 from pipeline.extract._scope import NUMERICS_KEYS, Scope, build_scope
 
@@ -56,6 +57,7 @@ class _Sink:
 
         self.writer, self.scope, self.total, self.progress = writer, scope, total, progress
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dltr-stage")
+        self.tensors = None  # the roi_tensors writer when the run materialises the encoder inputs
         self._writes: list[Any] = []
         self.write_s = 0.0
         self.seen = set(skip)
@@ -81,7 +83,8 @@ class _Sink:
         ok, bad = split_work(work, self.scope.embed_dim)
         if ok.num_rows:
             self._writes = [f for f in self._writes if not f.done() or f.result()]  # raises a failed write
-            self._writes.append(self._pool.submit(self._write, ok))
+            x = tensor_rows_of(work) if self.tensors is not None and "x" in work.column_names else None
+            self._writes.append(self._pool.submit(self._write, ok, x))
         self.seen.update(work.column("patient_id").to_pylist())
         self.n_written += ok.num_rows
         self.errors += [{"patient_id": r["patient_id"], "center": r["center"], "stage": r["stage"],
@@ -91,9 +94,11 @@ class _Sink:
         if self.progress:
             self.progress(work.num_rows, self.total)
 
-    def _write(self, ok: pa.Table) -> None:
+    def _write(self, ok: pa.Table, x: pa.Table | None) -> None:
         t0 = time.perf_counter()
         self.writer.write(ok)
+        if x is not None and x.num_rows:
+            self.tensors.write(x)
         self.write_s += time.perf_counter() - t0
 
     def drain(self) -> None:
@@ -172,14 +177,6 @@ def extract_features(store_root: str | Path, encoder: str | Path | None = None,
     if any(_version_id(v) == scope.version_id for v in _versions(store, cfg.name)):
         clean_committed_staging(store_root, cfg.name)  # a writer killed just after its registry commit
         return report
-    if cfg.rois == "materialise" and cfg.gpus_per_worker == 0:  # before the writer takes the store's lock
-        from models import materialise_rois
-        from pipeline.loaders import RoiConfig
-
-        t0 = time.perf_counter()
-        materialise_rois(store_root, RoiConfig.from_dict(scope.card["preprocess"]), batch_size=cfg.batch_size,
-                         num_threads=max(2, cfg.dali_threads))
-        report.materialise_s = time.perf_counter() - t0
     writer = store.feature_writer(cfg.name, scope.version_id, scope.producer, scope.lineage, scope.embed_dim)
     try:
         return _run(store, store_root, scope, cfg, writer, report, progress)
@@ -232,6 +229,10 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
                                                                                               pa.string()))))
     sink = _Sink(writer, scope, pending.num_rows, progress, done)
     hit = _tensors(store, scope, cfg, pending)
+    if cfg.rois == "materialise" and cfg.gpus_per_worker == 0 and pending.num_rows:
+        t0 = time.perf_counter()
+        sink.tensors, report.roi_tensors_written = open_tensors(store, scope, pending, hit)
+        report.materialise_s = time.perf_counter() - t0
     if hit is not None:
         report.roi_tensors, report.n_from_tensors = hit.ref, len(hit.patient_ids)
         pending = pending.filter(pc.invert(pc.is_in(pending.column("patient_id"), pa.array(hit.patient_ids))))
@@ -245,13 +246,16 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
                 if hit is not None:
                     run_ray_tensors(hit, str(scope.encoder_dir), cfg, sink)
                 if pending.num_rows:
-                    run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)
+                    run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink,
+                            keep_x=sink.tensors is not None)
                 sink.drain()
                 report.seconds = time.perf_counter() - t0
+        report.stage_s = sink.write_s
+        return _finish(store, scope, cfg, writer, sink, report)
     finally:
         sink.drain()  # no staged write outlives the writer's lock
-    report.stage_s = sink.write_s
-    return _finish(store, scope, cfg, writer, sink, report)
+        if sink.tensors is not None:
+            sink.tensors.close()  # a no-op after its publish
 
 
 def _tensors(store, scope: Scope, cfg: ExtractConfig, pending: pa.Table):
@@ -274,6 +278,10 @@ def _finish(store, scope: Scope, cfg: ExtractConfig, writer, sink: _Sink, report
     report.per_worker = {w: dict(s, patients_per_s=s["patients"] / max(s["load_s"] + s["encode_s"], 1e-9))
                          for w, s in sink.per_worker.items()}
     failed = sink.errors
+    if sink.tensors is not None:
+        t0 = time.perf_counter()
+        publish_tensors(sink.tensors, bool(failed))
+        report.materialise_s += time.perf_counter() - t0
     report.errors, report.n_errors = scope.excluded + failed, len(failed)
     _record_errors(store, scope, report.errors)
     if failed and not cfg.allow_partial:

@@ -82,7 +82,7 @@ def _stderr_to(log_file: str | os.PathLike | None) -> Iterator[None]:
 
 
 def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractConfig,
-            on_batch: Callable[[pa.Table], None]) -> None:
+            on_batch: Callable[[pa.Table], None], *, keep_x: bool = False) -> None:
     """Stream the work rows of ``pending`` through the actor pool into ``on_batch`` (driver side)."""
     import ray.data
     from ray.data import ActorPoolStrategy
@@ -95,7 +95,7 @@ def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractCo
         # Ray 2.60 deprecates passing actor options through **ray_remote_args but has no named
         # parameter for max_restarts / max_task_retries yet (its default is -1: retry forever).
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = _dataset(ray.data, ActorPoolStrategy, pending, store_root, encoder_dir, cfg, torch_threads)
+        ds = _dataset(ray.data, ActorPoolStrategy, pending, store_root, encoder_dir, cfg, torch_threads, keep_x)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
         on_batch(batch)
 
@@ -145,11 +145,11 @@ def _tensor_blocks(hit, size: int) -> Iterator:
         yield ray.put(held[0].combine_chunks())
 
 
-def _dataset(data, pool, pending, store_root, encoder_dir, cfg, torch_threads):
+def _dataset(data, pool, pending, store_root, encoder_dir, cfg, torch_threads, keep_x=False):
     # one block per batch: every actor of the pool gets its own inputs (a single block is one task)
     blocks = [pending.slice(s, cfg.batch_size) for s in range(0, pending.num_rows, cfg.batch_size)]
     ds = data.from_arrow(blocks)
-    if cfg.pipelined and cfg.gpus_per_worker == 0:
+    if (cfg.pipelined or keep_x) and cfg.gpus_per_worker == 0:
         # two actor pools, half a worker's CPUs each: Ray Data streams batch k+1's reads while batch k
         # encodes, so a worker's rate is bounded by the slower stage, not by their sum
         common = dict(batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
@@ -160,7 +160,7 @@ def _dataset(data, pool, pending, store_root, encoder_dir, cfg, torch_threads):
             store_root=str(store_root), encoder_dir=str(encoder_dir), batch_size=cfg.batch_size,
             dali_threads=cfg.dali_threads), **common)
         return ds.map_batches(EncodeWorker, fn_constructor_kwargs=dict(
-            encoder_dir=str(encoder_dir), torch_threads=torch_threads), **common)
+            encoder_dir=str(encoder_dir), torch_threads=torch_threads, keep_x=keep_x), **common)
     return ds.map_batches(
         EmbedWorker,
         fn_constructor_kwargs=dict(store_root=str(store_root), encoder_dir=str(encoder_dir),

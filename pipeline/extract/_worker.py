@@ -157,7 +157,7 @@ class LoadWorker:
 class EncodeWorker:
     """Pipelined stage 2: ``LoadWorker`` rows -> work rows, exactly as ``EmbedWorker`` makes them."""
 
-    def __init__(self, encoder_dir: str, *, torch_threads: int = 1):
+    def __init__(self, encoder_dir: str, *, torch_threads: int = 1, keep_x: bool = False):
         import torch
 
         from models import load_encoder
@@ -169,6 +169,7 @@ class EncodeWorker:
         self.module, self.dim = module.eval(), int(card["embed_dim"])
         self.config = RoiConfig.from_dict(card["preprocess"])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.keep_x = keep_x  # return the input tensors too (the run materialises them)
 
     def _encode(self, x):
         import torch
@@ -195,7 +196,8 @@ class EncodeWorker:
         emb = _encode_batch(self._encode, x, n, self.dim)
         t2 = time.perf_counter()
         _check_finite(ids, emb, errors)
-        return work_rows(batch, boxes, emb, errors, load_s, t2 - t1, self.worker)
+        out = work_rows(batch, boxes, emb, errors, load_s, t2 - t1, self.worker)
+        return out.append_column("x", batch.column("x")) if self.keep_x else out
 
 
 def _from_tensors(batch: pa.Table) -> pa.Table:

@@ -137,8 +137,7 @@ class ExtractReport:
                  f"{self.n_computed} computed, {self.n_reused} reused from an earlier version, "
                  f"{self.n_resumed} already staged, {self.n_errors} failed)"]
         if self.roi_tensors:
-            lines.append(f"  {self.n_from_tensors} patients encoded from the materialised ROI tensors {self.roi_tensors}"
-                         )
+            lines.append(f"  {self.n_from_tensors} patients encoded from the materialised ROI tensors {self.roi_tensors}")
         if self.roi_tensors_written:
             lines.append(f"  encoder inputs materialised as {self.roi_tensors_written}")
         if self.n_computed:

@@ -100,9 +100,6 @@ def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractCo
         on_batch(batch)
 
 
-TENSOR_BATCHES = 4
-
-
 def run_ray_tensors(hit, encoder_dir: str, cfg: ExtractConfig, on_batch: Callable[[pa.Table], None]) -> None:
     """Stream the materialised ROI tensors of ``hit`` (``models.RoiTensorHit``) through a pool of
     ``EncodeWorker`` actors; no volume is decoded. The driver reads the Parquet files in record batches
@@ -115,15 +112,12 @@ def run_ray_tensors(hit, encoder_dir: str, cfg: ExtractConfig, on_batch: Callabl
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    # a call brings TENSOR_BATCHES batches (no decoding left to overlap: the per-call overhead of Ray Data
-    # is what remains beside the encoder), encoded in forward passes of batch_size rows
-    rows = cfg.batch_size * TENSOR_BATCHES
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = ray.data.from_arrow_refs(list(_tensor_blocks(hit, rows)))
+        ds = ray.data.from_arrow_refs(list(_tensor_blocks(hit, cfg.batch_size)))
         ds = ds.map_batches(EncodeWorker, fn_constructor_kwargs=dict(
-            encoder_dir=str(encoder_dir), torch_threads=max(1, int(cfg.cpus_per_worker)), chunk=cfg.batch_size),
-            batch_size=rows, batch_format="pyarrow", zero_copy_batch=True,
+            encoder_dir=str(encoder_dir), torch_threads=max(1, int(cfg.cpus_per_worker))),
+            batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
             compute=ActorPoolStrategy(size=cfg.workers), num_cpus=cfg.cpus_per_worker,
             max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries, udf_modifying_row_count=False)
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):

@@ -157,7 +157,7 @@ class LoadWorker:
 class EncodeWorker:
     """Pipelined stage 2: ``LoadWorker`` rows -> work rows, exactly as ``EmbedWorker`` makes them."""
 
-    def __init__(self, encoder_dir: str, *, torch_threads: int = 1, keep_x: bool = False, chunk: int = 0):
+    def __init__(self, encoder_dir: str, *, torch_threads: int = 1, keep_x: bool = False):
         import torch
 
         from models import load_encoder
@@ -170,14 +170,12 @@ class EncodeWorker:
         self.config = RoiConfig.from_dict(card["preprocess"])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.keep_x = keep_x  # return the input tensors too (the run materialises them)
-        self.chunk = chunk  # > 0: forward passes of at most this many rows (a call may bring several batches)
 
     def _encode(self, x):
         import torch
 
-        step = self.chunk if self.chunk > 0 else len(x)
         with torch.inference_mode():
-            return np.concatenate([self.module(x[s:s + step])[0].float().numpy() for s in range(0, len(x), step)])
+            return self.module(x)[0].float().numpy()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         import torch

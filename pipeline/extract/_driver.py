@@ -16,7 +16,7 @@ from dltr.core.exceptions import StoreError
 from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 from pipeline.extract._config import ExtractConfig, ExtractReport
-from pipeline.extract._materialise import open_tensors, publish_tensors, tensor_rows_of
+from pipeline.extract._materialise import current_tensors, open_tensors, publish_tensors, tensor_rows_of
 from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
 from pipeline.extract._scope import NUMERICS_KEYS, Scope, build_scope
 
@@ -228,7 +228,7 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
     pending = scope.table.filter(pc.invert(pc.is_in(scope.table.column("patient_id"), pa.array(sorted(done),
                                                                                               pa.string()))))
     sink = _Sink(writer, scope, pending.num_rows, progress, done)
-    hit = _tensors(store, scope, cfg, pending)
+    hit = current_tensors(store, scope, cfg, pending)
     if cfg.rois == "materialise" and cfg.gpus_per_worker == 0 and pending.num_rows:
         t0 = time.perf_counter()
         sink.tensors, report.roi_tensors_written = open_tensors(store, scope, pending, hit)
@@ -256,18 +256,6 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
         sink.drain()  # no staged write outlives the writer's lock
         if sink.tensors is not None:
             sink.tensors.close()  # a no-op after its publish
-
-
-def _tensors(store, scope: Scope, cfg: ExtractConfig, pending: pa.Table):
-    """The materialised ROI tensors current for the pending patients (None: read every patient's volumes)."""
-    if cfg.rois == "volumes" or cfg.gpus_per_worker > 0 or not pending.num_rows:
-        return None
-    from models import find_roi_tensors
-    from pipeline.loaders import RoiConfig
-
-    want = dict(zip(pending.column("patient_id").to_pylist(), pending.column("input_checksum").to_pylist(),
-                    strict=True))
-    return find_roi_tensors(store, RoiConfig.from_dict(scope.card["preprocess"]), want)
 
 
 def _finish(store, scope: Scope, cfg: ExtractConfig, writer, sink: _Sink, report: ExtractReport) -> ExtractReport:

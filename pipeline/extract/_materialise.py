@@ -1,15 +1,29 @@
-"""An extraction that materialises its encoder inputs (``ExtractConfig.rois="materialise"``): the ROI
-tensors the ``LoadWorker`` actors produce for the encoder are also staged as a ``roi_tensors`` version
-(``models.materialise_rois``'s feature set), so the first extraction pays only the writes."""
+"""Extraction and the materialised encoder inputs (feature set ``roi_tensors``, ``models.materialise_rois``):
+which patients an extraction encodes from current tensors, and (``ExtractConfig.rois="materialise"``) the
+tensors the ``LoadWorker`` actors produce for the encoder, staged as a ``roi_tensors`` version during the
+run, so the first extraction pays only the writes."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.extract._config import ExtractConfig
 from pipeline.extract._scope import Scope
 
 TENSOR_COLUMNS = ("patient_id", "center", "phases", "roi_box", "input_checksum", "x")
+
+
+def current_tensors(store, scope: Scope, cfg: ExtractConfig, pending: pa.Table):
+    """The materialised ROI tensors current for the pending patients (None: read every patient's volumes)."""
+    if cfg.rois == "volumes" or cfg.gpus_per_worker > 0 or not pending.num_rows:
+        return None
+    from models import find_roi_tensors
+    from pipeline.loaders import RoiConfig
+
+    want = dict(zip(pending.column("patient_id").to_pylist(), pending.column("input_checksum").to_pylist(),
+                    strict=True))
+    return find_roi_tensors(store, RoiConfig.from_dict(scope.card["preprocess"]), want)
 
 
 def open_tensors(store, scope: Scope, pending: pa.Table, hit):

@@ -149,14 +149,30 @@ def frame_sql(features_view: str, *, label: str, clinical: list[str], labs: list
     )
 
 
+_NAMES: dict[tuple, frozenset[str]] = {}  # (path, inode, size, mtime_ns, column) -> distinct values
+_NAMES_LOCK = threading.Lock()
+
+
 def distinct_names(path: Path, column: str = "name") -> set[str]:
     """Distinct non-null values of a string column of a Parquet file, read dictionary-encoded (the
-    values once per row group and int32 codes, not 2 M Python-visible strings)."""
+    values once per row group and int32 codes, not 2 M Python-visible strings). Kept per process for
+    the file's identity (inode, size, mtime): a store table is replaced by a rename, never rewritten
+    in place, so a later frame on the same table skips the scan."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns, column)
+    with _NAMES_LOCK:
+        hit = _NAMES.get(key)
+    if hit is not None:
+        return set(hit)
     t = pq.read_table(path, columns=[column], read_dictionary=[column])
     out: set[str] = set()
     for chunk in t.column(0).chunks:
         used = pc.unique(chunk.indices.drop_null())
         out.update(chunk.dictionary.take(used).to_pylist())
+    with _NAMES_LOCK:
+        if len(_NAMES) >= 64:
+            _NAMES.clear()
+        _NAMES[key] = frozenset(out)
     return out
 
 

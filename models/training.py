@@ -126,6 +126,7 @@ class _Trainer:
         self.store_root, self.cfg, self.device, self.seen = store_root, cfg, device, seen
         self.dali_device = 0 if device.type == "cuda" else None
         self.aux = aux or {}  # patient -> standardised ROI descriptors (label-free auxiliary targets)
+        self.crops: dict = {}  # ROI crops read once for every fold, candidate and epoch (pipeline.loaders.RoiReader)
 
     def fit(self, name: str, ids: list[str], y: dict[str, int], seed: int, epochs: int,
             val: tuple[torch.Tensor, np.ndarray] | None = None
@@ -144,7 +145,8 @@ class _Trainer:
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(ids) - npos) / max(npos, 1),
                                                                      device=self.device))
         loader = DaliRoiLoader(self.store_root, ids, cfg.roi, batch_size=cfg.batch_size, augment=cfg.augment,
-                               seed=seed, shuffle=True, device=self.dali_device, num_threads=cfg.num_threads)
+                               seed=seed, shuffle=True, device=self.dali_device, num_threads=cfg.num_threads,
+                               crop_cache=self.crops)
         val_losses, val_aucs, best, best_state, best_aux = [], [], math.inf, None, None
         amp = self.device.type == "cuda"
         try:

@@ -134,3 +134,26 @@ def test_pseudonym_replaces_patient_id(cohort, tmp_path):
     for p in (q for q in tmp_path.rglob("*") if q.is_file()):
         blob = p.read_bytes()
         assert not any(pid.encode() in blob for pid in cohort[1]), p
+
+
+def test_scratch_store_skips_the_syncs_and_writes_the_same_volumes(cohort, store, tmp_path, monkeypatch):
+    """``durable=False`` (the scoring service's per-request store): no syncfs / fsync of a patient group,
+    the same arrays and attributes as the durable ingest, nothing left in the temporary folder."""
+    import pipeline.ingest._writer as writer
+
+    def no_sync(*_a, **_k):
+        raise AssertionError("a scratch ingest synced a patient group")
+
+    monkeypatch.setattr(writer, "sync_tree", no_sync)
+    monkeypatch.setattr(writer, "fsync_dir", no_sync)
+    cfg = IngestConfig(workers=1, stats=False, durable=False)
+    report = ingest_cohort(cohort[0], tmp_path, cfg, executor="serial")
+    assert report.ok == 6 and report.errors == []
+    root = store[0]
+    for pid in cohort[1]:
+        a = zarr.open_group(root / "volumes.zarr" / pid, mode="r")
+        b = zarr.open_group(tmp_path / "volumes.zarr" / pid, mode="r")
+        assert dict(a.attrs) == dict(b.attrs)
+        for name in a.attrs["phases"] + ["mask"]:
+            assert np.array_equal(a[name][...], b[name][...]), (pid, name)
+    assert not list((tmp_path / "ingest" / ".tmp").glob("*"))

@@ -287,3 +287,29 @@ def test_spawned_workers_and_pickled_reader(store):
     clone = pickle.loads(pickle.dumps(reader))
     for a, b in zip(first, clone.read_many(IDS[:3]), strict=True):
         np.testing.assert_array_equal(a.crop, b.crop)
+
+
+def test_crop_cache_serves_later_epochs_without_the_store(store, tmp_path):
+    """A loader with a crop cache gives the uncached loader's augmented batches, epoch for epoch, and after
+    the first epoch it reads nothing from the store (the volumes moved away)."""
+    import shutil
+
+    cfg = RoiConfig(grid=(12, 10, 6))
+    root = tmp_path / "store"
+    shutil.copytree(store, root)
+    kw = dict(batch_size=4, augment=True, seed=5, shuffle=True)
+    plain = DaliRoiLoader(store, IDS, cfg, **kw)
+    ref = [[(b["patient_id"], b["x"].numpy().copy()) for b in plain] for _epoch in range(2)]
+    plain.close()
+    cache: dict = {}
+    cached = DaliRoiLoader(root, IDS, cfg, crop_cache=cache, **kw)
+    got = [[(b["patient_id"], b["x"].numpy().copy()) for b in cached]]
+    assert sorted(p for p, _ in cache) == IDS
+    shutil.move(root / "volumes.zarr", tmp_path / "away")
+    got.append([(b["patient_id"], b["x"].numpy().copy()) for b in cached])
+    cached.close()
+    for e in range(2):
+        assert [p for p, _ in got[e]] == [p for p, _ in ref[e]]
+        for (_, a), (_, b) in zip(got[e], ref[e], strict=True):
+            assert np.array_equal(a, b)
+    assert not np.array_equal(ref[0][0][1], ref[1][0][1])  # the epochs differ (augmentation, order)

@@ -418,3 +418,19 @@ def test_align_embeddings_places_rows_by_patient_and_refuses_duplicates_or_gaps(
         align_embeddings(parts + [(pa.chunked_array([["P0"]]), x2)], pa.array(["P0", "P1", "P2"]), field, "t")
     with pytest.raises(StoreError, match="'P3' has 0 rows"):
         align_embeddings(parts, pa.array(["P0", "P1", "P2", "P3"]), field, "t")
+
+
+def test_lab_names_follow_a_replaced_table(tmp_path):
+    """The per-process cache of a table's distinct lab names is keyed by the file's identity: a table
+    replaced by a rename (how the store writes every table) is read again."""
+    import pyarrow.parquet as pq
+
+    from dltr.core.io import atomic_file
+    from features._frames import distinct_names
+
+    path = tmp_path / "labs.parquet"
+    for names in (["afp", "inr", "afp"], ["albumin", None, "afp"]):
+        with atomic_file(path) as f:
+            pq.write_table(pa.table({"name": pa.array(names, pa.string())}), f)
+        assert distinct_names(path) == {n for n in names if n is not None}
+        assert distinct_names(path) == {n for n in names if n is not None}  # the cached answer

@@ -137,7 +137,7 @@ def run(ctx: BenchContext) -> list[Figure]:
             for _ in range(repeats + warm):
                 k += 1
                 cfg = ExtractConfig(name=f"bench{k}", workers=workers, batch_size=batch, pipelined=piped,
-                                    gpus_per_worker=(1.0 / workers) if gpu else 0.0)
+                                    gpus_per_worker=(1.0 / workers) if gpu else 0.0, rois="volumes")
                 t0 = time.perf_counter()
                 rep = extract_features(root, enc, cfg)
                 wall = time.perf_counter() - t0
@@ -149,9 +149,11 @@ def run(ctx: BenchContext) -> list[Figure]:
                                   "load_share": round(rep.load_s / busy, 3) if busy else None,
                                   "load_ms_per_study": round(1e3 * rep.load_s / max(rep.n_computed, 1), 2),
                                   "encode_ms_per_study": round(1e3 * rep.encode_s / max(rep.n_computed, 1), 2),
-                                  "call_wall_s": round(wall, 2),
+                                  "call_wall_s": round(wall, 2), "stage_s": round(rep.stage_s, 2),
                                   "patients_per_s_incl_actor_startup": round(rep.patients_per_s, 2),
                                   "per_worker_patients_per_s": [round(s["patients_per_s"], 2) for s in rep.per_worker.values()]}
+        tensors = None if gpu else _from_tensors(root, enc, grid, batch, repeats, 0 if ctx.quick else 1, k,
+                                                 lambda: _ceiling(enc, grid, batch, 1, 1, gpu)[0].values[0])
     finally:
         ray.shutdown()
     one, two, single = (Timing(tuple(rates[k])) for k in ((1, True), (2, True), (1, False)))
@@ -159,7 +161,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     common = {"grid": list(grid), "batch_size": batch, "volume_shape": list(shape), "encoder": "resnet10 w16 d256",
               "store_layout": "ingest default: chunks (64, 64, 16), blosc-zstd-3",
               "cpus": os.cpu_count(), **info}
-    return [
+    figures = [
         Figure("extraction", f"Ray extraction, 1 worker ({n} studies)", "volumes/s", one,
                ceiling=ceiling, ceiling_name="encoder-only forward, same batch and threads",
                notes={**common, **notes[(1, True)]}),
@@ -172,3 +174,51 @@ def run(ctx: BenchContext) -> list[Figure]:
                ceiling=Timing(tuple(2 * v for v in ceiling.values)), ceiling_name="2 x encoder-only ceiling",
                notes={**common, **notes[(2, True)], "scaling_efficiency": round(scaling, 3)}),
     ]
+    if tensors is not None:
+        rate, first, tnotes, beside = tensors
+        ceil = dict(ceiling=beside, ceiling_name="encoder-only forward, same batch and threads, measured "
+                                                 "before each of these runs")
+        figures += [
+            Figure("extraction", f"extraction from materialised ROIs, 1 worker ({n} studies)", "volumes/s", rate,
+                   baseline=one, baseline_name="extraction from the volumes (1 worker, pipelined)", **ceil,
+                   notes={**common, **tnotes}),
+            Figure("extraction", f"first extraction: materialise ROIs, then extract from them, 1 worker ({n} studies)",
+                   "volumes/s", first, baseline=one, baseline_name="extraction from the volumes (1 worker, pipelined)",
+                   **ceil, notes={**common, **tnotes}),
+        ]
+    return figures
+
+
+def _from_tensors(root: Path, enc: Path, grid, batch: int, repeats: int, warm: int, k: int, ceiling):
+    """One first extraction that materialises its inputs (``rois="materialise"``), then ``repeats``
+    extractions from them (after ``warm`` discarded runs): (steady rate from the tensors, first-extraction
+    rate = n / (n / its steady rate + the tensor set's copy and publish seconds; its parts are staged on
+    the driver's writer thread during the stream), notes, the encoder-only ceiling measured just before
+    each run: on a shared machine a ceiling measured minutes earlier is not the same machine)."""
+    from pipeline.extract import ExtractConfig, extract_features
+
+    beside = [ceiling()]
+    first = extract_features(root, enc, ExtractConfig(name=f"bench{k + 1}", workers=1, batch_size=batch,
+                                                      rois="materialise"))
+    if not first.roi_tensors_written or first.n_from_tensors:
+        raise RuntimeError(f"the first extraction read {first.n_from_tensors} patients from tensors, wrote "
+                           f"{first.roi_tensors_written}: the store already held a tensor set")
+    n = first.n_computed
+    first_rate = n / (n / first.steady_patients_per_s + first.materialise_s)
+    rates, rep = [], None
+    for i in range(repeats + warm):
+        if i >= warm:
+            beside.append(ceiling())
+        rep = extract_features(root, enc, ExtractConfig(name=f"bench{k + 2 + i}", workers=1, batch_size=batch))
+        if rep.n_from_tensors != rep.n_computed:
+            raise RuntimeError(f"extraction read {rep.n_from_tensors} of {rep.n_computed} patients from the tensors")
+        if i >= warm:
+            rates.append(rep.steady_patients_per_s)
+    notes = {"first_extraction_steady_volumes_per_s": round(first.steady_patients_per_s, 2),
+             "first_extraction_tensor_set_s": round(first.materialise_s, 2),
+             "first_extraction_stage_s": round(first.stage_s, 2), "tensor_set": first.roi_tensors_written,
+             "tensor_mb": round(n * 4 * 3 * int(np.prod(grid)) / 1e6, 1),
+             "encode_ms_per_study": round(1e3 * rep.encode_s / max(rep.n_computed, 1), 2),
+             "stage_s": round(rep.stage_s, 2),
+             "first_extraction": "rois=materialise: n / (n / steady rate + tensor-set copy/publish s)"}
+    return Timing(tuple(rates)), Timing((first_rate,)), notes, Timing(tuple(beside))

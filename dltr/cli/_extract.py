@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
         gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", help="GPUs per actor (default 0: CPU only)."),
         cpus_per_worker: float = typer.Option(None, "--cpus-per-worker", help="CPUs per actor (torch threads; default 1)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Patients per batch (and per staged part; default 8)."),
+        rois: str = typer.Option(None, "--rois", help="Encoder inputs from: reuse (materialised ROI tensors where "
+                                 "current, else the volumes; default), materialise (write the tensor set first, "
+                                 "then read it), volumes (always decode and resample)."),
         allow_partial: bool = typer.Option(False, "--allow-partial",
                                            help="Publish even if some patients failed (recorded as partial)."),
         auth_token_env: str = typer.Option(None, "--auth-token-env", help="Name of an environment variable holding "
@@ -41,7 +44,7 @@ def register(app: typer.Typer) -> None:
             os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)   # Ray's own variables
         cfg = config_from(ExtractConfig(), name=name, address=address, workers=workers,
                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_size=batch_size,
-                          allow_partial=allow_partial or None)
+                          rois=rois, allow_partial=allow_partial or None)
         with Bars() as bars:
             report = extract_features(store, encoder, cfg, progress=lambda n, total: bars.advance("extract", n, total))
         if as_json:
@@ -54,3 +57,32 @@ def register(app: typer.Typer) -> None:
             failed = ", ".join(e["patient_id"] for e in report.errors if e.get("stage") != "scope")
             raise DltrError(f"{store}: {report.n_errors} patient(s) failed ({failed}); see table "
                             "extract_errors; fix them and re-run, or pass --allow-partial")
+
+    @app.command("materialise-rois")
+    def materialise(
+        store: Path = typer.Option(..., "--store", help="The store folder (ingested volumes, encoders)."),
+        encoder: str = typer.Option(None, "--encoder", help="Encoder whose preprocessing (RoiConfig) to materialise: "
+                                    "card hash or checkpoint folder (default: the newest encoder in the store)."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Patients per DALI batch."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    ) -> None:
+        """Write the encoder-input ROI tensors of every patient as feature set roi_tensors (read by later
+        extractions with the same preprocessing instead of the volumes)."""
+        import dataclasses
+        import json
+
+        from dltr.cli._common import echo_json
+        from dltr.core.layout import encoder_card
+        from models import materialise_rois
+        from pipeline.extract import resolve_encoder
+        from pipeline.loaders import RoiConfig
+
+        card = json.loads(encoder_card(resolve_encoder(store, encoder)).read_text())
+        rep = materialise_rois(store, RoiConfig.from_dict(card["preprocess"]), batch_size=batch_size)
+        if as_json:
+            echo_json(dataclasses.asdict(rep))
+        else:
+            typer.echo(f"{rep.ref}: {rep.status} ({rep.n_scope} patients: {rep.n_computed} loaded, "
+                       f"{rep.n_reused} copied from an earlier version, {len(rep.errors)} failed) in {rep.seconds:.1f} s")
+            for pid, why in list(rep.errors.items())[:10]:
+                typer.echo(f"  error {pid}: {why}")

@@ -65,19 +65,26 @@ def interval_for(fh: Any, df, emb: np.ndarray) -> tuple[list[float] | None, str]
                   "training-time bootstrap); no interval is reported rather than an invented one")
 
 
-def pfs_group(store_root: Path, head: str, head_version: str, score: float) -> tuple[str | None, dict[str, Any]]:
-    """The survival risk group with the survival analysis's training cutoff, and that group's
-    training-cohort median PFS (``survival_summary``, evaluation group ``training``)."""
+def survival_row(store_root: Path, head: str, head_version: str) -> dict[str, Any] | str:
+    """The head's training row of ``survival_summary`` (read once per ``Scorer``), else why there is none."""
     path = StoreLayout.of(store_root).table("survival_summary")
     if not path.is_file():
-        return None, {"note": "no survival_summary table in the store (run `dltr survival`)"}
+        return "no survival_summary table in the store (run `dltr survival`)"
     import pyarrow.parquet as pq
 
     rows = [r for r in pq.read_table(path).to_pylist()
             if r.get("head") == head and r.get("head_version") == head_version and r.get("evaluation_group") == "training"]
-    if not rows:
-        return None, {"note": f"the survival analysis was not run on head {head}@{head_version}"}
-    r = rows[0]
+    return rows[0] if rows else f"the survival analysis was not run on head {head}@{head_version}"
+
+
+def pfs_group(store_root: Path | dict[str, Any] | str, head: str, head_version: str,
+              score: float) -> tuple[str | None, dict[str, Any]]:
+    """The survival risk group with the survival analysis's training cutoff, and that group's
+    training-cohort median PFS (``survival_summary``, evaluation group ``training``). ``store_root`` may
+    be the ``survival_row`` already read."""
+    r = store_root if isinstance(store_root, (dict, str)) else survival_row(store_root, head, head_version)
+    if isinstance(r, str):
+        return None, {"note": r}
     group = "low" if score >= float(r["cutoff"]) else "high"
 
     def num(v):

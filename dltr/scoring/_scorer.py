@@ -25,7 +25,7 @@ from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import PRIMARY_HEAD
 
 from ._lineage import ScoringLineage, resolve_lineage, training_stats
-from ._prediction import Prediction, interval_for, pfs_group
+from ._prediction import Prediction, interval_for, pfs_group, survival_row
 from ._stage import SCORING_KEY, StagedPatient, normalisation_table, stage_cohort
 
 __all__ = ["Scorer", "predict_patient"]
@@ -43,6 +43,7 @@ class Scorer:
         self.module, self.card = load_encoder(StoreLayout.of(self.store_root).encoder(self.lineage.encoder_card_hash))
         self.stats = training_stats(self.store_root)
         self.train_schema = pq.read_schema(StoreLayout(self.store_root).table("clinical"))
+        self.survival = survival_row(self.store_root, self.lineage.head, self.lineage.head_version)
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.torch_threads = torch_threads
         self._record_lock = threading.Lock()
@@ -109,7 +110,8 @@ class Scorer:
         from nibabel.filebasedimages import ImageFileError
 
         try:
-            ingest_cohort(staged.cohort, tmp_store, IngestConfig(**cfg, workers=1, stats=False, strict=True),
+            ingest_cohort(staged.cohort, tmp_store, IngestConfig(**cfg, workers=1, stats=False, strict=True,
+                                                                   durable=False),
                           executor="serial", cohort=cohort)
         except ImageFileError as e:  # the NIfTI reader lets this one through (reported to ingest)
             msg = str(e).replace(str(staged.cohort) + "/", "")
@@ -149,7 +151,7 @@ class Scorer:
     def _prediction(self, p: float, interval, method: str, center: str, norm: dict[str, Any],
                     checksum: str) -> Prediction:
         lin: ScoringLineage = self.lineage
-        group, pfs = pfs_group(self.store_root, lin.head, lin.head_version, p)
+        group, pfs = pfs_group(self.survival, lin.head, lin.head_version, p)
         predicted = int(p >= lin.cutoff)
         keep = ("head", "head_version", "feature_set", "feature_set_version", "encoder_card_hash",
                 "preprocess_hash", "ingest_config_hash")

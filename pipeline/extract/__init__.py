@@ -5,10 +5,11 @@ publishes one version of the ``dltr`` feature set (docs/architecture.md, "Featur
 ``extract_local`` is the single-process reference with the same loader and encoder.
 """
 
+from models import input_checksum, studies_table
 from pipeline.extract._config import ExtractConfig, ExtractReport
 from pipeline.extract._driver import ERRORS_TABLE, clean_committed_staging, extract_features, extract_local
 from pipeline.extract._ray_job import ray_session
-from pipeline.extract._scope import input_checksum, resolve_encoder, studies_table
+from pipeline.extract._scope import resolve_encoder
 
 __all__ = ["ERRORS_TABLE", "ExtractConfig", "ExtractReport", "clean_committed_staging", "extract_features",
            "extract_local", "input_checksum", "ray_session", "resolve_encoder", "studies_table"]

@@ -10,6 +10,8 @@ from dltr.core.exceptions import DltrError
 from dltr.core.hashing import from_dict_checked
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 
+ROI_SOURCES = ("reuse", "materialise", "volumes")
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -29,6 +31,12 @@ class ExtractConfig:
     - ``max_restarts`` / ``max_task_retries``: Ray restarts of a crashed actor and retries of its batch.
     - ``pipelined``: on CPU, load and encode in two actor pools (``LoadWorker`` -> ``EncodeWorker``) so
       that reads overlap encoding; ``False`` (and every GPU run) uses one ``EmbedWorker`` per actor.
+    - ``rois``: where the encoder inputs come from. ``"reuse"``: the materialised ROI tensors
+      (feature set ``roi_tensors``, ``models.materialise_rois``) of patients whose tensors are current
+      for the encoder's ``RoiConfig`` and their input checksums; the other patients from the volumes.
+      ``"materialise"``: the same, and the tensors loaded from the volumes in this run are also
+      published as a ``roi_tensors`` version (with the current ones copied). ``"volumes"``: always
+      decode and resample the volumes. CPU runs only (a GPU run reads the volumes on its GPU).
     """
 
     name: str = DEFAULT_FEATURE_SET
@@ -42,6 +50,7 @@ class ExtractConfig:
     max_restarts: int = 3
     max_task_retries: int = 3
     pipelined: bool = True
+    rois: str = "reuse"
 
     def __post_init__(self) -> None:
         bad = []
@@ -54,6 +63,8 @@ class ExtractConfig:
         if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
             bad.append(f"gpus_per_worker={self.gpus_per_worker}, cpus_per_worker={self.cpus_per_worker} "
                        "(gpus >= 0, cpus > 0)")
+        if self.rois not in ROI_SOURCES:
+            bad.append(f"rois={self.rois!r} (one of {ROI_SOURCES})")
         if self.dali_threads < 1:
             bad.append(f"dali_threads={self.dali_threads} (>= 1)")
         if bad:
@@ -101,6 +112,11 @@ class ExtractReport:
     per_worker: dict[str, dict[str, float]] = field(default_factory=dict)
     backend: str = "ray"
     steady_patients_per_s: float = 0.0  # between the first and the last result batch (no actor start-up)
+    n_from_tensors: int = 0  # computed from materialised ROI tensors (the rest from the volumes)
+    roi_tensors: str | None = None  # the roi_tensors version read (NAME@VERSION)
+    roi_tensors_written: str | None = None  # the roi_tensors version this run wrote (rois="materialise")
+    materialise_s: float = 0.0  # opening, copying and publishing the tensor set (rois="materialise")
+    stage_s: float = 0.0  # staging result parts (Parquet + fsync, on the driver's writer thread)
 
     @property
     def patients_per_s(self) -> float:
@@ -120,6 +136,10 @@ class ExtractReport:
         lines = [f"{self.name}@{self.version_id}: {self.status} ({self.n_scope} patients in scope: "
                  f"{self.n_computed} computed, {self.n_reused} reused from an earlier version, "
                  f"{self.n_resumed} already staged, {self.n_errors} failed)"]
+        if self.roi_tensors:
+            lines.append(f"  {self.n_from_tensors} patients encoded from the materialised ROI tensors {self.roi_tensors}")
+        if self.roi_tensors_written:
+            lines.append(f"  encoder inputs materialised as {self.roi_tensors_written}")
         if self.n_computed:
             busy = self.load_s + self.encode_s
             share = self.load_s / busy if busy > 0 else 0.0

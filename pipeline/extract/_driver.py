@@ -16,6 +16,7 @@ from dltr.core.exceptions import StoreError
 from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET
 from pipeline.extract._config import ExtractConfig, ExtractReport
+from pipeline.extract._materialise import current_tensors, open_tensors, publish_tensors, tensor_rows_of
 from pipeline.extract._rows import canonical, error_rows, feature_schema, split_work
 from pipeline.extract._scope import NUMERICS_KEYS, Scope, build_scope
 
@@ -45,10 +46,20 @@ def _version_id(v: Any) -> str:
 
 
 class _Sink:
-    """Driver side of the stream: staged writes, errors, progress, per-worker figures."""
+    """Driver side of the stream: staged writes, errors, progress, per-worker figures.
+
+    Each batch's rows are staged (one fsynced Parquet part) on a writer thread, so the driver keeps
+    pulling result batches from Ray while a part is written; ``drain`` waits for the last write and
+    raises the first write error."""
 
     def __init__(self, writer, scope: Scope, total: int, progress: Progress | None, skip: set[str]):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.writer, self.scope, self.total, self.progress = writer, scope, total, progress
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="dltr-stage")
+        self.tensors = None  # the roi_tensors writer when the run materialises the encoder inputs
+        self._writes: list[Any] = []
+        self.write_s = 0.0
         self.seen = set(skip)
         self.errors: list[dict[str, Any]] = []
         self.n_written = 0
@@ -71,7 +82,9 @@ class _Sink:
         self.t_last = now
         ok, bad = split_work(work, self.scope.embed_dim)
         if ok.num_rows:
-            self.writer.write(ok)
+            self._writes = [f for f in self._writes if not f.done() or f.result()]  # raises a failed write
+            x = tensor_rows_of(work) if self.tensors is not None and "x" in work.column_names else None
+            self._writes.append(self._pool.submit(self._write, ok, x))
         self.seen.update(work.column("patient_id").to_pylist())
         self.n_written += ok.num_rows
         self.errors += [{"patient_id": r["patient_id"], "center": r["center"], "stage": r["stage"],
@@ -80,6 +93,22 @@ class _Sink:
         self._account(work, ok)
         if self.progress:
             self.progress(work.num_rows, self.total)
+
+    def _write(self, ok: pa.Table, x: pa.Table | None) -> None:
+        t0 = time.perf_counter()
+        self.writer.write(ok)
+        if x is not None and x.num_rows:
+            self.tensors.write(x)
+        self.write_s += time.perf_counter() - t0
+
+    def drain(self) -> None:
+        """Wait for every staged write; the first failure is raised."""
+        try:
+            for f in self._writes:
+                f.result()
+        finally:
+            self._writes = []
+            self._pool.shutdown(wait=True)
 
     def _account(self, work: pa.Table, ok: pa.Table) -> None:
         if ok.num_rows:
@@ -199,15 +228,34 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
     pending = scope.table.filter(pc.invert(pc.is_in(scope.table.column("patient_id"), pa.array(sorted(done),
                                                                                               pa.string()))))
     sink = _Sink(writer, scope, pending.num_rows, progress, done)
-    if pending.num_rows:
-        from pipeline.extract._ray_job import ray_session, run_ray
+    hit = current_tensors(store, scope, cfg, pending)
+    if cfg.rois == "materialise" and cfg.gpus_per_worker == 0 and pending.num_rows:
+        t0 = time.perf_counter()
+        sink.tensors, report.roi_tensors_written = open_tensors(store, scope, pending, hit)
+        report.materialise_s = time.perf_counter() - t0
+    if hit is not None:
+        report.roi_tensors, report.n_from_tensors = hit.ref, len(hit.patient_ids)
+        pending = pending.filter(pc.invert(pc.is_in(pending.column("patient_id"), pa.array(hit.patient_ids))))
+    try:
+        if pending.num_rows or hit is not None:
+            from pipeline.extract._ray_job import ray_session, run_ray, run_ray_tensors
 
-        with ray_session(cfg.address, StoreLayout.of(store_root).ray_log) as startup:
-            report.startup_s = startup
-            t0 = time.perf_counter()
-            run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink)
-            report.seconds = time.perf_counter() - t0
-    return _finish(store, scope, cfg, writer, sink, report)
+            with ray_session(cfg.address, StoreLayout.of(store_root).ray_log) as startup:
+                report.startup_s = startup
+                t0 = time.perf_counter()
+                if hit is not None:
+                    run_ray_tensors(hit, str(scope.encoder_dir), cfg, sink)
+                if pending.num_rows:
+                    run_ray(pending, str(store_root), str(scope.encoder_dir), cfg, sink,
+                            keep_x=sink.tensors is not None)
+                sink.drain()
+                report.seconds = time.perf_counter() - t0
+        report.stage_s = sink.write_s
+        return _finish(store, scope, cfg, writer, sink, report)
+    finally:
+        sink.drain()  # no staged write outlives the writer's lock
+        if sink.tensors is not None:
+            sink.tensors.close()  # a no-op after its publish
 
 
 def _finish(store, scope: Scope, cfg: ExtractConfig, writer, sink: _Sink, report: ExtractReport) -> ExtractReport:
@@ -218,6 +266,10 @@ def _finish(store, scope: Scope, cfg: ExtractConfig, writer, sink: _Sink, report
     report.per_worker = {w: dict(s, patients_per_s=s["patients"] / max(s["load_s"] + s["encode_s"], 1e-9))
                          for w, s in sink.per_worker.items()}
     failed = sink.errors
+    if sink.tensors is not None:
+        t0 = time.perf_counter()
+        publish_tensors(sink.tensors, bool(failed))
+        report.materialise_s += time.perf_counter() - t0
     report.errors, report.n_errors = scope.excluded + failed, len(failed)
     _record_errors(store, scope, report.errors)
     if failed and not cfg.allow_partial:

@@ -157,7 +157,7 @@ class LoadWorker:
 class EncodeWorker:
     """Pipelined stage 2: ``LoadWorker`` rows -> work rows, exactly as ``EmbedWorker`` makes them."""
 
-    def __init__(self, encoder_dir: str, *, torch_threads: int = 1):
+    def __init__(self, encoder_dir: str, *, torch_threads: int = 1, keep_x: bool = False):
         import torch
 
         from models import load_encoder
@@ -169,6 +169,7 @@ class EncodeWorker:
         self.module, self.dim = module.eval(), int(card["embed_dim"])
         self.config = RoiConfig.from_dict(card["preprocess"])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.keep_x = keep_x  # return the input tensors too (the run materialises them)
 
     def _encode(self, x):
         import torch
@@ -180,11 +181,13 @@ class EncodeWorker:
         import torch
 
         _maybe_crash()
+        if "x" not in batch.column_names:  # rows of the materialised ROI tensors (models.materialise_rois)
+            batch = _from_tensors(batch)
         ids = [str(p) for p in batch.column("patient_id").to_pylist()]
         errs = batch.column("load_error").to_pylist()
         errors = {p: (e, s) for p, e, s in zip(ids, errs, batch.column("load_stage").to_pylist(), strict=True) if e}
         n, shape = len(ids), (self.config.n_channels, *self.config.grid)
-        flat = batch.column("x").combine_chunks().values.to_numpy(zero_copy_only=False)
+        flat = batch.column("x").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         xt = torch.from_numpy(flat.reshape(n, *shape).copy())
         x = [None if errs[i] else xt[i:i + 1] for i in range(n)] if errors else xt
         boxes = np.array(batch.column("roi_box").to_pylist(), dtype=np.int32).reshape(n, 6)
@@ -193,7 +196,22 @@ class EncodeWorker:
         emb = _encode_batch(self._encode, x, n, self.dim)
         t2 = time.perf_counter()
         _check_finite(ids, emb, errors)
-        return work_rows(batch, boxes, emb, errors, load_s, t2 - t1, self.worker)
+        out = work_rows(batch, boxes, emb, errors, load_s, t2 - t1, self.worker)
+        return out.append_column("x", batch.column("x")) if self.keep_x else out
+
+
+def _from_tensors(batch: pa.Table) -> pa.Table:
+    """Tensor-set rows (``embedding`` = the flattened encoder input) -> ``LoadWorker`` rows: nothing
+    failed to load, and no volume bytes were read (``itemsize`` 0)."""
+    t0 = time.perf_counter()
+    n = batch.num_rows
+    x = batch.column("embedding").combine_chunks()
+    cols = {"patient_id": batch.column("patient_id"), "center": batch.column("center"),
+            "phases": batch.column("phases"), "input_checksum": batch.column("input_checksum"),
+            "itemsize": pa.array(np.zeros(n, np.int32)), "x": x, "roi_box": batch.column("roi_box"),
+            "load_error": pa.nulls(n, pa.string()), "load_stage": pa.nulls(n, pa.string())}
+    out = pa.table(cols)
+    return out.append_column("load_s", pa.array(np.full(n, (time.perf_counter() - t0) / max(n, 1)), pa.float64()))
 
 
 def _maybe_crash() -> None:

@@ -37,6 +37,10 @@ class IngestConfig:
     - ``pseudonym_key``: when set, ``patient_id`` is replaced by a keyed HMAC-SHA256 pseudonym
       (the key is never stored; give it with ``--pseudonym-key-env``).
     - ``stats``: compute ``ingest/intensity_stats.parquet`` (Dask, out of core).
+    - ``durable``: make each patient group durable (``syncfs``, else one fsync per file) before it is
+      renamed into place. ``False`` only for a scratch store that is thrown away after use (the scoring
+      service ingests each request into one): still atomic (rename), but a power loss may lose it, and
+      no ``syncfs`` flushes every other writer's dirty pages of the file system on each request.
     """
 
     target_spacing: tuple[float, float, float] | None = None
@@ -48,6 +52,7 @@ class IngestConfig:
     strict: bool = False
     pseudonym_key: str | None = dataclasses.field(default=None, repr=False)
     stats: bool = True
+    durable: bool = True
     max_voxels: int = 1024**3
     max_bytes: int = 2**31  # a declared image above this many bytes is refused before allocating
 

@@ -132,7 +132,7 @@ def write_patient(store_root: Path, key: str, arrays: dict[str, tuple[np.ndarray
                                    attributes=attrs)
             arr[...] = data
         nbytes = dir_bytes(tmp)
-        _publish(tmp, StoreLayout.of(store_root).volume_group(key), tmp_root)
+        _publish(tmp, StoreLayout.of(store_root).volume_group(key), tmp_root, durable=config.durable)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -178,8 +178,18 @@ def sync_tree(path: Path) -> None:
     fsync_tree(path)
 
 
-def _publish(tmp: Path, final: Path, tmp_root: Path) -> None:
-    """Make ``tmp`` the group at ``final``; consistent at every instant (see the module docstring)."""
+def _publish(tmp: Path, final: Path, tmp_root: Path, *, durable: bool = True) -> None:
+    """Make ``tmp`` the group at ``final``; consistent at every instant (see the module docstring).
+    ``durable=False`` (a scratch store): the same renames without syncing anything."""
+    if not durable:
+        if final.exists():
+            old = tmp_root / f"{final.name}{OLD_TAG}{uuid.uuid4().hex}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        return
     sync_tree(tmp)
     old = tmp_root / f"{final.name}{OLD_TAG}{uuid.uuid4().hex}"
     if not final.exists():

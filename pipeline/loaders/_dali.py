@@ -273,19 +273,22 @@ class DaliRoiLoader:
     Shard ``shard_id`` of ``num_shards`` takes a contiguous slice of ``patient_ids``.
     ``workers="threads"`` reads on a thread pool in this process; ``"processes"`` uses DALI's
     parallel external_source with ``py_workers`` spawned processes (see benchmarks/suites/loader.py).
+    ``crop_cache``: a dict kept by the caller across loaders and epochs (``RoiReader``): every crop
+    is read from the store once (with ``"processes"``, once per worker process).
     """
 
     def __init__(self, store_root: str | Path, patient_ids, config: RoiConfig, batch_size: int = 8,
                  augment: bool | AugmentConfig = False, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
                  device: int | str | None = None, *, shuffle: bool = False, num_threads: int = 2,
-                 workers: str = "threads", py_workers: int = 2):
+                 workers: str = "threads", py_workers: int = 2, crop_cache: dict | None = None):
         _require_dali()
         ids = list(patient_ids)
         self.patient_ids = [str(p) for p in np.array_split(np.array(ids, dtype=object), num_shards)[shard_id]]
         self.batch_size = batch_size
         par = workers == "processes"
         aug = AugmentConfig() if augment is True else (augment or None)
-        src = RoiBatcher(RoiReader(store_root, config), self.patient_ids, batch_size, shuffle=shuffle,
+        src = RoiBatcher(RoiReader(store_root, config, crop_cache=crop_cache), self.patient_ids, batch_size,
+                         shuffle=shuffle,
                          seed=seed, threads=1 if par else num_threads, resample=resample_mode(aug))
         self._pipe = _build(config, batch_size, resolve_device(device), num_threads, aug, seed,
                             source=src, parallel=par, py_workers=py_workers)

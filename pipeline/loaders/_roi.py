@@ -126,14 +126,21 @@ class RoiReader:
     patients) so later epochs fetch chunks only; a reader assumes the patients it has opened
     are not re-ingested while it lives. ``zarr_store`` replaces the ``STORE/volumes.zarr``
     store (a ``zarr.abc.store.Store``), e.g. a wrapper that counts reads.
+
+    ``crop_cache`` (a dict the caller owns, e.g. one per encoder training run): crops read once are
+    kept there and served again without touching the store, so training epochs after the first read
+    no chunk (the crops, not resampled tensors: the augmentation still warps the same voxels).
     """
 
     META_CACHE = 4096
+    CROP_CACHE_BYTES = 2 << 30  # crops beyond this many bytes in ``crop_cache`` are read, not kept
 
-    def __init__(self, store_root: str | Path, config: RoiConfig, zarr_store: Any = None):
+    def __init__(self, store_root: str | Path, config: RoiConfig, zarr_store: Any = None,
+                 crop_cache: dict | None = None):
         self.store_root = Path(store_root)
         self.config = config
         self.zarr_store = zarr_store
+        self.crop_cache = crop_cache
         self._stats = _load_stats(self.store_root, config)
         self._root = None
         self._meta: OrderedDict[tuple[str, bool], _PatientMeta] = OrderedDict()
@@ -141,6 +148,7 @@ class RoiReader:
     def __getstate__(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["_root"], d["_meta"] = None, OrderedDict()
+        d["crop_cache"] = {} if self.crop_cache is not None else None  # each process fills its own
         return d
 
     def read(self, patient_id: str, with_mask: bool = False) -> RoiCrop:
@@ -157,6 +165,8 @@ class RoiReader:
         ids = [str(p) for p in patient_ids]
         if not ids:
             return []
+        if self.crop_cache is not None:
+            return self._cached(ids, with_mask, threads)
         want_mask = with_mask
         with_mask = with_mask or self.config.normalisation == "image"  # the reference region needs the mask
         metas = sync(self._open_many(ids, with_mask))
@@ -183,6 +193,24 @@ class RoiReader:
                 if not want_mask:
                     c.mask = None
         return crops
+
+    def _cached(self, ids: list[str], with_mask: bool, threads: int) -> list[RoiCrop]:
+        """``read_many`` through ``crop_cache`` (keyed by patient and whether the mask was read)."""
+        cache, key = self.crop_cache, (lambda p: (p, with_mask))
+        miss = [p for p in dict.fromkeys(ids) if key(p) not in cache]
+        got: dict[str, RoiCrop] = {}
+        if miss:
+            self.crop_cache = None
+            try:
+                got = dict(zip(miss, self.read_many(miss, with_mask, threads), strict=True))
+            finally:
+                self.crop_cache = cache
+            used = sum(c.crop.nbytes + (0 if c.mask is None else c.mask.nbytes) for c in cache.values())
+            for p, c in got.items():
+                if used < self.CROP_CACHE_BYTES:
+                    cache[key(p)] = c
+                    used += c.crop.nbytes + (0 if c.mask is None else c.mask.nbytes)
+        return [got[p] if p in got else cache[key(p)] for p in ids]
 
     def _plan(self, pid: str, m: _PatientMeta, with_mask: bool) -> tuple[RoiCrop, list[BoxRead]]:
         req = requested_box(m.bbox_vox, m.spacing, self.config)

@@ -32,15 +32,17 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 WRITER = """
-import sys, time
+import sys
+from pathlib import Path
 from dltr.core.exceptions import StoreLockedError
 sys.path.insert(0, sys.argv[4])
 from crash_sweep import feature_rows
 from features import FeatureStore
-root, tag, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+root, tag, barrier = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 s = FeatureStore(root)
 rows = feature_rows(300, int(tag))
-while time.time() < start:
+(barrier / tag).touch()                      # ready; then both go at the same instant, however long start-up took
+while len(list(barrier.iterdir())) < 2:
     pass
 try:
     v = s.publish("dltr", rows, "race", {"inputs_hash": tag})
@@ -56,9 +58,10 @@ def test_two_writers_started_at_once(tmp_path, round_):
     root = tmp_path / "store"
     s = FeatureStore(root)
     s.publish("dltr", feature_rows(40, 1), "race", {"inputs_hash": "base"})
-    start = time.time() + 3.0  # both spin until the same instant, then publish
+    barrier = tmp_path / "ready"  # both spin until both are ready, then publish
+    barrier.mkdir()
     env = _env(DLTR_STORE_PAUSE_AT="parts_written", DLTR_STORE_PAUSE_S="1.0")  # widen the critical section
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(10 + k), str(start),
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(root), str(10 + k), str(barrier),
                                str(REPO / "scripts")], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for k in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]

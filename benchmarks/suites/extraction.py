@@ -114,7 +114,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     from pipeline.extract import ExtractConfig, extract_features
 
     gpu = os.environ.get("DLTR_BENCH_GPU") == "1"
-    n, shape, grid, batch = ((48, (64, 64, 24), (32, 32, 16), 4) if ctx.quick else
+    n, shape, grid, batch = ((24, (64, 64, 24), (32, 32, 16), 4) if ctx.quick else
                              (max(16, int(96 * ctx.scale)), (128, 128, 40), (32, 32, 16), 8))
     if gpu:
         n, grid, batch = max(n, 256), (64, 64, 32), 32

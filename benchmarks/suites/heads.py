@@ -1,5 +1,5 @@
 """Heads suite: retraining time of DLTR_MLP and the XGBoost fusion head on N x D deep features
-(10,000 training rows x 512; --quick 2,000 x 128; plus 20 % held out for AUCs), against scikit-learn's MLPClassifier and
+(10,000 training rows x 512; --quick 1,000 x 64; plus 20 % held out for AUCs), against scikit-learn's MLPClassifier and
 HistGradientBoostingClassifier with matched capacity, on the same matrix in one run.
 
 The matrix goes through the training-frame path: an Arrow ``fixed_size_list<float32>[D]``
@@ -46,7 +46,7 @@ def run(ctx: BenchContext) -> list[Figure]:
 
     from models.heads import DLTRMLP, XGBFusionHead
 
-    n, d = (2000, 128) if ctx.quick else (max(500, int(10000 * ctx.scale)), 512)
+    n, d = (1000, 64) if ctx.quick else (max(500, int(10000 * ctx.scale)), 512)
     n_test = max(200, n // 5)                       # held out for the AUCs in the notes
     X, y = _matrix(n + n_test, d, ctx.seed)
     cut = n

@@ -313,3 +313,66 @@ def test_crop_cache_serves_later_epochs_without_the_store(store, tmp_path):
         for (_, a), (_, b) in zip(got[e], ref[e], strict=True):
             assert np.array_equal(a, b)
     assert not np.array_equal(ref[0][0][1], ref[1][0][1])  # the epochs differ (augmentation, order)
+
+
+GEOM_OFF = {"flip": False, "max_rotation_deg": 0.0, "max_scale": 0.0, "intensity_jitter": 0.0}
+
+
+def _scanner_run(store, cfg, **knobs):
+    from pipeline.loaders import AugmentConfig
+
+    with DaliRoiPipeline(store, cfg, batch_size=5, augment=AugmentConfig(**GEOM_OFF, **knobs), seed=3) as p:
+        return p.run(IDS)[0].numpy().astype(np.float64)
+
+
+def test_scanner_augmentation_at_zero_is_the_plain_pipeline(store):
+    """Every scanner knob at 0 adds no operator: the default training augmentation is bit-identical to
+    before, and with geometry off too the output is the unaugmented pipeline's (warp vs resize)."""
+    from pipeline.loaders import AugmentConfig
+
+    cfg = RoiConfig()
+    with DaliRoiPipeline(store, cfg, batch_size=5, augment=True, seed=11) as a, \
+            DaliRoiPipeline(store, cfg, batch_size=5, augment=AugmentConfig(bias_field=0.0, gamma=0.0,
+                                                                              blur_sigma=0.0, noise=0.0),
+                            seed=11) as b:
+        assert np.array_equal(a.run(IDS)[0].numpy(), b.run(IDS)[0].numpy())
+    with DaliRoiPipeline(store, cfg, batch_size=5) as plain:
+        x0 = plain.run(IDS)[0].numpy()
+    assert np.abs(_scanner_run(store, cfg) - x0).max() < TOL
+
+
+def test_scanner_augmentation_effects(store):
+    cfg = RoiConfig()
+    x0 = _scanner_run(store, cfg)
+    crops = RoiReader(store, cfg).read_many(IDS, False, 1)
+    loc = np.stack([c.mean / c.std for c in crops])[:, :, None, None, None]  # raw 0 in normalised units
+    # bias field: raw * b with b smooth, shared by the phases, varying over the ROI
+    xb = _scanner_run(store, cfg, bias_field=0.5)
+    assert np.array_equal(xb, _scanner_run(store, cfg, bias_field=0.5))  # seeded
+    ok = np.abs(x0 + loc) > 0.5
+    logb = np.log(np.where(ok, (xb + loc) / np.where(ok, x0 + loc, 1.0), 1.0))
+    lb = logb[:, 0]
+    assert np.abs(np.where(ok[:, 1], logb[:, 1] - lb, 0)).max() < 1e-3  # one field for every phase
+    spread = lb.reshape(len(IDS), -1).std(1)
+    assert spread.min() > 1e-3 and spread.max() < 0.5  # a real field, bounded by its amplitude
+    step = np.abs(np.diff(lb, axis=1)).max(axis=(1, 2, 3))
+    assert np.all(step < 0.2 * np.ptp(lb, axis=(1, 2, 3)))  # smooth: no voxel-to-voxel jumps
+    # gamma: per channel a monotone map with the same min and max, not the identity
+    xg = _scanner_run(store, cfg, gamma=0.5)
+    for s in range(len(IDS)):
+        for c in range(cfg.n_channels):
+            a, g = x0[s, c].ravel(), xg[s, c].ravel()
+            o = np.argsort(a, kind="stable")
+            assert np.all(np.diff(g[o]) >= -1e-5)
+            assert abs(g.min() - a.min()) < 1e-4 and abs(g.max() - a.max()) < 1e-4
+    assert np.abs(xg - x0).max() > 0.05
+    # blur: less voxel-to-voxel variation, same mean; noise: zero-mean, spatially white
+    xs = _scanner_run(store, cfg, blur_sigma=1.5)
+    tv = lambda v: sum(np.abs(np.diff(v, axis=k)).mean() for k in (2, 3, 4))  # noqa: E731
+    assert tv(xs) < 0.8 * tv(x0)
+    assert np.abs(xs.mean(axis=(2, 3, 4)) - x0.mean(axis=(2, 3, 4))).max() < 0.15
+    e = _scanner_run(store, cfg, noise=0.3) - x0
+    sd = e.reshape(len(IDS), -1).std(1)
+    assert sd.max() < 0.3 and sd.max() > 0.02 and abs(e.mean()) < 0.01
+    lag = (e[:, :, 1:] * e[:, :, :-1]).mean() / e.var()
+    assert abs(lag) < 0.05

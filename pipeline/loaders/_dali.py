@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dltr.core.exceptions import MissingDependencyError
-from pipeline.loaders._augment import AugmentConfig, augment_matrix, flip_args, jitter
+from pipeline.loaders._augment import AugmentConfig, augment_matrix, flip_args, jitter, scanner
 from pipeline.loaders._config import RoiConfig
 from pipeline.loaders._roi import RoiCrop, RoiReader, dali_matrix
 
@@ -165,7 +165,7 @@ def _build(config: RoiConfig, batch_size: int, device: int | None, num_threads: 
         if flips:
             x = fn.flip(x, **flips)
         if aug:
-            x = jitter(fn, x, config.n_channels, aug, gpu)
+            x = jitter(fn, scanner(fn, x, mean, inv, aug, config.grid, gpu), config.n_channels, aug, gpu)
         outs = [fn.transpose(x, perm=[3, 0, 1, 2]), d["box"], d["idx"]]
         if with_mask:
             m = d["mask"].gpu() if gpu else d["mask"]

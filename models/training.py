@@ -48,6 +48,9 @@ class EncoderTrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     num_threads: int = 2
     aux_weight: float = 1.0  # weight of the label-free ROI-descriptor loss (models/_auxiliary.py); 0 = off
+    # also record the mean read-out of the selected candidate's k CV fold encoders for every other store row
+    # (inference only) in crossfit.npz, so heads may read internal/external rows from the fold ensemble
+    fold_ensemble: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -71,6 +74,7 @@ class EncoderTrainResult:
     path: Path
     rows_seen: tuple[str, ...]
     seconds: float = 0.0
+    rows_scored: tuple[str, ...] = ()  # other rows only scored by the fold encoders (``fold_ensemble``)
 
     @property
     def card_hash(self) -> str:
@@ -228,14 +232,37 @@ def readout_weights(model: Encoder3d, aux_head: torch.nn.Linear | None) -> tuple
     return torch.cat(w, 0).numpy().astype(np.float64), torch.cat(b, 0).numpy().astype(np.float64)
 
 
-def crossfit_bytes(ids: list[str], oof: np.ndarray, readout: tuple[np.ndarray, np.ndarray]) -> bytes:
+def crossfit_bytes(ids: list[str], oof: np.ndarray, readout: tuple[np.ndarray, np.ndarray],
+                   ensemble: tuple[list[str], np.ndarray] | None = None) -> bytes:
     """``crossfit.npz`` (no pickle): training patient ids, their out-of-fold read-out scores, the refit
-    read-out weights and bias."""
+    read-out weights and bias; with ``ensemble`` also the other rows' ids and their mean fold-encoder read-out."""
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, patient_id=np.asarray(ids, dtype=np.str_), oof=oof, weight=readout[0], bias=readout[1])
+    extra = {} if ensemble is None else {"ensemble_patient_id": np.asarray(ensemble[0], dtype=np.str_),
+                                         "ensemble": ensemble[1].astype(np.float32)}
+    np.savez(buf, patient_id=np.asarray(ids, dtype=np.str_), oof=oof, weight=readout[0], bias=readout[1], **extra)
     return buf.getvalue()
+
+
+def _other_rows(store_root: Path, train_ids: list[str]) -> list[str]:
+    """Sorted ids of every clinical row that is not an encoder training row (internal, external, unlabelled)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(StoreLayout.of(store_root).table("clinical"), columns=["patient_id"])
+    return sorted(set(map(str, t.column("patient_id").to_pylist())) - set(train_ids))
+
+
+def _fold_ensemble(store_root: Path, cfg: EncoderTrainConfig, models: list, device: torch.device,
+                   train_ids: list[str]) -> tuple[list[str], np.ndarray]:
+    """Mean read-out of the fold encoders ``[(model, aux_head), ...]`` on every non-training row."""
+    other = _other_rows(store_root, train_ids)
+    if not other:
+        return [], np.zeros((0, 0), np.float32)
+    with DaliRoiPipeline(store_root, cfg.roi, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
+                         device=0 if device.type == "cuda" else None) as pipe:
+        x = pipe.run(other)[0].cpu()
+    return other, np.mean([readout_scores(m, a, x, device) for m, a in models], axis=0).astype(np.float32)
 
 
 def _device(cfg: EncoderTrainConfig) -> torch.device:
@@ -275,12 +302,15 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         cands: dict[str, dict[str, Any]] = {}
         n_out = 1 + (len(descriptor_names(cfg.roi.phases)) if aux_info else 0)
         oof = {name: np.full((len(ids), n_out), np.nan, np.float32) for name in cfg.candidates}
+        fold_models: dict[str, list] = {name: [] for name in cfg.candidates}
         for name in cfg.candidates:
             aucs, epochs = [], []
             for k, (tr, va) in enumerate(folds):
                 fold_model, losses, va_auc, fold_aux = trainer.fit(name, [ids[i] for i in tr], y, cfg.seed + 1000 * k,
                                                                    cfg.epochs, val=(x_all[va], labels[va]))
                 oof[name][va] = readout_scores(fold_model, fold_aux, x_all[va], device)
+                if cfg.fold_ensemble:
+                    fold_models[name].append((fold_model, fold_aux))
                 best = int(np.argmin(losses))
                 aucs.append(va_auc[best])
                 epochs.append(best + 1)
@@ -296,6 +326,7 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         log(f"selected {chosen}; refit on {len(ids)} training rows for {n_ep} epochs")
         if progress:
             progress(len(cfg.candidates) * cfg.folds + 1, len(cfg.candidates) * cfg.folds + 1)
+        ensemble = _fold_ensemble(store_root, cfg, fold_models[chosen], device, ids) if cfg.fold_ensemble else None
     readout = readout_weights(model.cpu(), aux_head)
     names = ["logit"] + (list(aux_info["names"]) if aux_info else [])
     card = {
@@ -309,9 +340,13 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
                                "the refit encoder's read-out of the stored embedding for every other row",
                      "readout": names, "folds": cfg.folds, "file": ENCODER_CROSSFIT,
                      "oof_hash": content_hash([[p, [round(float(v), 6) for v in r]]
-                                               for p, r in zip(ids, oof[chosen], strict=True)])},
+                                               for p, r in zip(ids, oof[chosen], strict=True)]),
+                     "fold_ensemble": None if ensemble is None else {
+                         "rows": len(ensemble[0]), "scheme": "mean read-out of the selected candidate's k CV fold "
+                                                             "encoders (inference only) for every other row"}},
         "train_config": cfg.to_dict(), "software": software_versions(),
     }
-    path = save_encoder(store_root, model.cpu(), card, crossfit=crossfit_bytes(ids, oof[chosen], readout))
+    path = save_encoder(store_root, model.cpu(), card, crossfit=crossfit_bytes(ids, oof[chosen], readout, ensemble))
     card = json.loads(encoder_card(path).read_text())
-    return EncoderTrainResult(card, path, tuple(sorted(seen)), time.perf_counter() - t0)
+    return EncoderTrainResult(card, path, tuple(sorted(seen)), time.perf_counter() - t0,
+                              tuple(ensemble[0]) if ensemble else ())

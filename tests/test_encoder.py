@@ -18,7 +18,7 @@ from pipeline.loaders import DaliRoiPipeline, RoiConfig
 AUC_FLOOR = 0.75  # "clearly above chance" on the fixture: chance is 0.5, its fold-AUC sd ~0.1
 
 TINY = EncoderTrainConfig(candidates=("plain", "resnet10"), folds=2, epochs=3, patience=2, batch_size=8,
-                          embed_dim=32, width=8, seed=3, roi=RoiConfig(grid=(16, 16, 8)))
+                          embed_dim=32, width=8, seed=3, roi=RoiConfig(grid=(16, 16, 8)), fold_ensemble=True)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,30 @@ def test_selection_uses_only_training_rows_and_beats_chance(store, trained):
     assert best["cv_auc_mean"] == max(c["cv_auc_mean"] for c in card["candidates"].values())
     assert best["cv_auc_mean"] >= AUC_FLOOR
     assert np.isclose(best["cv_auc_mean"], np.mean(best["folds"]))
+
+
+def test_fold_ensemble_scores_every_other_row_without_training_on_it(store, trained):
+    """``fold_ensemble``: the k fold encoders' mean read-out of every non-training row is recorded beside the
+    out-of-fold scores; those rows are only scored (never in ``rows_seen``), and their read-outs are not the
+    refit encoder's."""
+    from dltr.core.layout import encoder_crossfit
+    from models.heads import CrossFit
+
+    clin = pq.read_table(store / "tables" / "clinical.parquet").to_pylist()
+    other = sorted(r["patient_id"] for r in clin if r["split"] != "train")
+    cf = CrossFit.load(encoder_crossfit(trained.path))
+    assert list(cf.ensemble_patient_id) == other == list(trained.rows_scored)
+    assert cf.ensemble.shape == (len(other), cf.oof.shape[1]) and np.isfinite(cf.ensemble).all()
+    assert trained.card["crossfit"]["fold_ensemble"]["rows"] == len(other)
+    module, card = load_encoder(trained.path)
+    with DaliRoiPipeline(store, RoiConfig.from_dict(card["preprocess"]), batch_size=4) as p:
+        x, _ = p.run(other)
+    with torch.no_grad():
+        emb, _ = module(x)
+    refit, _ = cf.deep(other, emb.numpy())
+    ens, _ = cf.deep(other, emb.numpy(), rows="fold_ensemble")
+    np.testing.assert_allclose(ens, cf.ensemble, rtol=1e-6)
+    assert np.abs(ens - refit).max() > 1e-3
 
 
 def test_checkpoint_round_trip(store, trained):

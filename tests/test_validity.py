@@ -49,6 +49,43 @@ def test_cross_fitted_heads_never_read_the_training_rows_embedding():
     assert roc_auc_score(df.loc[~tr, "label"], p) > 0.65
 
 
+def test_fold_ensemble_rows_replace_only_the_recorded_non_training_rows():
+    df, emb, t = _frame(n=40)
+    rng = np.random.default_rng(3)
+    tr = (df["split"] == "train").to_numpy()
+    w, b = rng.normal(size=(2, emb.shape[1])), rng.normal(size=2)
+    oof = rng.normal(size=(tr.sum(), 2))
+    ens_ids = df.loc[~tr, "patient_id"].to_numpy()[:-3]    # the last three rows came after the encoder
+    ens = rng.normal(size=(len(ens_ids), 2))
+    cf = CrossFit(df.loc[tr, "patient_id"].to_numpy(), oof, w, b, ens_ids, ens)
+    refit = emb.astype(np.float64) @ w.T + b
+    deep, hit = cf.deep(df["patient_id"], emb, rows="fold_ensemble")
+    np.testing.assert_array_equal(hit, tr)
+    np.testing.assert_allclose(deep[tr], oof)
+    np.testing.assert_allclose(deep[~tr][:-3], ens)
+    np.testing.assert_allclose(deep[~tr][-3:], refit[~tr][-3:])
+    np.testing.assert_allclose(cf.deep(df["patient_id"], emb)[0][~tr], refit[~tr])
+    from dltr.core.exceptions import ModelError
+
+    with pytest.raises(ModelError, match="fold_ensemble"):
+        CrossFit(cf.patient_id, oof, w, b).deep(df["patient_id"], emb, rows="fold_ensemble")
+
+
+def test_clinical_selection_all_keeps_every_declared_predictor_and_reports_stability():
+    from models.heads import ClinicalModel
+
+    df, _, t = _frame(n=160)
+    rng = np.random.default_rng(4)
+    X = df[["age", "afp"]].assign(noise=rng.normal(size=len(df)), noise2=rng.normal(size=len(df)))
+    y = df["label"].to_numpy()
+    aic = ClinicalModel(n_bootstrap=20, seed=0).fit(X, y)
+    every = ClinicalModel(selection="all", n_bootstrap=20, seed=0).fit(X, y)
+    assert every.selected_ == ["age", "afp", "noise", "noise2"] and len(aic.selected_) < 4
+    assert every.inclusion_ == aic.inclusion_   # stability of the AIC selection, reported either way
+    assert every.inclusion_["afp"] > max(every.inclusion_["noise"], every.inclusion_["noise2"])
+    assert np.isfinite(every.summary_[["or_ci_low", "or_ci_high"]].to_numpy()).all()
+
+
 def test_benchmark_statistics_against_direct_computation():
     from benchmarks.suites.validity import seed_metrics, summarise
 

@@ -21,6 +21,10 @@ from benchmarks.suites._validity_radiomics import radiomics_scores
 from dltr.core.layout import StoreLayout
 from dltr.demo import StageLog
 
+# ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
+# set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
+HEADS_KNOBS = ("clinical_selection", "deep_rows")
+
 
 @dataclass(frozen=True)
 class ValidityConfig:
@@ -71,14 +75,16 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
                         done=lambda o: StoreLayout(store_root).studies.exists())
     ledger.run("register", ingest.inputs_hash, lambda: _register(store_root, cohort))
     method = cfg.method() | {"seed": seed, "cohort": ingest.inputs_hash}
-    enc = ledger.run(f"encoder {_key(method)}", method, lambda: _encoder(store_root, cohort, cfg, seed, log),
+    enc_method = {k: v for k, v in method.items() if k not in HEADS_KNOBS}
+    heads_knobs = {k: str(v) for k, v in cfg.extra.items() if k in HEADS_KNOBS}
+    enc = ledger.run(f"encoder {_key(enc_method)}", enc_method, lambda: _encoder(store_root, cohort, cfg, seed, log),
                      done=lambda o: Path(o["path"]).exists())
     ext = ledger.run(f"extract {enc.outputs['card_hash']}", [enc.outputs["card_hash"]],
                      lambda: _extract(store_root, enc.outputs["card_hash"], cfg))
     scores_path = root / f"scores-{_key(method)}.parquet"
     fs = f"dltr@{ext.outputs['version_id']}"
-    heads = ledger.run(f"heads {_key(method)}", [fs, seed, "v2"], lambda: _heads(store_root, fs, seed, scores_path),
-                       done=lambda o: scores_path.exists())
+    heads = ledger.run(f"heads {_key(method)}", [fs, seed, "v2"] + ([heads_knobs] if heads_knobs else []),
+                       lambda: _heads(store_root, fs, seed, scores_path, heads_knobs), done=lambda o: scores_path.exists())
     base_path = root / "scores-plain-baseline.parquet"
     ledger.run("plain baseline", [ingest.inputs_hash, seed, "v2"],
                lambda: _plain(store_root, fs, _phases(cohort), seed, base_path), done=lambda o: base_path.exists())
@@ -133,12 +139,14 @@ def _ingest(cohort: Path, store_root: Path, cfg: ValidityConfig):
 
 def _encoder(store_root: Path, cohort: Path, cfg: ValidityConfig, seed: int, log):
     from models.training import EncoderTrainConfig, train_encoder
-    from pipeline.loaders import RoiConfig
+    from pipeline.loaders import AugmentConfig, RoiConfig
 
     phases = _phases(cohort)
+    aug = AugmentConfig(**{k[4:]: float(v) for k, v in cfg.extra.items() if k.startswith("aug_")})
     tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs, width=cfg.width,
                               seed=seed, aux_weight=cfg.aux_weight, num_threads=os.cpu_count() or 2,
-                              roi=RoiConfig(phases=tuple(phases), normalisation=cfg.normalisation))
+                              roi=RoiConfig(phases=tuple(phases), normalisation=cfg.normalisation), augment=aug,
+                              fold_ensemble=True)
     res = train_encoder(store_root, tcfg, log=log)
     chosen = res.card["architecture"]["name"]
     return {"card_hash": res.card_hash, "path": str(res.path), "architecture": chosen,
@@ -152,11 +160,11 @@ def _extract(store_root: Path, card_hash: str, cfg: ValidityConfig):
     return {"version_id": rep.version_id}, {}
 
 
-def _heads(store_root: Path, feature_set: str, seed: int, path: Path):
+def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dict[str, str]):
     from features import FeatureStore
     from models.heads import HeadsConfig, train_heads
 
-    res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed))
+    res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed, **knobs))
     keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
     res.scores[keep].to_parquet(path, index=False)
     cs = res.clinical_summary

@@ -14,10 +14,12 @@ stability is reported.
 4. Univariable screening: penalised LR test of each variable alone, kept if p < ``screen_p``
    (default 0.25, Hosmer, Lemeshow & Sturdivant, *Applied Logistic Regression*, 3rd ed., 4.2).
 5. Backward elimination by AIC (drop the variable whose removal lowers AIC most) or by p-value
-   (drop the largest LR-test p above ``keep_p``); ``selection="none"`` keeps every screened variable.
+   (drop the largest LR-test p above ``keep_p``); ``selection="none"`` keeps every screened variable;
+   ``selection="all"`` skips screening too: every declared predictor (less aliased ones) is in the model.
 6. Stability: the screening + elimination is repeated on ``n_bootstrap`` bootstrap resamples of the
    training rows; ``inclusion_`` holds each variable's bootstrap inclusion frequency (Heinze, Wallisch
-   & Dunkler, Biometrical J 2018, recommendation 7), also shown in ``summary_``.
+   & Dunkler, Biometrical J 2018, recommendation 7), also shown in ``summary_``. With ``"all"`` the
+   frequency is that of screening + backward AIC (how stably each variable would be selected).
 Odds ratios with profile penalised-likelihood 95 % CIs and penalised LR-test p-values (logistf's defaults).
 """
 
@@ -220,8 +222,8 @@ class ClinicalModel:
         return fit_logistic(x, y, firth=self.firth, inference=inference)
 
     def fit(self, X: pd.DataFrame, y) -> ClinicalModel:
-        if self.selection not in ("aic", "p", "none"):
-            raise ModelError(f"ClinicalModel: selection {self.selection!r} is not 'aic', 'p' or 'none'")
+        if self.selection not in ("aic", "p", "none", "all"):
+            raise ModelError(f"ClinicalModel: selection {self.selection!r} is not 'aic', 'p', 'none' or 'all'")
         y = np.asarray(y, float)
         if not isinstance(X, pd.DataFrame) or len(X) != y.size:
             raise ModelError("ClinicalModel.fit needs a DataFrame of clinical columns, one row per label")
@@ -232,7 +234,7 @@ class ClinicalModel:
         uni, chosen = self._select(xd, y)
         self.inclusion_ = self._bootstrap(xd, y)
         self.univariable_ = pd.DataFrame(uni, columns=["variable", "df", "lr_stat", "p"])
-        self.screened_ = [r["variable"] for r in uni if r["p"] < self.screen_p]
+        self.screened_ = [r["variable"] for r in uni if self.selection == "all" or r["p"] < self.screen_p]
         # left out as linear combinations of earlier candidates (recorded in the heads' lineage)
         self.aliased_ = [v for v in self.screened_ if v not in self._independent(xd, self.screened_)]
         if not chosen:
@@ -264,13 +266,14 @@ class ClinicalModel:
         full = self._loglik(xd, y, variables)
         return max(0.0, 2 * (full - self._loglik(xd, y, variables, drop=(v,)))), xd[v].shape[1]
 
-    def _select(self, xd, y) -> tuple[list[dict], list[str]]:
+    def _select(self, xd, y, selection: str | None = None) -> tuple[list[dict], list[str]]:
+        selection = selection or self.selection
         uni = []
         for v in xd:
             lr, k = self._lr(xd, y, [v], v)
             uni.append({"variable": v, "df": k, "lr_stat": lr, "p": float(chi2.sf(lr, k))})
-        chosen = [r["variable"] for r in uni if r["p"] < self.screen_p]
-        return uni, self._backward(xd, y, chosen)
+        chosen = [r["variable"] for r in uni if selection == "all" or r["p"] < self.screen_p]
+        return uni, self._backward(xd, y, chosen, selection)
 
     def _bootstrap(self, xd, y) -> dict[str, float]:
         """Share of bootstrap resamples (both classes present) whose selection keeps each variable."""
@@ -280,7 +283,8 @@ class ClinicalModel:
             idx = rng.integers(0, len(y), len(y))
             if y[idx].min() == y[idx].max():
                 continue
-            _, kept = self._select({v: a[idx] for v, a in xd.items()}, y[idx])
+            _, kept = self._select({v: a[idx] for v, a in xd.items()}, y[idx],
+                                   "aic" if self.selection == "all" else self.selection)
             n_ok += 1
             for v in kept:
                 counts[v] += 1
@@ -298,17 +302,17 @@ class ClinicalModel:
                 cols = list(trial.T)
         return keep
 
-    def _backward(self, xd, y, chosen):
+    def _backward(self, xd, y, chosen, selection: str):
         """Drop, one at a time, the variable with the weakest penalised LR test: by AIC (statistic below
         twice its degrees of freedom) or by p-value (above ``keep_p``)."""
         chosen = self._independent(xd, [v for v in chosen if np.ptp(xd[v], axis=0).max() > 0])
-        if self.selection == "none":
+        if selection in ("none", "all"):
             return chosen
         while chosen:
             full = self._loglik(xd, y, chosen)
             stat = {v: (max(0.0, 2 * (full - self._loglik(xd, y, chosen, drop=(v,)))), xd[v].shape[1])
                     for v in chosen}
-            if self.selection == "aic":
+            if selection == "aic":
                 best = min(stat, key=lambda v: (stat[v][0] - 2 * stat[v][1], v))
                 if stat[best][0] - 2 * stat[best][1] >= 0:
                     break

@@ -15,7 +15,11 @@ from dltr.core.vocabulary import DEFAULT_FEATURE_SET, HEADS
 class HeadsConfig:
     """``feature_set``: NAME or NAME@VERSION; ``clinical`` / ``labs``: candidate predictors (None = the
     clinical columns / lab names among cohort.toml's declared ``predictors``; an undeclared one is refused); ``max_age_days``: the oldest lab value used;
-    ``heads``: which heads to train, by name (``dltr.core.vocabulary.HEADS``)."""
+    ``heads``: which heads to train, by name (``dltr.core.vocabulary.HEADS``); ``clinical_selection``: the
+    clinical model's variable selection (``ClinicalModel.selection``: "aic", "p", "none" = screening only,
+    "all" = every declared predictor); ``deep_rows``: the deep block of non-training rows, "refit" (the refit
+    encoder's read-out of the stored embedding) or "fold_ensemble" (the CV fold encoders' mean read-out, needs
+    an encoder trained with ``fold_ensemble=True``; rows outside its record get the refit read-out)."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -23,6 +27,8 @@ class HeadsConfig:
     max_age_days: int | None = None
     seed: int = 0
     heads: tuple[str, ...] = tuple(HEADS)
+    clinical_selection: str = "aic"
+    deep_rows: str = "refit"
 
     def __post_init__(self) -> None:
         for name in ("clinical", "labs", "heads"):

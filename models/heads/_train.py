@@ -41,11 +41,15 @@ def _params(est: Any) -> dict[str, Any]:
 class CrossFit:
     """The encoder's cross-fitting record (``STORE/encoders/<card>/crossfit.npz``): out-of-fold read-out scores
     (response logit + auxiliary descriptor predictions) of the k CV fold encoders for the training rows, and
-    the refit encoder's read-out ``(weight, bias)``, a linear map of the stored embedding."""
+    the refit encoder's read-out ``(weight, bias)``, a linear map of the stored embedding; optionally
+    (``EncoderTrainConfig.fold_ensemble``) the fold encoders' mean read-out of every other row."""
 
-    def __init__(self, patient_id: np.ndarray, oof: np.ndarray, weight: np.ndarray, bias: np.ndarray):
+    def __init__(self, patient_id: np.ndarray, oof: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+                 ensemble_patient_id: np.ndarray | None = None, ensemble: np.ndarray | None = None):
         self.patient_id, self.oof = np.asarray(patient_id).astype(str), np.asarray(oof, np.float64)
         self.weight, self.bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
+        self.ensemble_patient_id = None if ensemble_patient_id is None else np.asarray(ensemble_patient_id).astype(str)
+        self.ensemble = None if ensemble is None else np.asarray(ensemble, np.float64)
 
     @classmethod
     def load(cls, path) -> CrossFit | None:
@@ -54,17 +58,34 @@ class CrossFit:
         if not Path(path).is_file():
             return None
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["patient_id"], z["oof"], z["weight"], z["bias"])
+            ens = (z["ensemble_patient_id"], z["ensemble"]) if "ensemble" in z.files else (None, None)
+            return cls(z["patient_id"], z["oof"], z["weight"], z["bias"], *ens)
 
-    def deep(self, patient_ids, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(read-out scores per row: out-of-fold for the encoder's training rows, refit read-out otherwise;
-        boolean mask of the rows that got out-of-fold values)."""
+    def deep(self, patient_ids, emb: np.ndarray, rows: str = "refit") -> tuple[np.ndarray, np.ndarray]:
+        """(read-out scores per row: out-of-fold for the encoder's training rows; for the other rows the refit
+        read-out (``rows="refit"``) or the fold encoders' mean read-out (``"fold_ensemble"``); boolean mask of
+        the rows that got out-of-fold values)."""
         d = np.asarray(emb, np.float64) @ self.weight.T + self.bias
+        if rows == "fold_ensemble":
+            if self.ensemble is None:
+                raise ModelError("deep_rows='fold_ensemble': the encoder's crossfit.npz holds no fold-ensemble "
+                                 "read-outs; retrain it with EncoderTrainConfig(fold_ensemble=True)")
+            d = _replace(d, patient_ids, self.ensemble_patient_id, self.ensemble)
+        elif rows != "refit":
+            raise ModelError(f"deep_rows {rows!r}: choose 'refit' or 'fold_ensemble'")
         pos = {p: i for i, p in enumerate(self.patient_id)}
         idx = np.array([pos.get(str(p), -1) for p in patient_ids])
         hit = idx >= 0
         d[hit] = self.oof[idx[hit]]
         return d, hit
+
+
+def _replace(d: np.ndarray, patient_ids, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``d`` with the rows of ``patient_ids`` found in ``ids`` replaced by their ``values``."""
+    pos = {p: i for i, p in enumerate(ids)}
+    idx = np.array([pos.get(str(p), -1) for p in patient_ids])
+    d[idx >= 0] = values[idx[idx >= 0]]
+    return d
 
 
 class FrameHead:
@@ -178,14 +199,15 @@ def _train_rows(df: pd.DataFrame) -> np.ndarray:
 
 
 def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed: int = 0,
-              heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None) -> dict[str, FrameHead]:
+              heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
+              clinical_selection: str = "aic") -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
     a deep feature computed by an encoder that was trained on that row."""
     tr = _train_rows(df)
     y = df.loc[tr, "label"].astype(int).to_numpy()
-    clin = ClinicalModel(seed=seed).fit(df.loc[tr, candidates].reset_index(drop=True), y)
+    clin = ClinicalModel(selection=clinical_selection, seed=seed).fit(df.loc[tr, candidates].reset_index(drop=True), y)
     out = {"clinical": FrameHead(name="clinical", estimator=clin, clinical=None, uses_embedding=False)}
     makers = {"dltr": (DLTRHead(seed=seed), None), "dltr_mlp": (DLTRMLP(seed=seed), clin),
               "xgb_fusion": (XGBFusionHead(seed=seed), clin)}
@@ -258,13 +280,17 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     candidates = [c for c in df.columns if c not in RESERVED]
     lineage = _frame_lineage(frame, feature_set)
     crossfit = _crossfit_for(store, lineage)
-    fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit)
+    fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,
+                       clinical_selection=cfg.clinical_selection)
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
-    deep_all, oof_rows = (None, np.zeros(len(df), bool)) if crossfit is None else crossfit.deep(df["patient_id"], emb)
+    deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None
+                          else crossfit.deep(df["patient_id"], emb, cfg.deep_rows))
+    other = ("the refit encoder's read-out" if cfg.deep_rows == "refit" else
+             "the mean read-out of the k CV fold encoders (fold ensemble)")
     scheme = ("none: heads fitted on the refit encoder's in-sample embedding" if crossfit is None else
               "cross-fitted: training rows' deep block = out-of-fold read-out scores of the CV fold encoders; "
-              "other rows = the refit encoder's read-out; cutoffs from out-of-fold head scores")
+              f"other rows = {other}; cutoffs from out-of-fold head scores")
     registry = HeadRegistry(store.root)
     versions, parts, metrics = {}, [], {}
     clin = fitted["clinical"].estimator if "clinical" in fitted else None
@@ -278,7 +304,8 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
         metrics[name] = m
         head_lineage = {**{k: v for k, v in lineage.items() if k != "frame"},
                         "clinical_candidates": candidates, "labs": labs, "max_age_days": max_age_days,
-                        "predictors_declared": declared, "crossfit": scheme,
+                        "predictors_declared": declared, "crossfit": scheme, "deep_rows": cfg.deep_rows,
+                        "clinical_selection": cfg.clinical_selection,
                         "oof_training_rows": int((oof_rows & tr).sum()),
                         "clinical_selected": list(clin.selected_) if clin is not None else [],
                         "clinical_aliased": list(getattr(clin, "aliased_", [])) if clin is not None else []}
@@ -331,7 +358,8 @@ def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = Tr
         df, emb = cache[key]
         cf = (_crossfit_for(store, {"frame": meta.get("frame_lineage") or {}})
               if getattr(fh, "readout_weight", None) is not None else None)
-        deep = None if cf is None else cf.deep(df["patient_id"], emb)[0]  # training rows: out-of-fold, as trained
+        rows = lin.get("deep_rows", "refit")  # training rows: out-of-fold, the others as trained
+        deep = None if cf is None else cf.deep(df["patient_id"], emb, rows)[0]
         parts.append(_scores_frame(df, name, meta["version"], fh.predict_proba_frame(df, emb, deep), meta["cutoff"]))
     for scorer in EXTRA_SCORERS if heads is None else ():
         parts += scorer(store)

@@ -73,7 +73,8 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
     cohort, truth = _cohort(root, ledger, cfg, seed)
     ingest = ledger.run("ingest", [str(cohort), cfg.ingest_workers], lambda: _ingest(cohort, store_root, cfg),
                         done=lambda o: StoreLayout(store_root).studies.exists())
-    ledger.run("register", ingest.inputs_hash, lambda: _register(store_root, cohort))
+    # v2: registration records cohort.toml's predictors (a store registered before that has none declared)
+    reg = ledger.run("register", [ingest.inputs_hash, "v2"], lambda: _register(store_root, cohort))
     method = cfg.method() | {"seed": seed, "cohort": ingest.inputs_hash}
     enc_method = {k: v for k, v in method.items() if k not in HEADS_KNOBS}
     heads_knobs = {k: str(v) for k, v in cfg.extra.items() if k in HEADS_KNOBS}
@@ -83,10 +84,10 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
                      lambda: _extract(store_root, enc.outputs["card_hash"], cfg))
     scores_path = root / f"scores-{_key(method)}.parquet"
     fs = f"dltr@{ext.outputs['version_id']}"
-    heads = ledger.run(f"heads {_key(method)}", [fs, seed, "v2"] + ([heads_knobs] if heads_knobs else []),
+    heads = ledger.run(f"heads {_key(method)}", [fs, seed, reg.inputs_hash] + ([heads_knobs] if heads_knobs else []),
                        lambda: _heads(store_root, fs, seed, scores_path, heads_knobs), done=lambda o: scores_path.exists())
     base_path = root / "scores-plain-baseline.parquet"
-    ledger.run("plain baseline", [ingest.inputs_hash, seed, "v2"],
+    ledger.run("plain baseline", [reg.inputs_hash, seed, "v2"],
                lambda: _plain(store_root, fs, _phases(cohort), seed, base_path), done=lambda o: base_path.exists())
     radiomics = radiomics_scores(ledger, store_root, fs, seed, root, cfg.extract_workers)  # _validity_radiomics
     scores = pd.concat([pd.read_parquet(scores_path), pd.read_parquet(base_path), radiomics], ignore_index=True)

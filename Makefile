@@ -31,5 +31,5 @@ lint: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope -m 'not serial'
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope -m 'not serial' --durations=30
 	$(BIN)/python -m pytest -q -m serial

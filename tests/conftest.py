@@ -50,9 +50,10 @@ def scoring_demo(tmp_path_factory):
 # short ones fill in at the end.
 _SHARED_GROUPS = {"test_scoring.py": "scoring_demo", "test_serve.py": "scoring_demo",
                   "test_demo.py": "tiny_demo", "test_cohorts_e2e.py": "tiny_demo"}
-_LONGEST_FIRST = ("test_cohorts_e2e.py", "test_demo.py", "test_bench.py", "test_clusters.py", "test_radiomics.py",
-                  "test_validity.py", "test_scoring.py", "test_serve.py", "test_extract.py", "test_reliability_crash.py",
-                  "test_heads.py", "test_encoder.py", "test_reliability_concurrency.py", "test_evaluation.py")
+_LONGEST_FIRST = ("test_cohorts_e2e.py", "test_demo.py", "test_validity.py", "test_radiomics.py", "test_bench.py",
+                  "test_scoring.py", "test_serve.py", "test_extract.py", "test_clusters.py", "test_reliability_crash.py",
+                  "test_heads.py", "test_roi_tensors.py", "test_encoder.py", "test_reliability_concurrency.py",
+                  "test_evaluation.py")
 
 
 def test_group(nodeid: str) -> str:

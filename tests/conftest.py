@@ -56,15 +56,13 @@ _LONGEST_FIRST = ("test_cohorts_e2e.py", "test_demo.py", "test_validity.py", "te
                   "test_evaluation.py")
 
 
-def test_group(nodeid: str) -> str:
+def xdist_group_of(nodeid: str) -> str:
     """The xdist group of a test, from its node id."""
     file = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
     if file == "test_bench.py":
         return "scoring_demo" if nodeid.endswith("[serve]") else nodeid
     return _SHARED_GROUPS.get(file, file)
 
-
-test_group.__test__ = False  # not a test
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,9 +74,9 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class GroupScheduling(LoadScopeScheduling):
-        """xdist's scope scheduler with ``test_group`` as the scope."""
+        """xdist's scope scheduler with ``xdist_group_of`` as the scope."""
 
         def _split_scope(self, nodeid: str) -> str:
-            return test_group(nodeid)
+            return xdist_group_of(nodeid)
 
     return GroupScheduling(config, log)

@@ -14,23 +14,17 @@ from features import FeatureStore
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dltr.core.exceptions.ApproximationWarning")]
 
 
-@pytest.fixture(scope="module")
-def keyed_demo(tiny_demo):
-    """(result, logs, raw patient ids) of the session's keyed tiny demo."""
-    return tiny_demo.result, tiny_demo.logs, tiny_demo.raw_ids
-
-
 def test_demo_reports_progress_of_ingest_training_and_extraction(tiny_demo):
-    res, raw = tiny_demo.result, tiny_demo.raw_ids
+    raw = tiny_demo.raw_ids
     last = {}
     for stage, done, total in tiny_demo.progress:
         assert done >= last.get(stage, (0,))[0]                  # monotone
         last[stage] = (done, total)
     assert last["ingest"] == (len(raw), len(raw))
     assert last["train encoder"][0] == last["train encoder"][1] == len(CANDIDATES) * tiny_demo.config.folds + 1
-    n_feat = FeatureStore(res.out / "store").read("dltr", columns=["patient_id"]).num_rows
+    n_feat = FeatureStore(tiny_demo.store).read("dltr", columns=["patient_id"]).num_rows
     assert last["extract"] == (n_feat, n_feat)
-    assert (res.out / "store" / "logs" / "ray.log").is_file()    # Ray's own output went to the store's log
+    assert (tiny_demo.store / "logs" / "ray.log").is_file()    # Ray's own output went to the store's log
 
 
 def test_no_stage_opens_the_truth_folder_only_the_report(tiny_demo):
@@ -41,12 +35,11 @@ def test_no_stage_opens_the_truth_folder_only_the_report(tiny_demo):
     assert opens, "the audit hook saw no open under truth/ (the report reads centers.json): the watch is broken"
     assert all("/dltr/report/" in opener for _, opener in opens), opens
     stages = __import__("json").loads((res.out / "stages.json").read_text())
-    assert stages["radiogenomics"]["outputs"]["gene_sets"] == str(res.out / "synthetic" / "cohort" / "gene_sets.gmt")
+    assert stages["radiogenomics"]["outputs"]["gene_sets"] == str(tiny_demo.cohort / "gene_sets.gmt")
 
 
-def test_keyed_demo_leaves_no_raw_identifier_in_any_store_file(keyed_demo):
-    res, _, raw = keyed_demo
-    store = res.out / "store"
+def test_keyed_demo_leaves_no_raw_identifier_in_any_store_file(tiny_demo):
+    raw, store = tiny_demo.raw_ids, tiny_demo.store
     files = [p for p in store.rglob("*") if p.is_file()]
     assert len(files) > 50
     needles = [r.encode() for r in raw]
@@ -67,18 +60,18 @@ def test_keyed_demo_leaves_no_raw_identifier_in_any_store_file(keyed_demo):
 
 
 def test_add_cohort_without_the_ingest_key_is_refused(tiny_demo, tmp_path):
-    res, store = tiny_demo.result, tiny_demo.store_copy(tmp_path)
+    store = tiny_demo.store_copy(tmp_path)
     before = (store / "tables" / "clinical.parquet").read_bytes()
     with pytest.raises(StoreError, match="matches the .* ingested patients; give --pseudonym-key-env"):
-        FeatureStore(store).add_cohort(res.out / "synthetic" / "cohort")
+        FeatureStore(store).add_cohort(tiny_demo.cohort)
     assert (store / "tables" / "clinical.parquet").read_bytes() == before
 
 
 def test_cli_add_cohort_applies_the_ingest_pseudonym(tiny_demo, tmp_path, monkeypatch, capsys):
     from dltr.cli import main
 
-    res, raw, store = tiny_demo.result, tiny_demo.raw_ids, tiny_demo.store_copy(tmp_path)
-    args = ["store", "add-cohort", str(res.out / "synthetic" / "cohort"), "--store", str(store),
+    raw, store = tiny_demo.raw_ids, tiny_demo.store_copy(tmp_path)
+    args = ["store", "add-cohort", str(tiny_demo.cohort), "--store", str(store),
             "--pseudonym-key-env", "DLTR_TEST_KEY"]
     before = FeatureStore(store).table("clinical")
     monkeypatch.setenv("DLTR_TEST_KEY", KEY)
@@ -103,23 +96,22 @@ def _cli(*args: str) -> tuple[int, str, str]:
     return p.returncode, p.stdout, p.stderr
 
 
-def test_readme_quick_start_trains_the_demos_encoder(keyed_demo, tmp_path):
+def test_readme_quick_start_trains_the_demos_encoder(tiny_demo, tmp_path):
     """`dltr store add-cohort` + `dltr train-encoder` with the demo profile's epochs and folds, on the volumes
     the demo ingested, write the demo's model card and weights byte for byte (phases from cohort.toml)."""
     import json
     import shutil
 
-    res, _, _ = keyed_demo
     store = tmp_path / "st"
-    shutil.copytree(res.out / "store" / "volumes.zarr", store / "volumes.zarr")
-    shutil.copytree(res.out / "store" / "ingest", store / "ingest")
-    cohort = str(res.out / "synthetic" / "cohort")
+    shutil.copytree(tiny_demo.store / "volumes.zarr", store / "volumes.zarr")
+    shutil.copytree(tiny_demo.store / "ingest", store / "ingest")
+    cohort = str(tiny_demo.cohort)
     assert _cli("store", "add-cohort", cohort, "--store", str(store), "--pseudonym-key-env", "DLTR_TEST_KEY")[0] == 0
     tiny = DemoConfig.for_profile("tiny")
     code, out, err = _cli("train-encoder", "--store", str(store), "--epochs", str(tiny.epochs),
                           "--folds", str(tiny.folds), "--candidates", ",".join(CANDIDATES))
     assert code == 0, err
-    demo_cards = list((res.out / "store" / "encoders").glob("*/model_card.json"))
+    demo_cards = list((tiny_demo.store / "encoders").glob("*/model_card.json"))
     cli_cards = list((store / "encoders").glob("*/model_card.json"))
     assert len(demo_cards) == len(cli_cards) == 1
     a, b = json.loads(demo_cards[0].read_text()), json.loads(cli_cards[0].read_text())
@@ -134,8 +126,8 @@ def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_versio
 
     from models.heads import HeadRegistry
 
-    res, store = tiny_demo.result, tiny_demo.store_copy(tmp_path)
-    declared = tomllib.loads((res.out / "synthetic" / "cohort" / "cohort.toml").read_text())["predictors"]
+    store = tiny_demo.store_copy(tmp_path)
+    declared = tomllib.loads((tiny_demo.cohort / "cohort.toml").read_text())["predictors"]
     reg = HeadRegistry(store)
     v_demo = reg.latest("dltr_mlp")
     code, out, err = _cli("train-heads", "--store", str(store), "--clinical", "age,afp", "--labs", "albumin",

@@ -96,6 +96,26 @@ def test_firth_separated_2x2_against_the_half_count_rule_and_a_brute_force_profi
     assert np.isfinite(f.ci).all() and 0 < f.lrt_p[1] < 0.05
 
 
+def test_screening_lr_statistics_equal_firthmodels_penalised_lrt_also_under_separation():
+    """The penalised likelihood-ratio statistics that screening and backward elimination compare (dltr's own
+    constrained Newton fit: Cholesky leverages, warm start from the unrestricted fit) against firthmodels'
+    independent ``lrt()`` of the same one-variable models, on ordinary data and on a variable that
+    separates the classes completely."""
+    from firthmodels import FirthLogisticRegression
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(5)
+    n = 70
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(2, 3, size=n), "c": rng.exponential(size=n)})
+    for y in ((rng.random(n) < expit(X["a"] - 0.3 * X["c"])).astype(int), (X["b"] > 2.5).astype(int)):
+        m = ClinicalModel(selection="none", n_bootstrap=0).fit(X, y)
+        ours = m.univariable_.set_index("variable")["p"]
+        for v in X:
+            ref = FirthLogisticRegression(backend="numpy").fit(X[[v]].to_numpy(), y).lrt()
+            assert ours[v] == pytest.approx(ref.lrt_pvalues_[0], rel=1e-6, abs=1e-12), v
+    assert chi2.isf(ours["b"], 1) > 20   # the separating variable: a large but finite statistic
+
+
 def test_clinical_model_separation_gives_finite_odds_ratios():
     rng = np.random.default_rng(3)
     n = 120

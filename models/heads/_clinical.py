@@ -104,13 +104,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, firth: bool = True, inference:
 
 
 def _firth_state(a: np.ndarray, y: np.ndarray, beta: np.ndarray):
-    """(p, w, Fisher information, penalised log-likelihood ``l(beta) + log|I(beta)| / 2``) at ``beta``."""
+    """(p, w, Fisher information, penalised log-likelihood ``l(beta) + log|I(beta)| / 2``, Cholesky factor
+    of the information or None where it is singular) at ``beta``."""
     eta = a @ beta
     p = expit(eta)
     w = p * (1 - p)
     info = (a * w[:, None]).T @ a
-    ll = float(np.sum(y * eta - np.logaddexp(0.0, eta)) + 0.5 * np.linalg.slogdet(info)[1])
-    return p, w, info, ll
+    try:
+        chol = np.linalg.cholesky(info)
+        logdet = 2.0 * float(np.log(np.diagonal(chol)).sum())
+    except np.linalg.LinAlgError:
+        chol, logdet = None, float(np.linalg.slogdet(info)[1])
+    ll = float(np.sum(y * eta - np.logaddexp(0.0, eta)) + 0.5 * logdet)
+    return p, w, info, ll, chol
 
 
 def penalised_loglik(a: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
@@ -118,19 +124,34 @@ def penalised_loglik(a: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
     return _firth_state(a, y, beta)[3]
 
 
-def constrained_firth(a: np.ndarray, y: np.ndarray, free: np.ndarray, *, max_iter: int = 50) -> float:
+def _leverages(aw: np.ndarray, info: np.ndarray, chol: np.ndarray | None) -> np.ndarray:
+    """Diagonal of the hat matrix ``W^1/2 A I^-1 A' W^1/2`` (``aw`` = ``W^1/2 A``): through the inverse
+    Cholesky factor where the information is positive definite, else its pseudo-inverse."""
+    if chol is not None:
+        z = aw @ np.linalg.inv(chol).T
+        return (z * z).sum(1)
+    return ((aw @ np.linalg.pinv(info, hermitian=True)) * aw).sum(1)
+
+
+def constrained_firth(a: np.ndarray, y: np.ndarray, free: np.ndarray, *, max_iter: int = 50,
+                      start: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Maximum of the penalised log-likelihood with the coefficients outside ``free`` held at 0, the penalty
     taken on the *whole* design ``a``: the restricted fit of a penalised likelihood-ratio test (logistf's
     ``anova`` / ``drop1``; a smaller design would change the penalty with the columns' units).
-    Newton steps on the free coordinates with Firth's modified score ``a'(y - p + h (1/2 - p))``."""
-    beta = np.zeros(a.shape[1])
-    p, w, info, ll = _firth_state(a, y, beta)
+    Newton steps on the free coordinates with Firth's modified score ``a'(y - p + h (1/2 - p))``, from
+    ``start`` (its non-free coordinates set to 0; e.g. the unrestricted fit) or from 0.
+    Returns (maximum, coefficients)."""
+    beta = np.zeros(a.shape[1]) if start is None else np.where(free, start, 0.0)
+    p, w, info, ll, chol = _firth_state(a, y, beta)
     for _ in range(max_iter):
-        aw = a * np.sqrt(w)[:, None]
-        h = ((aw @ np.linalg.pinv(info, hermitian=True)) * aw).sum(1)
+        h = _leverages(a * np.sqrt(w)[:, None], info, chol)
         score = a.T @ (y - p + h * (0.5 - p))
         step = np.zeros_like(beta)
-        step[free] = np.linalg.lstsq(info[np.ix_(free, free)], score[free], rcond=None)[0]
+        sub = info[np.ix_(free, free)]
+        try:
+            step[free] = np.linalg.solve(sub, score[free])
+        except np.linalg.LinAlgError:
+            step[free] = np.linalg.lstsq(sub, score[free], rcond=None)[0]
         step = np.clip(step, -5.0, 5.0)
         t = 1.0
         while True:
@@ -140,10 +161,10 @@ def constrained_firth(a: np.ndarray, y: np.ndarray, free: np.ndarray, *, max_ite
                 break
             t /= 2
         done = abs(state[3] - ll) < 1e-10 * (1 + abs(ll))
-        beta, (p, w, info, ll) = new, state
+        beta, (p, w, info, ll, chol) = new, state
         if done:
             break
-    return ll
+    return ll, beta
 
 
 class ClinicalDesign:
@@ -245,8 +266,9 @@ class ClinicalModel:
         self.summary_ = self._summary()
         return self
 
-    def _loglik(self, xd, y, variables, drop=()) -> float:
-        """Penalised (Firth) or plain log-likelihood of the model on ``variables`` with ``drop`` held at 0.
+    def _loglik(self, xd, y, variables, drop=(), start: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
+        """(penalised (Firth) or plain log-likelihood, coefficients) of the model on ``variables`` with
+        ``drop`` held at 0, Newton steps from ``start`` (the unrestricted fit's coefficients, say).
 
         Columns are standardised first: the penalised LR statistic does not depend on their location or
         scale, and Newton steps are better conditioned."""
@@ -259,18 +281,21 @@ class ClinicalModel:
         a = np.column_stack(cols)
         if not self.firth:
             f = fit_logistic(a[:, 1:][:, np.asarray(free[1:], bool)], y, firth=False)
-            return f.loglik
-        return constrained_firth(a, y, np.asarray(free, bool))
+            return f.loglik, None
+        return constrained_firth(a, y, np.asarray(free, bool), start=start)
 
-    def _lr(self, xd, y, variables, v) -> tuple[float, int]:
-        full = self._loglik(xd, y, variables)
-        return max(0.0, 2 * (full - self._loglik(xd, y, variables, drop=(v,)))), xd[v].shape[1]
+    def _drop_stats(self, xd, y, variables) -> dict[str, tuple[float, int]]:
+        """Penalised LR statistic and degrees of freedom of dropping each of ``variables`` from their joint
+        model (each restricted fit starts from the joint fit's coefficients)."""
+        full, beta = self._loglik(xd, y, variables)
+        return {v: (max(0.0, 2 * (full - self._loglik(xd, y, variables, drop=(v,), start=beta)[0])), xd[v].shape[1])
+                for v in variables}
 
     def _select(self, xd, y, selection: str | None = None) -> tuple[list[dict], list[str]]:
         selection = selection or self.selection
         uni = []
         for v in xd:
-            lr, k = self._lr(xd, y, [v], v)
+            lr, k = self._drop_stats(xd, y, [v])[v]
             uni.append({"variable": v, "df": k, "lr_stat": lr, "p": float(chi2.sf(lr, k))})
         chosen = [r["variable"] for r in uni if selection == "all" or r["p"] < self.screen_p]
         return uni, self._backward(xd, y, chosen, selection)
@@ -309,9 +334,7 @@ class ClinicalModel:
         if selection in ("none", "all"):
             return chosen
         while chosen:
-            full = self._loglik(xd, y, chosen)
-            stat = {v: (max(0.0, 2 * (full - self._loglik(xd, y, chosen, drop=(v,)))), xd[v].shape[1])
-                    for v in chosen}
+            stat = self._drop_stats(xd, y, chosen)
             if selection == "aic":
                 best = min(stat, key=lambda v: (stat[v][0] - 2 * stat[v][1], v))
                 if stat[best][0] - 2 * stat[best][1] >= 0:

@@ -203,9 +203,10 @@ def test_crashed_actor_is_restarted_and_its_batch_retried(ray_cluster, base_stor
 @pytest.mark.slow
 def test_sigkill_driver_mid_run_then_resume(ray_cluster, base_store, tmp_path):
     root = _copy(base_store, tmp_path)
-    ref_root = _copy(base_store, tmp_path / "ref")
-    ref = extract_features(ref_root, config=ExtractConfig(workers=1, batch_size=1))
-    staging = root / "features" / "dltr" / "_staging" / ref.version_id
+    # the reference: the in-process extraction at the same batch size (equal to a Ray run at the same batch
+    # size, bit for bit: test_ray_run_equals_local_reference_and_reruns_are_noops) and the hand-made version id
+    ref_rows, ref_version = extract_local(base_store, batch_size=1), _expected_version(base_store)[0]
+    staging = root / "features" / "dltr" / "_staging" / ref_version
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "DLTR_EXTRACT_CRASH_ONCE"}
     cmd = [sys.executable, "-m", "dltr", "extract", "--store", str(root), "--workers", "1", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
@@ -227,12 +228,12 @@ def test_sigkill_driver_mid_run_then_resume(ray_cluster, base_store, tmp_path):
                           start_new_session=True)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
-    assert out["status"] == "published" and out["version_id"] == ref.version_id
+    assert out["status"] == "published" and out["version_id"] == ref_version
     assert out["n_resumed"] >= 2 and out["n_resumed"] + out["n_computed"] == 10
-    rows = FeatureStore(root).read("dltr", ref.version_id)
+    rows = FeatureStore(root).read("dltr", ref_version)
     ids = rows.column("patient_id").to_pylist()
     assert len(ids) == len(set(ids)) == 10
-    _assert_rows_equal(rows, FeatureStore(ref_root).read("dltr", ref.version_id), atol=0.0)
+    _assert_rows_equal(rows, ref_rows, atol=0.0)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -121,7 +121,7 @@ def test_benchmark_statistics_against_direct_computation():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # two whole tiny pipelines (about 4 minutes on 2 idle cores)
+@pytest.mark.timeout(3600)  # two whole tiny pipelines (about 3 minutes on 2 idle cores)
 def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
     """Twice from nothing (synthesise, ingest, encoder with its cross-fitting record, Ray extraction, heads,
     plain baseline, radiomics on Ray and its heads): the same encoder weights, cross-fitting record, features, head
@@ -130,10 +130,12 @@ def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
     from dltr.core.layout import StoreLayout, encoder_crossfit, encoder_weights
     from features import FeatureStore
     from models.heads import HeadRegistry
+    from pipeline.extract import ray_session
 
     cfg = ValidityConfig.for_profile("tiny", candidates=("plain",), epochs=2, folds=2, extract_workers=1,
                                      ingest_workers=1)
-    runs = [run_seed(tmp_path / k, cfg, 0, log=lambda _m: None) for k in ("a", "b")]
+    with ray_session(None):   # one embedded Ray for both runs' extractions (each would start its own)
+        runs = [run_seed(tmp_path / k, cfg, 0, log=lambda _m: None) for k in ("a", "b")]
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
     stores = [next((tmp_path / k).glob("*/store")) for k in ("a", "b")]
     layouts = [StoreLayout(s) for s in stores]

@@ -1,5 +1,5 @@
 """Heads suite: retraining time of DLTR_MLP and the XGBoost fusion head on N x D deep features
-(10,000 training rows x 512; --quick 1,000 x 64; plus 20 % held out for AUCs), against scikit-learn's MLPClassifier and
+(10,000 training rows x 512; --quick 400 x 32, one repetition: a smoke run; plus 20 % held out for AUCs), against scikit-learn's MLPClassifier and
 HistGradientBoostingClassifier with matched capacity, on the same matrix in one run.
 
 The matrix goes through the training-frame path: an Arrow ``fixed_size_list<float32>[D]``
@@ -46,12 +46,12 @@ def run(ctx: BenchContext) -> list[Figure]:
 
     from models.heads import DLTRMLP, XGBFusionHead
 
-    n, d = (1000, 64) if ctx.quick else (max(500, int(10000 * ctx.scale)), 512)
+    n, d = (400, 32) if ctx.quick else (max(500, int(10000 * ctx.scale)), 512)
     n_test = max(200, n // 5)                       # held out for the AUCs in the notes
     X, y = _matrix(n + n_test, d, ctx.seed)
     cut = n
     Xtr, ytr, Xte, yte = X[:cut], y[:cut], X[cut:], y[cut:]
-    reps = min(ctx.repeats, 3)
+    reps = 1 if ctx.quick else min(ctx.repeats, 3)
     ours_mlp = DLTRMLP(seed=ctx.seed, n_threads=2)
     sk_mlp = MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-2, batch_size=256, learning_rate_init=1e-3,
                            max_iter=100, early_stopping=True, n_iter_no_change=8, random_state=ctx.seed)

@@ -129,9 +129,9 @@ def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_versio
     store = tiny_demo.store_copy(tmp_path)
     declared = tomllib.loads((tiny_demo.cohort / "cohort.toml").read_text())["predictors"]
     reg = HeadRegistry(store)
-    v_demo = reg.latest("dltr_mlp")
+    v_demo, v_dltr = reg.latest("dltr_mlp"), reg.latest("dltr")
     code, out, err = _cli("train-heads", "--store", str(store), "--clinical", "age,afp", "--labs", "albumin",
-                          "--seed", "1")
+                          "--seed", "1", "--heads", "clinical,dltr_mlp")
     assert code == 0, err
     assert "nan" not in out.lower() and "CV AUC" in out       # the clinical head has no CV AUC: none printed
     assert "clinical   " in out and "CV AUC" not in next(ln for ln in out.splitlines() if ln.startswith("clinical"))
@@ -139,6 +139,10 @@ def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_versio
     assert lin["clinical_candidates"] == ["age", "afp", "lab_albumin"] and lin["labs"] == ["albumin"]
     v_new = reg.latest("dltr_mlp")
     assert v_new != v_demo
+    # the heads not named keep their version and their rows of the scores table
+    assert reg.latest("dltr") == v_dltr and "dltr " not in out
+    kept = FeatureStore(store).sql("SELECT DISTINCT head_version FROM scores WHERE head = 'dltr'").column(0)
+    assert kept.to_pylist() == [v_dltr]
     # the demo trained with cohort.toml's predictors (every pre-treatment column and lab)
     demo_lin = reg.meta("dltr_mlp", v_demo)["lineage"]
     assert set(demo_lin["labs"]) | {c for c in demo_lin["clinical_candidates"] if not c.startswith("lab_")} \

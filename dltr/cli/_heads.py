@@ -51,15 +51,18 @@ def train_heads_cmd(
     labs: str = typer.Option(None, "--labs", help="Lab values, comma-separated labs.csv names, latest before TACE "
                              "(default: cohort.toml's predictors that are labs; '' for none)."),
     max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
+    heads: str = typer.Option(None, "--heads", help="Heads to train, comma-separated (default: clinical, dltr, "
+                              "dltr_mlp, xgb_fusion); the others keep their registered versions."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Train the clinical, DLTR, DLTR_MLP and XGBoost heads on the training split and register them."""
+    """Train the clinical, DLTR, DLTR_MLP and XGBoost heads (or those of --heads) on the training split and
+    register them."""
     from models.heads import HeadsConfig, train_heads
 
     fs = _store(store)
     clin, lab = predictors(fs, clinical, labs)
     res = train_heads(fs, config_from(HeadsConfig(), feature_set=feature_set, clinical=clin, labs=lab, seed=seed,
-                                      max_age_days=max_age_days))
+                                      max_age_days=max_age_days, heads=_names(heads)))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,
                    "clinical_selected": res.clinical_summary["variable"].drop_duplicates().tolist()[1:],

@@ -35,6 +35,9 @@ class HeadsConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(v))
+        unknown = [h for h in self.heads if h not in HEADS]
+        if unknown or not self.heads:
+            raise ModelError(f"heads {list(self.heads)}: {unknown or 'none given'}; choose among {list(HEADS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

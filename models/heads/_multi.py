@@ -49,6 +49,7 @@ from ._train import (
     _train_rows,
     _write,
     declared_predictors,
+    merge_scores,
 )
 
 __all__ = ["MULTI_HEAD_SPECS", "MultiFrameHead", "MultiHeadsConfig", "score_multi_heads", "train_multi_heads"]
@@ -232,20 +233,9 @@ def train_multi_heads(store, config: MultiHeadsConfig | None = None) -> dict[str
                                        "frequency": est.selection_frequency_.astype(np.float64),
                                        "selected": [j in kept for j in range(len(cols))]}))
     scores = pd.concat(parts, ignore_index=True)
-    _merge_scores(store, scores, {"multi_heads": versions, **lineage})
+    merge_scores(store, scores, {"multi_heads": versions, **lineage})
     _write(store, "radiomics_selection", pd.concat(selection, ignore_index=True), {"multi_heads": versions})
     return {"versions": versions, "metrics": metrics, "lineage": lineage, "scores": scores}
-
-
-def _merge_scores(store, scores: pd.DataFrame, lineage: dict[str, Any]) -> None:
-    """Replace these heads' rows of the ``scores`` table (other heads' rows stay)."""
-    try:
-        old = store.table("scores").to_pandas()
-        old = old[~old["head"].isin(scores["head"].unique())]
-        scores = pd.concat([old, scores], ignore_index=True) if len(old) else scores
-    except Exception:  # noqa: BLE001 - no scores table yet
-        pass
-    _write(store, "scores", scores, lineage)
 
 
 def score_multi_heads(store, names: list[str] | None = None) -> list[pd.DataFrame]:

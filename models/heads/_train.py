@@ -314,9 +314,23 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
             metrics=m, cutoff=cutoff, extra={"display_name": DISPLAY_NAMES[name], "frame_lineage": lineage["frame"]})
         parts.append(_scores_frame(df, name, versions[name], score, cutoff))
     scores = pd.concat(parts, ignore_index=True)
-    _write(store, "scores", scores, {"heads": versions, **{k: v for k, v in lineage.items() if k != "frame"}})
+    merge_scores(store, scores, {"heads": versions, **{k: v for k, v in lineage.items() if k != "frame"}})
     summary = clin.summary_ if clin is not None else pd.DataFrame()
     return HeadsResult(versions, scores, summary, lineage, metrics)
+
+
+def merge_scores(store, scores: pd.DataFrame, lineage: dict[str, Any]) -> None:
+    """Write ``scores`` into the store's scores table, replacing these heads' rows; the rows of other heads
+    (not retrained now, or trained by another module) stay, and ``kept_heads`` in the lineage names them
+    with their versions."""
+    if "scores" in store.tables():
+        old = store.table("scores").to_pandas()
+        old = old[~old["head"].isin(scores["head"].unique())]
+        if len(old):
+            lineage = {**lineage, "kept_heads": {str(h): sorted(set(g["head_version"].astype(str)))
+                                                 for h, g in old.groupby("head")}}
+            scores = pd.concat([old, scores], ignore_index=True)
+    _write(store, "scores", scores, lineage)
 
 
 def _crossfit_for(store, lineage: dict[str, Any]) -> CrossFit | None:

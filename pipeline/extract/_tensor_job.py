@@ -24,9 +24,16 @@ class _Encoder(EncodeWorker):
 
     def encode_blocks(self, files: list[str], patient_ids: list[str], size: int, part: int,
                       parts: int) -> Iterator[pa.Table]:
-        """Work rows of blocks ``part``, ``part + parts``, ... of ``tensor_blocks(files, patient_ids, size)``."""
-        for i, block in enumerate(tensor_blocks(files, patient_ids, size)):
-            if i % parts == part:
+        """Work rows of blocks ``part``, ``part + parts``, ... of ``tensor_blocks(files, patient_ids, size)``.
+        The next block is read and decoded from Parquet on a thread while this one encodes (both release
+        the GIL), so the read is off the encoder's path."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        mine = (b for i, b in enumerate(tensor_blocks(files, patient_ids, size)) if i % parts == part)
+        with ThreadPoolExecutor(1, thread_name_prefix="dltr-read") as pool:
+            ahead = pool.submit(next, mine, None)
+            while (block := ahead.result()) is not None:
+                ahead = pool.submit(next, mine, None)
                 yield self(block)
 
 
@@ -72,11 +79,14 @@ def tensor_blocks(files: list[str], patient_ids: list[str], size: int) -> Iterat
     for f in files:
         for rb in pq.ParquetFile(f).iter_batches(batch_size=max(size, 64)):
             rows = pa.Table.from_batches([rb])
-            held.append(rows.filter(pc.is_in(rows.column("patient_id"), want)))
-            rows = pa.concat_tables(held)
+            keep = pc.is_in(rows.column("patient_id"), want)
+            if not pc.all(keep).as_py():  # a copy only when some rows are not wanted
+                rows = rows.filter(keep)
+            rows = pa.concat_tables([*held, rows]) if held else rows
             held = []
             for s in range(0, rows.num_rows - rows.num_rows % size, size):
-                yield rows.slice(s, size).combine_chunks()
+                block = rows.slice(s, size)
+                yield block if all(c.num_chunks == 1 for c in block.columns) else block.combine_chunks()
             if rows.num_rows % size:
                 held = [rows.slice(rows.num_rows - rows.num_rows % size)]
     if held and held[0].num_rows:

@@ -181,9 +181,13 @@ class EncodeWorker:
             return self.module(x)[0].float().numpy()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.encode(self.inputs(batch))
+
+    def inputs(self, batch: pa.Table) -> tuple:
+        """The encoder's input tensor and what the work rows need, unpacked from ``batch`` (a thread other
+        than the encoder's can do this for the next batch)."""
         import torch
 
-        _maybe_crash()
         if "x" not in batch.column_names:  # rows of the materialised ROI tensors (models.materialise_rois)
             batch = _from_tensors(batch)
         ids = [str(p) for p in batch.column("patient_id").to_pylist()]
@@ -195,8 +199,14 @@ class EncodeWorker:
         x = [None if errs[i] else xt[i:i + 1] for i in range(n)] if errors else xt
         boxes = batch.column("roi_box").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, 6)
         load_s = float(np.sum(batch.column("load_s").to_numpy()))
+        return batch, ids, errors, x, boxes, load_s
+
+    def encode(self, inputs: tuple) -> pa.Table:
+        """Work rows of one batch of ``inputs``."""
+        _maybe_crash()
+        batch, ids, errors, x, boxes, load_s = inputs
         t1 = time.perf_counter()
-        emb = _encode_batch(self._encode, x, n, self.dim)
+        emb = _encode_batch(self._encode, x, len(ids), self.dim)
         t2 = time.perf_counter()
         _check_finite(ids, emb, errors)
         out = work_rows(batch, boxes, emb, errors, load_s, t2 - t1, self.worker)

@@ -167,19 +167,20 @@ def write_array(arr, data: np.ndarray) -> None:
     dtype = np.dtype(arr.dtype).newbyteorder("<" if codecs[0].endian is None or codecs[0].endian.value == "little"
                                              else ">")
     fill = np.asarray(meta.fill_value, dtype=arr.dtype)
+    data = np.ascontiguousarray(data, dtype=dtype)  # one copy into zarr's C order (the readers give F order)
     chunks = arr.chunks
     base = Path(arr.store.root) / arr.path
     made: set[Path] = set()
     for idx in itertools.product(*(range(-(-n // c)) for n, c in zip(arr.shape, chunks, strict=True))):
         sl = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(idx, chunks, arr.shape, strict=True))
         part = data[sl]
-        if np.all(part == fill):
+        if (not part.any()) if fill == 0 else np.all(part == fill):
             continue
         if part.shape != chunks:  # an edge chunk: zarr 3 stores full chunks, padded with the fill value
             full = np.full(chunks, fill, dtype=arr.dtype)
             full[tuple(slice(0, s) for s in part.shape)] = part
             part = full
-        raw = np.ascontiguousarray(part, dtype=dtype).view(np.uint8).reshape(-1)
+        raw = np.ascontiguousarray(part).view(np.uint8).reshape(-1)
         path = base / meta.chunk_key_encoding.encode_chunk_key(idx)
         if path.parent not in made:
             path.parent.mkdir(parents=True, exist_ok=True)

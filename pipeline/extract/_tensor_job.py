@@ -2,11 +2,13 @@
 rows from the Parquet files itself and streams one result batch per block back to the driver (a Ray
 streaming generator), no Ray Data and no per-batch round trip.
 
-Profile (issue #19, 96 studies, batch 8): under Ray Data's streaming executor the encoder actor sat idle
-25-30 ms between calls of ~34 ms (its own work: 2 ms to unpack the rows, 30 ms to encode, 1 ms to pack the
-result), so the run reached under half of the encoder-only rate. Here the actor goes from one block to the
-next without waiting for the driver; start-up (the actors' imports and the encoder load) is paid once per
-run, before the first block."""
+Profile (issue #19, 96 studies, batch 8, actor-side timestamps, shared machine at load 5-10): under Ray
+Data's streaming executor the encoder actor sat idle 25-30 ms between calls of ~34 ms (its own work: 2 ms
+to unpack the rows, 30 ms to encode, 1 ms to pack the result). With the actor streaming its own blocks the
+gaps went, but each ``yield`` then waited 7-16 ms for Ray to store and report the result, and reading a
+block from Parquet took ~5 ms: both now run on threads of their own beside the encoder
+(``_Encoder.encode_blocks``), so calls follow each other back to back. Start-up (the actors' imports and
+the encoder load) is paid once per run, before the first block."""
 
 from __future__ import annotations
 
@@ -86,9 +88,9 @@ def run_ray_tensors(hit, encoder_dir: str, cfg: ExtractConfig, on_batch: Callabl
                     streams.remove(gen)
                     continue
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                    raise DltrError(f"extraction from ROI tensors: an encoder actor failed beyond its "
-                                    f"{cfg.max_restarts} restarts ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                                    "run again to resume from the staged batches") from None
+                    raise DltrError(f"extraction from ROI tensors: an encoder actor failed (a crash after "
+                                    f"{cfg.max_restarts} restarts, or an error in its batch: {type(e).__name__}: "
+                                    f"{str(e).splitlines()[0]}); run again to resume from the staged batches") from None
                 on_batch(batch)
     finally:
         for a in actors:

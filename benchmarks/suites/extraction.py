@@ -222,6 +222,8 @@ def _from_tensors(root: Path, enc: Path, grid, batch: int, repeats: int, warm: i
              "first_extraction_stage_s": round(first.stage_s, 2), "tensor_set": first.roi_tensors_written,
              "tensor_mb": round(n * 4 * 3 * int(np.prod(grid)) / 1e6, 1),
              "encode_ms_per_study": round(1e3 * rep.encode_s / max(rep.n_computed, 1), 2),
+             # beside the actor's own encode time: what the steady rate spends per volume (the rest is hand-off)
+             "steady_ms_per_volume": [round(1e3 / r, 2) for r in rates if r > 0],
              "stage_s": round(rep.stage_s, 2),
              "first_extraction": "rois=materialise: n / (n / steady rate + tensor-set copy/publish s)",
              "tensor_path": "plain Ray actors read their blocks of tensor rows and stream one result batch per "

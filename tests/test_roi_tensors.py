@@ -134,3 +134,27 @@ def test_rois_option_is_checked():
 
     with pytest.raises(DltrError, match="rois='sometimes'"):
         ExtractConfig(rois="sometimes")
+
+
+def test_tensor_path_two_workers_survive_a_crashed_actor(ray_cluster, base_store, local_rows, tmp_path):
+    """Extraction from tensors streams blocks from plain Ray actors (no Ray Data): with two workers each
+    block is encoded once, a hard-crashed actor is restarted and its stream retried; the features equal the
+    same blocks encoded in this process bit for bit, and the volume path's to ATOL (other batch composition)."""
+    root = _copy(base_store, tmp_path)
+    materialise_rois(root, ROI, batch_size=3)
+    shutil.move(root / "volumes.zarr", tmp_path / "volumes-away")  # any volume read would fail
+    ray_cluster.unlink()  # the first actor to encode a block dies hard (os._exit), once
+    rep = extract_features(root, config=ExtractConfig(workers=2, batch_size=4))
+    assert ray_cluster.exists(), "no actor crashed: the test did not exercise a restart"
+    assert (rep.status, rep.n_computed, rep.n_from_tensors, rep.n_errors) == ("published", 10, 10, 0)
+    rows = FeatureStore(root).read("dltr", rep.version_id)
+    assert sorted(rows.column("patient_id").to_pylist()) == [f"P{i:03d}" for i in range(10)]
+    _assert_rows_equal(rows, local_rows)
+    from pipeline.extract._tensor_job import tensor_blocks
+    from pipeline.extract._worker import EncodeWorker
+
+    hit = find_roi_tensors(FeatureStore(root), ROI, dict(zip(rows.column("patient_id").to_pylist(),
+                                                             rows.column("input_checksum").to_pylist(), strict=True)))
+    enc = EncodeWorker(str(next((root / "encoders").glob("*"))))
+    here = pa.concat_tables([enc(b).select(rows.column_names) for b in tensor_blocks(hit.files, hit.patient_ids, 4)])
+    _assert_rows_equal(rows, here.cast(rows.schema), atol=0.0)

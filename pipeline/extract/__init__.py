@@ -1,4 +1,6 @@
-"""Distributed deep-feature extraction: Ray Data actors (DALI ROI pipeline + DLTR encoder) -> feature set.
+"""Distributed deep-feature extraction: Ray Data actors (DALI ROI pipeline + DLTR encoder) -> feature set;
+patients with current materialised ROI tensors go through plain Ray actors that stream their blocks
+(``_tensor_job``), no volume decoded.
 
 ``extract_features`` runs on an embedded local Ray or a cluster (``ExtractConfig.address``) and
 publishes one version of the ``dltr`` feature set (docs/architecture.md, "Feature rows");

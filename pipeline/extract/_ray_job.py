@@ -100,51 +100,6 @@ def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractCo
         on_batch(batch)
 
 
-def run_ray_tensors(hit, encoder_dir: str, cfg: ExtractConfig, on_batch: Callable[[pa.Table], None]) -> None:
-    """Stream the materialised ROI tensors of ``hit`` (``models.RoiTensorHit``) through a pool of
-    ``EncodeWorker`` actors; no volume is decoded. The driver reads the Parquet files in record batches
-    (only the rows of ``hit.patient_ids``) and puts each block of ``batch_size`` rows in the object store
-    (Ray Data's ``read_parquet`` needs fsspec's HTTP file system, which this environment lacks)."""
-    import ray
-    import ray.data
-    from ray.data import ActorPoolStrategy
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ds = ray.data.from_arrow_refs(list(_tensor_blocks(hit, cfg.batch_size)))
-        ds = ds.map_batches(EncodeWorker, fn_constructor_kwargs=dict(
-            encoder_dir=str(encoder_dir), torch_threads=max(1, int(cfg.cpus_per_worker))),
-            batch_size=cfg.batch_size, batch_format="pyarrow", zero_copy_batch=True,
-            compute=ActorPoolStrategy(size=cfg.workers), num_cpus=cfg.cpus_per_worker,
-            max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries, udf_modifying_row_count=False)
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-        on_batch(batch)
-
-
-def _tensor_blocks(hit, size: int) -> Iterator:
-    """Object refs of blocks of ``size`` tensor rows of ``hit.patient_ids`` (one record batch in memory at a time)."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    import ray
-
-    want, held = pa.array(sorted(hit.patient_ids), pa.string()), []
-    for f in hit.files:
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=max(size, 64)):
-            rows = pa.Table.from_batches([rb])
-            held.append(rows.filter(pc.is_in(rows.column("patient_id"), want)))
-            rows = pa.concat_tables(held)
-            held = []
-            for s in range(0, rows.num_rows - rows.num_rows % size, size):
-                yield ray.put(rows.slice(s, size).combine_chunks())
-            if rows.num_rows % size:
-                held = [rows.slice(rows.num_rows - rows.num_rows % size)]
-    if held and held[0].num_rows:
-        yield ray.put(held[0].combine_chunks())
-
-
 def _dataset(data, pool, pending, store_root, encoder_dir, cfg, torch_threads, keep_x=False):
     # one block per batch: every actor of the pool gets its own inputs (a single block is one task)
     blocks = [pending.slice(s, cfg.batch_size) for s in range(0, pending.num_rows, cfg.batch_size)]

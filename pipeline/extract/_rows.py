@@ -38,7 +38,7 @@ def work_rows(batch: pa.Table, boxes: np.ndarray, emb: np.ndarray, errors: dict[
     cols = {
         "patient_id": batch.column("patient_id"), "center": batch.column("center"),
         "phases": batch.column("phases"),
-        "roi_box": pa.array([b.astype(np.int32).tolist() for b in boxes], pa.list_(pa.int32())),
+        "roi_box": roi_boxes(boxes),
         "input_checksum": batch.column("input_checksum"),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.astype(np.float32).ravel()), dim),
         "itemsize": batch.column("itemsize"),
@@ -47,6 +47,12 @@ def work_rows(batch: pa.Table, boxes: np.ndarray, emb: np.ndarray, errors: dict[
     }
     return pa.table({k: (v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v) for k, v in cols.items()},
                     schema=work_schema(dim))
+
+
+def roi_boxes(boxes: np.ndarray) -> pa.ListArray:
+    """``n x 6`` voxel boxes as the ``roi_box`` column (``list<int32>``, six values a row), without a Python list per row."""
+    flat = np.ascontiguousarray(boxes, dtype=np.int32).reshape(-1)
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, 6, dtype=np.int32)), pa.array(flat))
 
 
 def split_work(work: pa.Table, dim: int) -> tuple[pa.Table, pa.Table]:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from dltr.core.layout import encoder_card
-from pipeline.extract._rows import work_rows
+from pipeline.extract._rows import roi_boxes, work_rows
 
 # Test hook: when set to a file path that does not exist, the first worker to see it creates
 # it and dies hard (os._exit) - a real actor crash for the restart-and-retry test.
@@ -111,8 +111,11 @@ def _encode_batch(encode, x, n: int, dim: int) -> np.ndarray:
 
 
 def _check_finite(ids: list[str], emb: np.ndarray, errors: dict[str, tuple[str, str]]) -> None:
+    finite = np.isfinite(emb).all(axis=1)
+    if finite.all():
+        return
     for i, p in enumerate(ids):
-        if p not in errors and not np.all(np.isfinite(emb[i])):
+        if p not in errors and not finite[i]:
             errors[p] = (f"embedding has {int((~np.isfinite(emb[i])).sum())} non-finite value(s)", "encode")
             emb[i] = 0.0
 
@@ -143,7 +146,7 @@ class LoadWorker:
         err = [errors.get(p, (None, None)) for p in ids]
         extra = {
             "x": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), size),
-            "roi_box": pa.array([b.astype(np.int32).tolist() for b in boxes], pa.list_(pa.int32())),
+            "roi_box": roi_boxes(boxes),
             "load_error": pa.array([e[0] for e in err], pa.string()),
             "load_stage": pa.array([e[1] for e in err], pa.string()),
             # each row's share: Ray Data may regroup rows into other batches before the encoder
@@ -178,9 +181,13 @@ class EncodeWorker:
             return self.module(x)[0].float().numpy()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.encode(self.inputs(batch))
+
+    def inputs(self, batch: pa.Table) -> tuple:
+        """The encoder's input tensor and what the work rows need, unpacked from ``batch`` (a thread other
+        than the encoder's can do this for the next batch)."""
         import torch
 
-        _maybe_crash()
         if "x" not in batch.column_names:  # rows of the materialised ROI tensors (models.materialise_rois)
             batch = _from_tensors(batch)
         ids = [str(p) for p in batch.column("patient_id").to_pylist()]
@@ -190,10 +197,16 @@ class EncodeWorker:
         flat = batch.column("x").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         xt = torch.from_numpy(flat.reshape(n, *shape).copy())
         x = [None if errs[i] else xt[i:i + 1] for i in range(n)] if errors else xt
-        boxes = np.array(batch.column("roi_box").to_pylist(), dtype=np.int32).reshape(n, 6)
+        boxes = batch.column("roi_box").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(n, 6)
         load_s = float(np.sum(batch.column("load_s").to_numpy()))
+        return batch, ids, errors, x, boxes, load_s
+
+    def encode(self, inputs: tuple) -> pa.Table:
+        """Work rows of one batch of ``inputs``."""
+        _maybe_crash()
+        batch, ids, errors, x, boxes, load_s = inputs
         t1 = time.perf_counter()
-        emb = _encode_batch(self._encode, x, n, self.dim)
+        emb = _encode_batch(self._encode, x, len(ids), self.dim)
         t2 = time.perf_counter()
         _check_finite(ids, emb, errors)
         out = work_rows(batch, boxes, emb, errors, load_s, t2 - t1, self.worker)

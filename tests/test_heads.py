@@ -330,3 +330,11 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
     n_scores = s1.sql("SELECT count(*) AS n FROM scores").column("n")[0].as_py()
     assert n_scores == 4 * len(df)
     assert (tmp_path / "out" / "model_comparison.csv").exists()
+    # one fusion head retrained alone: its lineage names the clinical model it fused (not an empty selection),
+    # and the other heads keep their versions and their rows of the scores table
+    selected = reg1.meta("xgb_fusion", r1.versions["xgb_fusion"])["lineage"]["clinical_selected"]
+    r3 = train_heads(s1, HeadsConfig(seed=0, heads=("xgb_fusion",)))
+    assert selected and reg1.meta("xgb_fusion", r3.versions["xgb_fusion"])["lineage"]["clinical_selected"] == selected
+    assert list(r3.clinical_summary["variable"].drop_duplicates())[1:] == selected
+    assert reg1.latest("clinical") == r1.versions["clinical"]
+    assert s1.sql("SELECT count(*) AS n FROM scores").column("n")[0].as_py() == 4 * len(df)

@@ -65,7 +65,8 @@ def train_heads_cmd(
                                       max_age_days=max_age_days, heads=_names(heads)))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,
-                   "clinical_selected": res.clinical_summary["variable"].drop_duplicates().tolist()[1:],
+                   "clinical_selected": (res.clinical_summary["variable"].drop_duplicates().tolist()[1:]
+                                         if len(res.clinical_summary) else []),   # --heads dltr: no clinical model
                    "feature_set_version": res.lineage.get("feature_set_version"),
                    "frame_row_hash": res.lineage.get("frame_row_hash")})
         return

@@ -119,11 +119,6 @@ def _firth_state(a: np.ndarray, y: np.ndarray, beta: np.ndarray):
     return p, w, info, ll, chol
 
 
-def penalised_loglik(a: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
-    """Firth's penalised log-likelihood ``l(beta) + log|I(beta)| / 2`` of design ``a`` (intercept included)."""
-    return _firth_state(a, y, beta)[3]
-
-
 def _leverages(aw: np.ndarray, info: np.ndarray, chol: np.ndarray | None) -> np.ndarray:
     """Diagonal of the hat matrix ``W^1/2 A I^-1 A' W^1/2`` (``aw`` = ``W^1/2 A``): through the inverse
     Cholesky factor where the information is positive definite, else its pseudo-inverse."""

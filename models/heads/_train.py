@@ -70,22 +70,20 @@ class CrossFit:
             if self.ensemble is None:
                 raise ModelError("deep_rows='fold_ensemble': the encoder's crossfit.npz holds no fold-ensemble "
                                  "read-outs; retrain it with EncoderTrainConfig(fold_ensemble=True)")
-            d = _replace(d, patient_ids, self.ensemble_patient_id, self.ensemble)
+            _replace(d, patient_ids, self.ensemble_patient_id, self.ensemble)
         elif rows != "refit":
             raise ModelError(f"deep_rows {rows!r}: choose 'refit' or 'fold_ensemble'")
-        pos = {p: i for i, p in enumerate(self.patient_id)}
-        idx = np.array([pos.get(str(p), -1) for p in patient_ids])
-        hit = idx >= 0
-        d[hit] = self.oof[idx[hit]]
-        return d, hit
+        return d, _replace(d, patient_ids, self.patient_id, self.oof)
 
 
 def _replace(d: np.ndarray, patient_ids, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``d`` with the rows of ``patient_ids`` found in ``ids`` replaced by their ``values``."""
+    """Replace, in place, the rows of ``d`` whose patient id is in ``ids`` by their ``values``; returns the
+    boolean mask of the replaced rows."""
     pos = {p: i for i, p in enumerate(ids)}
     idx = np.array([pos.get(str(p), -1) for p in patient_ids])
-    d[idx >= 0] = values[idx[idx >= 0]]
-    return d
+    hit = idx >= 0
+    d[hit] = values[idx[hit]]
+    return hit
 
 
 class FrameHead:
@@ -293,7 +291,9 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
               f"other rows = {other}; cutoffs from out-of-fold head scores")
     registry = HeadRegistry(store.root)
     versions, parts, metrics = {}, [], {}
-    clin = fitted["clinical"].estimator if "clinical" in fitted else None
+    # the clinical model: the clinical head's, or (that head not retrained) the one the fusion heads use
+    clin = next((fh.estimator if fh.name == "clinical" else fh.clinical for fh in fitted.values()
+                 if fh.name == "clinical" or fh.clinical is not None), None)
     for name, fh in fitted.items():
         score = fh.predict_proba_frame(df, emb, deep_all)
         deep_tr = None if deep_all is None else deep_all[tr]

@@ -155,7 +155,7 @@ def constrained_firth(a: np.ndarray, y: np.ndarray, free: np.ndarray, *, max_ite
             if state[3] >= ll - 1e-12 or t < 1e-6:
                 break
             t /= 2
-        done = abs(state[3] - ll) < 1e-10 * (1 + abs(ll))
+        done = abs(state[3] - ll) < 1e-10 * (1 + abs(ll)) or float(np.abs(t * step).max(initial=0.0)) < 1e-10
         beta, (p, w, info, ll, chol) = new, state
         if done:
             break
@@ -266,13 +266,16 @@ class ClinicalModel:
         ``drop`` held at 0, Newton steps from ``start`` (the unrestricted fit's coefficients, say).
 
         Columns are standardised first: the penalised LR statistic does not depend on their location or
-        scale, and Newton steps are better conditioned."""
+        scale, and Newton steps are better conditioned. A column constant in these rows (a level absent
+        from a bootstrap resample or a fold) carries no information and is left out: kept, it would make the
+        information singular and every log-likelihood of the model -inf."""
         cols, free = [np.ones(len(y))], [True]
         for v in variables:
             for c in xd[v].T:
                 sd = c.std()
-                cols.append((c - c.mean()) / (sd if sd > 0 else 1.0))
-                free.append(v not in drop)
+                if sd > 0:
+                    cols.append((c - c.mean()) / sd)
+                    free.append(v not in drop)
         a = np.column_stack(cols)
         if not self.firth:
             f = fit_logistic(a[:, 1:][:, np.asarray(free[1:], bool)], y, firth=False)

@@ -90,7 +90,7 @@ def _save(fig, path: Path) -> Path:
     from dltr.core.io import atomic_file
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110)  # laid out by the figure's constrained layout: one draw, not two
     with atomic_file(path) as f:
         f.write(buf.getvalue())
     return path
@@ -132,7 +132,7 @@ def save_evaluation_figures(scores: pd.DataFrame, result, out: str | Path, *, se
                  ("calibration", partial(plot_calibration, cal, title=f"Calibration - {group}")),
                  ("decision_curve", partial(plot_decision_curve, dca, title=f"Decision curve - {group}")))
         for kind, draw in draws:
-            fig, ax = plt.subplots(figsize=(5, 5))
+            fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
             try:
                 draw(ax=ax)
                 paths.append(_save(fig, out / f"{kind}_{_slug(group)}.png"))

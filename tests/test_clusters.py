@@ -94,6 +94,29 @@ def test_embedded_extract_starts_its_own_ray_despite_a_stale_cluster_file(extrac
     _assert_rows_equal(FeatureStore(store).read("dltr"), extract_local(store, batch_size=4))
 
 
+def test_kept_ray_is_started_by_the_first_session_and_shared_by_the_next(extract_store, tmp_path):
+    """The demo's and the validity benchmark's stages share one embedded Ray: nothing starts until a stage
+    needs Ray, the next stage finds the same instance, and it is shut down when the run ends."""
+    import ray
+
+    from pipeline.actors import kept_ray, ray_session
+    from pipeline.extract import ExtractConfig, extract_features
+
+    store = tmp_path / "store"
+    shutil.copytree(extract_store, store)
+    assert not ray.is_initialized()
+    with kept_ray():
+        assert not ray.is_initialized()                       # a run whose stages are all reused pays nothing
+        rep = extract_features(store, None, ExtractConfig(workers=1, batch_size=4))
+        assert rep.status == "published" and ray.is_initialized()
+        gcs = ray.get_runtime_context().gcs_address
+        with ray_session(None) as startup:                    # the next stage: the same instance, no start-up
+            assert ray.get_runtime_context().gcs_address == gcs and startup < 1.0
+        assert ray.is_initialized()
+    assert not ray.is_initialized()
+    _assert_rows_equal(FeatureStore(store).read("dltr"), extract_local(store, batch_size=4))
+
+
 _RAY_CLUSTER = r"""
 set -u
 [ "$NETNS" = 1 ] && ip link set lo up

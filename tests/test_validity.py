@@ -130,11 +130,11 @@ def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
     from dltr.core.layout import StoreLayout, encoder_crossfit, encoder_weights
     from features import FeatureStore
     from models.heads import HeadRegistry
-    from pipeline.extract import ray_session
+    from pipeline.actors import kept_ray
 
     cfg = ValidityConfig.for_profile("tiny", candidates=("plain",), epochs=2, folds=2, extract_workers=1,
                                      ingest_workers=1)
-    with ray_session(None):   # one embedded Ray for both runs' extractions (each would start its own)
+    with kept_ray():   # one embedded Ray for both runs (as the benchmark runs its seeds)
         runs = [run_seed(tmp_path / k, cfg, 0, log=lambda _m: None) for k in ("a", "b")]
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
     stores = [next((tmp_path / k).glob("*/store")) for k in ("a", "b")]

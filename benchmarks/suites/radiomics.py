@@ -3,7 +3,7 @@ in one process (the library's own extractor in a plain loop over the same volume
 in one run; every Ray run's values are checked equal to the serial loop's. The Ray rate is the whole job's
 (actor start-up, which imports pyradiomics in each new process, included; Ray's own start-up is not: it is
 paid once per session). The first-to-last-batch "steady" rate of the extraction suite is not used here:
-with few batches Ray Data hands several over at once at the end, which inflated it 4x in a trial."""
+with few batches several arrive at once at the end, which inflated it 4x in a trial (under Ray Data)."""
 
 from __future__ import annotations
 
@@ -92,9 +92,8 @@ def _loop(grp, ids, ext, names, out) -> None:
 
 
 def run(ctx: BenchContext) -> list[Figure]:
-    import ray
-
     from features import FeatureStore, embedding_matrix
+    from pipeline.actors import ray_session
     from pipeline.radiomics import RadiomicsConfig, extract_radiomics, load_settings
 
     n, shape, repeats = (6, (48, 48, 24), 1) if ctx.quick else (max(8, int(24 * ctx.scale)), (96, 96, 32), 2)
@@ -110,11 +109,10 @@ def run(ctx: BenchContext) -> list[Figure]:
     for _ in range(repeats):
         s, ref = _serial_library(root, ids, settings)
         serial.append(n / s)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    rates: dict[int, list[float]] = {1: [], 2: []}
-    notes: dict[int, dict] = {}
-    equal = True
-    try:
+    with ray_session(None):  # an embedded Ray of its own, whatever the machine holds
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        notes: dict[int, dict] = {}
+        equal = True
         k = 0
         for workers in (1, 2):
             for _ in range(repeats):
@@ -126,8 +124,6 @@ def run(ctx: BenchContext) -> list[Figure]:
                 equal &= bool(np.array_equal(embedding_matrix(got), ref))
                 notes[workers] = {"patients": rep.n_computed, "features_per_patient": rep.dim,
                                   "job_s": round(rep.seconds, 2), "load_average_1min": round(os.getloadavg()[0], 1)}
-    finally:
-        ray.shutdown()
     base = Timing(tuple(serial))
     common = {"volume_shape": list(shape), "phases": list(PHASES), "recipe": "dltr default (Original; shape, "
               "firstorder, GLCM, GLRLM, GLSZM, GLDM, NGTDM; z-score, bin width 5)", "cpus": os.cpu_count()}

@@ -156,10 +156,12 @@ def render(cfg: ValidityConfig, summary: pd.DataFrame, gaps: pd.DataFrame, enc_c
 
 def run(ctx: BenchContext) -> list[Figure]:
     from dltr.core.io import atomic_write_text
+    from pipeline.actors import kept_ray
 
     cfg = config_from(ctx)
     ctx.work.mkdir(parents=True, exist_ok=True)
-    scores = pd.concat([run_seed(ctx.work, cfg, s, print) for s in cfg.seeds], ignore_index=True)
+    with kept_ray():  # one embedded Ray for every seed's extraction and radiomics
+        scores = pd.concat([run_seed(ctx.work, cfg, s, print) for s in cfg.seeds], ignore_index=True)
     per_seed = seed_metrics(scores)
     summary, gaps = summarise(per_seed), train_internal_gap(per_seed)
     enc_cv = scores.groupby("seed")["encoder_cv_auc"].first().tolist()

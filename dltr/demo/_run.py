@@ -81,12 +81,20 @@ class DemoResult:
 def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[str], None] = print,
              progress: Callable[[str, int, int | None], None] | None = None) -> DemoResult:
     """Run (or resume) every stage under ``out`` and write the report; ``progress(stage, done, total)``
-    while ingest (patients), encoder training (folds) and extraction (studies) run."""
+    while ingest (patients), encoder training (folds) and extraction (studies) run. Extraction and radiomics
+    share one embedded Ray, started by the first of them that runs."""
+    from pipeline.actors import kept_ray
+
+    out = Path(out).resolve()
+    with kept_ray(StoreLayout.of(out / "store").ray_log):
+        return _run_demo(out, config or DemoConfig(), log, progress)
+
+
+def _run_demo(out: Path, cfg: DemoConfig, log: Callable[[str], None],
+              progress: Callable[[str, int, int | None], None] | None) -> DemoResult:
     from dltr.synth import SynthConfig, synthesize
     from features import FeatureStore
 
-    cfg = config or DemoConfig()
-    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ledger = StageLog(out / "stages.json", log=log)
     t_start = time.perf_counter()

@@ -29,8 +29,9 @@ class ExtractConfig:
     - ``dali_threads``: DALI CPU threads per actor (ROI reads run on as many threads).
     - ``allow_partial``: publish even when some patients failed (recorded in the registry).
     - ``max_restarts`` / ``max_task_retries``: Ray restarts of a crashed actor and retries of its batch.
-    - ``pipelined``: on CPU, load and encode in two actor pools (``LoadWorker`` -> ``EncodeWorker``) so
-      that reads overlap encoding; ``False`` (and every GPU run) uses one ``EmbedWorker`` per actor.
+    - ``pipelined``: on CPU, each actor loads (``LoadWorker``) a batch ahead of encoding
+      (``EncodeWorker``) on a thread of its own, so that reads overlap encoding; ``False`` (and every
+      GPU run) loads and encodes in line (``EmbedWorker``).
     - ``rois``: where the encoder inputs come from. ``"reuse"``: the materialised ROI tensors
       (feature set ``roi_tensors``, ``models.materialise_rois``) of patients whose tensors are current
       for the encoder's ``RoiConfig`` and their input checksums; the other patients from the volumes.

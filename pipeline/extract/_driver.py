@@ -238,7 +238,8 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
         pending = pending.filter(pc.invert(pc.is_in(pending.column("patient_id"), pa.array(hit.patient_ids))))
     try:
         if pending.num_rows or hit is not None:
-            from pipeline.extract._ray_job import ray_session, run_ray
+            from pipeline.actors import ray_session
+            from pipeline.extract._ray_job import run_ray
             from pipeline.extract._tensor_job import run_ray_tensors
 
             with ray_session(cfg.address, StoreLayout.of(store_root).ray_log) as startup:

@@ -7,7 +7,7 @@ Data's streaming executor the encoder actor sat idle 25-30 ms between calls of ~
 to unpack the rows, 30 ms to encode, 1 ms to pack the result). With the actor streaming its own blocks the
 gaps went, but each ``yield`` then waited 7-16 ms for Ray to store and report the result, and reading a
 block from Parquet took ~5 ms: both now run on threads of their own beside the encoder
-(``_Encoder.encode_blocks``), so calls follow each other back to back. Start-up (the actors' imports and
+(``_Encoder.stream``), so calls follow each other back to back. Start-up (the actors' imports and
 the encoder load) is paid once per run, before the first block."""
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from dltr.core.exceptions import DltrError
+from pipeline.actors import ahead, run_actors
 from pipeline.extract._config import ExtractConfig
 from pipeline.extract._worker import EncodeWorker
 
 
 class _Encoder(EncodeWorker):
-    """``EncodeWorker`` as a plain Ray actor that streams its share of the blocks."""
+    """``EncodeWorker`` as a plain Ray actor that streams its share of the tensor blocks."""
 
-    def encode_blocks(self, files: list[str], patient_ids: list[str], size: int, part: int,
-                      parts: int) -> Iterator[pa.Table]:
+    def stream(self, files: list[str], patient_ids: list[str], size: int, part: int,
+               parts: int) -> Iterator[pa.Table]:
         """Work rows of blocks ``part``, ``part + parts``, ... of ``tensor_blocks(files, patient_ids, size)``.
 
         Three threads, each a queue ahead of the next: one reads and decodes the Parquet rows into the
@@ -37,64 +37,16 @@ class _Encoder(EncodeWorker):
         yield from ahead((self.encode(x) for x in ahead((self.inputs(b) for b in mine), 2)), 4)
 
 
-def ahead(items: Iterator, depth: int) -> Iterator:
-    """``items`` iterated on a thread of its own, at most ``depth`` items ahead of the consumer; an
-    exception raised by ``items`` is raised to the consumer."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(depth)
-    end = object()
-
-    def run() -> None:
-        try:
-            for x in items:
-                q.put((x, None))
-            q.put((end, None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            q.put((end, e))
-
-    threading.Thread(target=run, name="dltr-ahead", daemon=True).start()
-    while True:
-        x, err = q.get()
-        if err is not None:
-            raise err
-        if x is end:
-            return
-        yield x
-
-
 def run_ray_tensors(hit, encoder_dir: str, cfg: ExtractConfig, on_batch: Callable[[pa.Table], None]) -> None:
     """Stream the materialised ROI tensors of ``hit`` (``models.RoiTensorHit``) through ``cfg.workers``
     ``EncodeWorker`` actors into ``on_batch`` (driver side, in completion order); no volume is decoded.
     Blocks of ``batch_size`` rows are dealt to the actors in turn (the same blocks whatever the number of
-    workers). A crashed actor is restarted and its stream retried (``max_restarts`` /
-    ``max_task_retries``; the sink drops rows it has already staged); one that cannot be raises ``DltrError``."""
-    import ray
-
-    remote = ray.remote(_Encoder).options(num_cpus=cfg.cpus_per_worker, max_restarts=cfg.max_restarts,
-                                          max_task_retries=cfg.max_task_retries)
-    actors = [remote.remote(encoder_dir=str(encoder_dir), torch_threads=max(1, int(cfg.cpus_per_worker)))
-              for _ in range(cfg.workers)]
+    workers); see ``pipeline.actors.run_actors`` for restarts and failures."""
     files, ids = [str(f) for f in hit.files], sorted(hit.patient_ids)
-    streams = [a.encode_blocks.remote(files, ids, cfg.batch_size, j, cfg.workers) for j, a in enumerate(actors)]
-    try:
-        while streams:
-            ready, _ = ray.wait(streams, num_returns=1)
-            for gen in ready:
-                try:
-                    batch = ray.get(next(gen))
-                except StopIteration:
-                    streams.remove(gen)
-                    continue
-                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                    raise DltrError(f"extraction from ROI tensors: an encoder actor failed (a crash after "
-                                    f"{cfg.max_restarts} restarts, or an error in its batch: {type(e).__name__}: "
-                                    f"{str(e).splitlines()[0]}); run again to resume from the staged batches") from None
-                on_batch(batch)
-    finally:
-        for a in actors:
-            ray.kill(a, no_restart=True)
+    run_actors(_Encoder, dict(encoder_dir=str(encoder_dir), torch_threads=max(1, int(cfg.cpus_per_worker))),
+               lambda j, n: (files, ids, cfg.batch_size, j, n), on_batch, workers=cfg.workers,
+               num_cpus=cfg.cpus_per_worker, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
+               what="extraction from ROI tensors")
 
 
 def tensor_blocks(files: list[str], patient_ids: list[str], size: int) -> Iterator[pa.Table]:

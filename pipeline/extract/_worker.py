@@ -1,9 +1,9 @@
 """The stateful extraction workers: DALI ROI pipelines and encoders in eval mode.
 
-``EmbedWorker`` loads and encodes in one actor (the GPU path: DALI hands the encoder a GPU tensor)
-and is also ``extract_local``'s plain loop. On CPU the Ray job splits the two: ``LoadWorker``
-actors read and preprocess batch k+1 while ``EncodeWorker`` actors encode batch k, Ray Data
-streaming the ROI tensors between them. All three share ``_load_batch`` and ``_encode_batch``,
+``EmbedWorker`` loads and encodes in line (the GPU path: DALI hands the encoder a GPU tensor)
+and is also ``extract_local``'s plain loop. On CPU each Ray actor of the job holds a ``LoadWorker``
+that reads and preprocesses batch k+1 on one thread while its ``EncodeWorker`` encodes batch k on
+another (``_ray_job._VolumeEncoder``). All three share ``_load_batch`` and ``_encode_batch``,
 so the rows agree bit for bit whichever path produced them.
 """
 
@@ -149,7 +149,7 @@ class LoadWorker:
             "roi_box": roi_boxes(boxes),
             "load_error": pa.array([e[0] for e in err], pa.string()),
             "load_stage": pa.array([e[1] for e in err], pa.string()),
-            # each row's share: Ray Data may regroup rows into other batches before the encoder
+            # each row's share of its batch's load time
             "load_s": pa.array(np.full(len(ids), (time.perf_counter() - t0) / max(len(ids), 1)), pa.float64()),
         }
         for k, v in extra.items():

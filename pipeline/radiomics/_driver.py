@@ -25,7 +25,7 @@ from dltr.core.hashing import content_hash
 from dltr.core.layout import StoreLayout
 from pipeline.radiomics._compute import FEATURE_NAME_PARTS, dimension_names, probe_names
 from pipeline.radiomics._settings import RadiomicsSettings, library_version, load_settings
-from pipeline.radiomics._worker import RadiomicsWorker
+from pipeline.radiomics._worker import RadiomicsActor, RadiomicsWorker
 
 PRODUCER = "pipeline.radiomics"
 CENTER_EFFECT_TABLE = "radiomics_center_effect"
@@ -209,29 +209,17 @@ def _run_local(pending: pa.Table, args: dict[str, Any], cfg: RadiomicsConfig, si
 
 
 def _run_ray(pending: pa.Table, args: dict[str, Any], cfg: RadiomicsConfig, sink, report) -> None:
-    import warnings
+    import ray
 
-    import ray.data
-    from ray.data import ActorPoolStrategy
-
-    from pipeline.extract import ray_session
+    from pipeline.actors import ray_session, run_actors
 
     with ray_session(cfg.address) as startup:
         report.startup_s = startup
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
         t0 = time.perf_counter()
-        blocks = [pending.slice(s, cfg.batch_size) for s in range(0, pending.num_rows, cfg.batch_size)]
-        with warnings.catch_warnings():  # see pipeline/extract/_ray_job.py: no named parameter for these yet
-            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-            ds = ray.data.from_arrow(blocks).map_batches(
-                RadiomicsWorker, fn_constructor_kwargs=args, batch_size=cfg.batch_size, batch_format="pyarrow",
-                zero_copy_batch=True, compute=ActorPoolStrategy(size=cfg.workers), num_cpus=1,
-                max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
-                udf_modifying_row_count=False)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
-            sink(batch)
+        table = ray.put(pending)
+        run_actors(RadiomicsActor, args, lambda j, n: (table, cfg.batch_size, j, n), sink, workers=cfg.workers,
+                   num_cpus=1, max_restarts=cfg.max_restarts, max_task_retries=cfg.max_task_retries,
+                   what="radiomics")
         report.seconds = time.perf_counter() - t0
 
 

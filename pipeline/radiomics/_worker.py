@@ -1,6 +1,6 @@
 """The radiomics worker: a batch of scope rows -> feature rows (or one error per failed patient).
 
-A Ray Data actor (one pyradiomics extractor per actor, built once) and the body of the serial loop;
+A Ray actor (one pyradiomics extractor per actor, built once; ``RadiomicsActor``) and the body of the serial loop;
 both give bit-identical rows. A patient that cannot be read or computed becomes an error row with
 its reason; the rest of the batch goes on.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.actors import StreamsBlocks
 from pipeline.radiomics._compute import extractor, patient_vector
 from pipeline.radiomics._settings import RadiomicsSettings
 
@@ -88,3 +89,6 @@ class RadiomicsWorker:
             "worker": pa.array([self.worker] * len(ids), pa.string()),
         }, schema=work_schema(self.dim))
 
+
+class RadiomicsActor(StreamsBlocks, RadiomicsWorker):
+    """``RadiomicsWorker`` as a plain Ray actor streaming its share of the blocks (``pipeline.actors``)."""

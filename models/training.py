@@ -49,9 +49,18 @@ class EncoderTrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     num_threads: int = 2
     aux_weight: float = 1.0  # weight of the label-free ROI-descriptor loss (models/_auxiliary.py); 0 = off
+    # label-free warm-up: epochs, before the supervised ones, in which the encoder learns only to predict the ROI
+    # descriptors of its training rows (no label is read; needs aux_weight > 0); 0 = off
+    pretrain_epochs: int = 0
     # also record the mean read-out of the selected candidate's k CV fold encoders for every other store row
     # (inference only) in crossfit.npz, so heads may read internal/external rows from the fold ensemble
     fold_ensemble: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pretrain_epochs < 0 or (self.pretrain_epochs and self.aux_weight <= 0):
+            raise ModelError(f"EncoderTrainConfig.pretrain_epochs={self.pretrain_epochs}: the label-free warm-up "
+                             f"learns the ROI descriptors, so it needs pretrain_epochs >= 0 and aux_weight > 0 "
+                             f"(aux_weight={self.aux_weight})")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -155,6 +164,17 @@ class _Trainer:
         val_losses, val_aucs, best, best_state, best_aux = [], [], math.inf, None, None
         amp = self.device.type == "cuda"
         try:
+            for _ in range(cfg.pretrain_epochs if use_aux else 0):  # label-free warm-up: descriptors only
+                model.train()
+                for b in loader:
+                    self.seen.update(b["patient_id"])
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                        emb, _ = model(b["x"].to(self.device))
+                    t_aux = torch.stack([self.aux[p] for p in b["patient_id"]]).to(self.device)
+                    loss = torch.nn.functional.mse_loss(aux_head(emb.float()), t_aux)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
             for _ in range(epochs):
                 model.train()
                 for b in loader:

@@ -123,3 +123,28 @@ def test_card_hash_tracks_every_field(trained):
 def test_training_is_deterministic_on_cpu(store, trained):
     again = train_encoder(store, TINY)
     assert again.card_hash == trained.card_hash
+
+
+def test_label_free_warm_up_reads_no_label_and_needs_the_descriptors(store):
+    """``pretrain_epochs``: the warm-up learns the ROI descriptors alone. Two warm-ups on the same rows with
+    opposite labels give the same weights (no label is read), and they differ from no warm-up at all."""
+    import dataclasses
+
+    from models.training import _aux_targets, _deterministic, _Trainer, training_rows
+
+    cfg = dataclasses.replace(TINY, pretrain_epochs=2)
+    ids, labels = training_rows(store)
+    with _deterministic(cfg.seed, cfg.num_threads):
+        pipe = DaliRoiPipeline(store, cfg.roi, batch_size=cfg.batch_size, num_threads=cfg.num_threads, with_mask=True)
+        x, _, masks = pipe.run(ids)
+        pipe.close()
+        aux, _ = _aux_targets(ids, x, masks, cfg)
+        states = []
+        for c, y in ((cfg, labels), (cfg, 1 - labels), (TINY, labels)):
+            trainer = _Trainer(store, c, torch.device("cpu"), set(), aux)
+            model, *_ = trainer.fit("plain", ids, dict(zip(ids, y.tolist(), strict=True)), seed=7, epochs=0)
+            states.append(model.state_dict())
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(states[0], states[1]) and not same(states[0], states[2])
+    with pytest.raises(ModelError, match="pretrain_epochs"):
+        EncoderTrainConfig(pretrain_epochs=2, aux_weight=0.0)

@@ -146,6 +146,7 @@ def _encoder(store_root: Path, cohort: Path, cfg: ValidityConfig, seed: int, log
     aug = AugmentConfig(**{k[4:]: float(v) for k, v in cfg.extra.items() if k.startswith("aug_")})
     tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs, width=cfg.width,
                               seed=seed, aux_weight=cfg.aux_weight, num_threads=os.cpu_count() or 2,
+                              pretrain_epochs=int(cfg.extra.get("pretrain_epochs", 0)),
                               roi=RoiConfig(phases=tuple(phases), normalisation=cfg.normalisation), augment=aug,
                               fold_ensemble=True)
     res = train_encoder(store_root, tcfg, log=log)

@@ -78,6 +78,9 @@ def register(app: typer.Typer) -> None:
         aux_weight: float = typer.Option(None, "--aux-weight", help="Weight of the label-free ROI-descriptor "
                                          "loss (tumour/ring/core/rim intensities); 0 trains on the label alone "
                                          "(default 1)."),
+        pretrain_epochs: int = typer.Option(None, "--pretrain-epochs", help="Label-free warm-up epochs before the "
+                                            "supervised ones: the encoder learns only the ROI descriptors, no "
+                                            "label read (default 0)."),
         seed: int = typer.Option(None, "--seed", help="Seed of folds, initialisation and augmentation (default 0)."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON."),
     ) -> None:
@@ -93,7 +96,7 @@ def register(app: typer.Typer) -> None:
                                          "(pip install nvidia-dali-cuda120)")
         cfg = encoder_config(store, grid=grid, phases=phases, candidates=candidates, folds=folds, epochs=epochs,
                              width=width, embed_dim=embed_dim, batch_size=batch_size, lr=lr, device=device,
-                             num_threads=threads, aux_weight=aux_weight, seed=seed)
+                             num_threads=threads, aux_weight=aux_weight, pretrain_epochs=pretrain_epochs, seed=seed)
         with Bars() as bars:
             res = train_encoder(store, cfg, log=lambda m: typer.echo(m, err=True),
                                 progress=lambda d, t: bars.update("train encoder", d, t))

@@ -8,9 +8,9 @@ OUT ?= demo-out
 # the machine has one, else PyTorch's CPU index) so pip never pulls a CUDA build.
 TORCH_SRC := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-# --no-compile: pip would byte-compile all 16,600 modules of the environment (torch's 2,285 alone take 13 CPU-s,
-# about 100 in all); Python compiles only the modules a run imports, once, on first import.
-PIP := $(BIN)/pip install -q --no-compile
+# pip byte-compiles the environment at install (about 100 CPU-s for its 16,600 modules): keep it. With
+# --no-compile a machine that sets PYTHONDONTWRITEBYTECODE (this one does) recompiled torch in every process.
+PIP := $(BIN)/pip install -q
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -8,9 +8,12 @@ OUT ?= demo-out
 # the machine has one, else PyTorch's CPU index) so pip never pulls a CUDA build.
 TORCH_SRC := $(if $(wildcard /opt/wheels/torch-2.13.0*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-# pip byte-compiles the environment at install (about 100 CPU-s for its 16,600 modules): keep it. With
-# --no-compile a machine that sets PYTHONDONTWRITEBYTECODE (this one does) recompiled torch in every process.
-PIP := $(BIN)/pip install -q
+# pip would byte-compile the environment's 16,600 modules one by one (about 100 CPU-s); they are compiled once
+# after the installs instead, on every core (compileall -j 0). They must be compiled at set-up: a machine that
+# sets PYTHONDONTWRITEBYTECODE (this one does) never writes a .pyc, so every process would compile torch again.
+# Like pip, compileall skips the few files that are not Python 3 (test data of some packages); its status is
+# not the set-up's.
+PIP := $(BIN)/pip install -q --no-compile
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +24,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PIP) 'numpy>=1.26' setuptools wheel
 	$(PIP) --no-build-isolation pyradiomics==3.0.1
 	$(PIP) -e '.[dev]'
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@
 
 .PHONY: setup demo test lint

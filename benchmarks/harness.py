@@ -203,8 +203,9 @@ def render_markdown(figures: list[Figure], info: dict[str, Any]) -> str:
 
 def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
                scale: float = 1.0, seed: int = 0, log: Callable[[str], None] = print,
-               options: dict[str, Any] | None = None) -> list[Figure]:
-    """Run the suites (all, or ``only``), write results.json and results.md under ``out``."""
+               options: dict[str, Any] | None = None, repeats: int | None = None) -> list[Figure]:
+    """Run the suites (all, or ``only``), write results.json and results.md under ``out``; ``repeats`` timed
+    runs per measurement (default 3 with ``quick``, else 5)."""
     from dltr.core.io import atomic_write_text
 
     out = Path(out)
@@ -215,7 +216,7 @@ def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
         from dltr.core.exceptions import DltrError
 
         raise DltrError(f"unknown benchmark suite(s) {unknown}; choose from {list(SUITES + OPT_IN)}")
-    ctx = BenchContext(work=out / "work", quick=quick, scale=scale, repeats=3 if quick else 5, seed=seed,
+    ctx = BenchContext(work=out / "work", quick=quick, scale=scale, repeats=repeats or (3 if quick else 5), seed=seed,
                        options=dict(options or {}))
     ctx.work.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []

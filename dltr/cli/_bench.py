@@ -15,6 +15,8 @@ def register(app: typer.Typer) -> None:
         only: list[str] = typer.Option(None, "--only", help="Run only this suite (repeatable)."),
         scale: float = typer.Option(1.0, "--scale", help="Multiply every problem size by this factor."),
         seed: int = typer.Option(0, "--seed", help="Seed of the generated benchmark data."),
+        repeats: int = typer.Option(None, "--repeats", min=1, help="Timed runs per measurement (default 3 with "
+                                    "--quick, else 5); the figures report their median, min and max."),
         seeds: str = typer.Option(None, "--seeds", help="validity: comma-separated cohort seeds (default 0,1,2,3,4)."),
         cohort: Path = typer.Option(None, "--cohort", help="validity: a cohort folder instead of the synthetic one."),
         truth: Path = typer.Option(None, "--truth", help="validity: the cohort's truth folder (patients.csv, p_true)."),
@@ -27,6 +29,6 @@ def register(app: typer.Typer) -> None:
         options = dict(kv.split("=", 1) for kv in sets or [] if "=" in kv)
         options.update({k: str(v) for k, v in (("seeds", seeds), ("cohort", cohort), ("truth", truth)) if v})
         figures = run_suites(out, quick=quick, only=only or None, scale=scale, seed=seed,
-                             log=lambda m: typer.echo(m, err=True), options=options)
+                             log=lambda m: typer.echo(m, err=True), options=options, repeats=repeats)
         typer.echo(render_markdown(figures, machine_info()))
         typer.echo(f"results: {out / 'results.json'}, {out / 'results.md'}", err=True)

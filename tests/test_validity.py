@@ -120,6 +120,33 @@ def test_benchmark_statistics_against_direct_computation():
         assert row["auc_min"] == ps["dltr_mlp"].min()
 
 
+def test_learnable_ceiling_reads_the_traits_and_never_the_outcome_model(tmp_path):
+    """trait_l2 learns from the truth's latent traits only: a trait that sets the outcome gives a held-out AUC
+    near 1; ``p_true``, ``logit`` and an ``s_*`` part that set it (and nothing else does) give chance; a truth
+    without trait columns gives no rows."""
+    from benchmarks.suites._validity_pipeline import learnable_ceiling
+
+    rng = np.random.default_rng(5)
+    n = 300
+    split = np.repeat(["train", "external"], n // 2)
+    key, noise = rng.normal(size=n), rng.normal(size=(n, 3))
+    rows = pd.DataFrame({"patient_id": [f"P{i}" for i in range(n)], "center": np.where(split == "train", "A", "B"),
+                         "split": split, "label": (key > 0).astype(int)})
+    scores = rows.assign(head="plain_baseline", score=0.5, cutoff=0.5)
+    truth = rows.rename(columns={"label": "responder"}).drop(columns=["center", "split"])
+    outcome = {"p_true": expit(3 * key), "logit": 3 * key, "s_img": key, "response": np.where(key > 0, "PR", "PD")}
+    ext = split == "external"
+    for informative, expect in ((True, (0.95, 1.0)), (False, (0.35, 0.65))):
+        t = truth.assign(**outcome, z_a=key if informative else noise[:, 0], z_b=noise[:, 1], hyper=noise[:, 2])
+        t.to_csv(tmp_path / "patients.csv", index=False)
+        out = learnable_ceiling(tmp_path / "patients.csv", scores, 0)
+        assert (out["head"] == "trait_l2").all() and len(out) == n
+        auc = roc_auc_score(out.loc[ext, "label"], out.loc[ext, "score"])
+        assert expect[0] <= auc <= expect[1], (informative, auc)
+    truth.assign(**outcome).to_csv(tmp_path / "patients.csv", index=False)
+    assert learnable_ceiling(tmp_path / "patients.csv", scores, 0).empty
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # two whole tiny pipelines (about 3 minutes on 2 idle cores)
 def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):

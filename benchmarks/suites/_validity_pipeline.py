@@ -91,6 +91,7 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
                lambda: _plain(store_root, fs, _phases(cohort), seed, base_path), done=lambda o: base_path.exists())
     radiomics = radiomics_scores(ledger, store_root, fs, seed, root, cfg.extract_workers)  # _validity_radiomics
     scores = pd.concat([pd.read_parquet(scores_path), pd.read_parquet(base_path), radiomics], ignore_index=True)
+    scores = pd.concat([scores, learnable_ceiling(truth / "patients.csv", scores, seed)], ignore_index=True)
     p_true = pd.read_csv(truth / "patients.csv", usecols=["patient_id", "p_true"], dtype={"patient_id": str})
     clin = FeatureStore(store_root).table("clinical").to_pandas()[["patient_id", "pfs_days", "pfs_event"]]
     out = scores.merge(clin, on="patient_id", how="left").merge(p_true, on="patient_id", how="left")
@@ -98,6 +99,36 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
     out["or_bounds_finite"] = bool(heads.outputs["or_bounds_finite"])
     log(f"[seed {seed}] clinical model (term: OR, 95 % CI, bootstrap inclusion): {heads.outputs['clinical_terms']}")
     return out.assign(seed=seed)
+
+
+#: truth/patients.csv columns that are not a patient's latent traits: identifiers, the outcome and its model
+TRUTH_NOT_TRAITS = {"patient_id", "center", "split", "p_true", "logit", "responder", "response", "study_date"}
+
+
+def learnable_ceiling(patients_csv: Path, scores: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Scores of ``trait_l2``: an L2 logistic regression (C by 5-fold CV, the plain baseline's estimator) on the
+    truth's own latent traits (every numeric column of truth/patients.csv but identifiers, outcome, ``p_true``,
+    ``logit`` and its summed parts ``s_*``), fitted on the same labelled training rows as the heads. It is what a
+    model with perfectly measured traits learns from this many training patients: the oracle minus this is the
+    part of a head's gap that no representation can close at this sample size. Empty when the truth holds no
+    trait column (a cohort folder whose truth gives only ``p_true``)."""
+    from analysis.roc import youden_cutoff
+    from models.heads import DLTRHead
+
+    t = pd.read_csv(patients_csv, dtype={"patient_id": str})
+    traits = [c for c in t.columns if c not in TRUTH_NOT_TRAITS and not c.startswith("s_")
+              and pd.api.types.is_numeric_dtype(t[c])]
+    rows = scores[scores["head"] == "plain_baseline"][["patient_id", "center", "split", "label"]]
+    if not traits or rows.empty:
+        return scores.iloc[:0]
+    d = rows.merge(t[["patient_id", *traits]], on="patient_id", how="left")
+    tr = ((d["split"] == "train") & d["label"].notna()).to_numpy()
+    X = d[traits].to_numpy(np.float64)
+    X = np.where(np.isnan(X), np.nanmean(X[tr], 0), X)  # DLTRHead standardises on the training rows
+    y = d.loc[tr, "label"].astype(int).to_numpy()
+    score = DLTRHead(Cs=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), seed=seed).fit(X[tr], y).predict_proba(X)[:, 1]
+    return d[["patient_id", "center", "split", "label"]].assign(head="trait_l2", score=score,
+                                                                 cutoff=youden_cutoff(y, score[tr]))
 
 
 def _key(d: Any) -> str:

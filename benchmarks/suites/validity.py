@@ -6,7 +6,9 @@ cohort (or on one cohort folder given with its truth folder), and per seed x hea
 - ``auc`` and ``oracle_auc`` (the AUC of the truth's own probability ``p_true`` on the same patients and
   draws), ``gap`` = oracle - AUC;
 - ``calibration_slope`` (logistic recalibration slope; 1 is ideal, < 1 over-confident);
-- ``logrank_p`` of the two risk groups made by the head's training-split Youden cutoff (PFS).
+- ``logrank_p`` of the two risk groups made by the head's training-split Youden cutoff (PFS);
+- beside the heads, the learnable ceiling ``trait_l2`` (``_validity_pipeline.learnable_ceiling``): an L2
+  regression on the truth's latent traits, fitted on the training rows, where the truth holds traits.
 
 Across seeds: mean, sd and min of each, and the share of seeds in which DLTR_MLP beats Clinical, DLTR and
 the plain baseline on each external center. Results: ``validity.json`` / ``validity.md`` beside the
@@ -144,6 +146,10 @@ def render(cfg: ValidityConfig, summary: pd.DataFrame, gaps: pd.DataFrame, enc_c
         lines.append(f"| {r.head} | {r.group} | {r.seeds} | {r.auc_mean:.3f} | {r.auc_sd:.3f} | {r.auc_min:.3f} "
                      f"| {r.oracle_mean:.3f} | {r.gap_mean:.3f} | {r.slope_mean:.2f} | {r.logrank_p_median:.3g} | "
                      + " | ".join("-" if not np.isfinite(v) else f"{v:.0%}" for v in b) + " |")
+    if (summary["head"] == "trait_l2").any():
+        lines += ["", "`trait_l2` is not a method: an L2 logistic regression on the truth's own latent traits, fitted on "
+                  "the same training rows (the learnable ceiling: what perfectly measured traits give at this sample "
+                  "size; the oracle minus it is the gap no representation can close with these rows)."]
     cl = summary[summary["head"] == "clinical"] if "clinical_vs_l2_mean" in summary else summary.iloc[:0]
     if len(cl):
         lines += ["", "Clinical head minus the L2 regression on the same declared predictors (AUC, mean over seeds): "

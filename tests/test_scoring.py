@@ -113,3 +113,19 @@ def test_a_bad_patient_fails_cleanly_and_leaves_nothing(scoring_demo, tmp_path):
         predict_patient(scoring_demo.store, folder, work_dir=tmp_path / "work")
     assert list((tmp_path / "work").iterdir()) == []
     assert not (scoring_demo.store / "volumes.zarr" / "scoring-patient").exists()
+
+
+def test_a_record_carries_the_stores_form_of_the_patient_id(scoring_demo, tmp_path):
+    from dltr.scoring import recorded_patient_id
+
+    pid = patients_of(scoring_demo.cohort, "external")[0]
+    assert recorded_patient_id(scoring_demo.store, pid, None) == pid
+    with pytest.raises(DltrError, match="not pseudonymised"):  # a keyed id would not join this store's tables
+        recorded_patient_id(scoring_demo.store, pid, "a-key")
+    keyed = FeatureStore(tmp_path / "keyed")
+    keyed.add_cohort(scoring_demo.cohort, pseudonym_key="a-key")
+    ids = set(keyed.table("clinical").column("patient_id").to_pylist())
+    assert pid not in ids
+    assert recorded_patient_id(keyed.root, pid, "a-key") in ids  # the same pseudonym as the patient's rows
+    with pytest.raises(DltrError, match="in the clear"):
+        recorded_patient_id(keyed.root, pid, None)

@@ -51,12 +51,17 @@ def register(app: typer.Typer) -> None:
         store: Path = typer.Option(..., "--store", help="Store folder holding the registered heads."),
         head: str = typer.Option(None, "--head", help="Registered head, NAME or NAME@VERSION (default dltr_mlp)."),
         record: bool = typer.Option(False, "--record", help="Append the patient's features to scoring_records."),
+        key_env: str = typer.Option(None, "--pseudonym-key-env",
+                                    help="With --record on a pseudonymised store: the variable holding ingest's "
+                                         "key (the record gets the same pseudonym, never the manifest's id)."),
         as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON."),
     ) -> None:
         """Score one patient with the registered preprocessing, encoder and head."""
+        from dltr.cli._common import pseudonym_key
         from dltr.scoring import predict_patient
 
-        pred = predict_patient(store, patient, head=head or PRIMARY_HEAD, record=record)
+        pred = predict_patient(store, patient, head=head or PRIMARY_HEAD, record=record,
+                               pseudonym_key=pseudonym_key(key_env))
         if as_json:
             from dltr.cli._common import echo_json
 

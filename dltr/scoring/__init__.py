@@ -11,10 +11,10 @@ loaded between patients (the service). ``create_app`` is the HTTP service (FastA
 from ._app import create_app
 from ._lineage import ScoringLineage, resolve_lineage
 from ._prediction import Prediction
-from ._record import RECORDS_TABLE
+from ._record import RECORDS_TABLE, recorded_patient_id
 from ._scorer import Scorer, predict_patient
 from ._stage import SCORING_KEY, StagedPatient, stage_cohort
 from ._upload import ServeLimits, UploadError
 
 __all__ = ["RECORDS_TABLE", "SCORING_KEY", "Prediction", "Scorer", "ScoringLineage", "ServeLimits", "StagedPatient",
-           "UploadError", "create_app", "predict_patient", "resolve_lineage", "stage_cohort"]
+           "UploadError", "create_app", "predict_patient", "recorded_patient_id", "resolve_lineage", "stage_cohort"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["RECORDS_TABLE", "append_record", "records_schema"]
+__all__ = ["RECORDS_TABLE", "append_record", "records_schema", "recorded_patient_id"]
 
 RECORDS_TABLE = "scoring_records"
 
@@ -31,6 +31,30 @@ def records_schema(dim: int) -> pa.Schema:
                       ("feature_set_version", s), ("encoder_card_hash", s), ("preprocess_hash", s),
                       ("input_checksum", s), ("probability", pa.float64()), ("cutoff", pa.float64()),
                       ("predicted", pa.int8()), ("embedding", pa.list_(pa.float32(), dim))])
+
+
+def recorded_patient_id(store_root: str | Path, patient_id: str, pseudonym_key: str | None) -> str:
+    """The id a record of ``patient_id`` (a one-patient folder's manifest id) gets: the store's own form of
+    it, so that records join the store's tables and no manifest id enters a pseudonymised store. A store
+    registered with a pseudonym key (``store add-cohort --pseudonym-key-env``) records the same keyed
+    pseudonym and needs the key; a store without one refuses a key (its ids would no longer join)."""
+    from dltr.core.exceptions import DltrError
+    from dltr.core.hashing import pseudonym
+    from features import FeatureStore
+
+    try:
+        keyed = bool((FeatureStore(store_root, create=False).describe("clinical").get("lineage") or {})
+                     .get("pseudonymised"))
+    except Exception:  # noqa: BLE001 - a store without a registered clinical table has no keyed ids
+        keyed = False
+    if keyed and not pseudonym_key:
+        raise DltrError(f"{store_root}: its patient ids are keyed pseudonyms, so a record would carry the "
+                        f"manifest's id {patient_id!r} in the clear; give --pseudonym-key-env with the key "
+                        "ingest used, or score without --record")
+    if pseudonym_key and not keyed:
+        raise DltrError(f"{store_root}: its patient ids are not pseudonymised, so a keyed record would not join "
+                        "its tables; drop --pseudonym-key-env")
+    return pseudonym(patient_id, pseudonym_key)
 
 
 def append_record(store_root: str | Path, pred: Any, patient_id: str | None, emb: np.ndarray) -> str:

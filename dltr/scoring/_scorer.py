@@ -35,7 +35,7 @@ class Scorer:
     """Scores single patients with ``head`` (NAME or NAME@VERSION) of the store at ``store_root``."""
 
     def __init__(self, store_root: str | Path, head: str = PRIMARY_HEAD, *, work_dir: str | Path | None = None,
-                 torch_threads: int = 1):
+                 torch_threads: int = 1, pseudonym_key: str | None = None):
         from models import load_encoder
 
         self.store_root = Path(store_root).resolve()
@@ -46,6 +46,7 @@ class Scorer:
         self.survival = survival_row(self.store_root, self.lineage.head, self.lineage.head_version)
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.torch_threads = torch_threads
+        self.pseudonym_key = pseudonym_key  # records of a pseudonymised store carry the same keyed pseudonym
         self._record_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._pipe_lock = threading.Lock()
@@ -64,6 +65,10 @@ class Scorer:
         try:
             t0 = time.perf_counter()
             staged = stage_cohort(patient_dir, work)
+            if record and staged.patient_id is not None:  # refused before any work when the key is missing
+                from ._record import recorded_patient_id
+
+                recorded_patient_id(self.store_root, staged.patient_id, self.pseudonym_key)
             return self.score_staged(staged, work, record=record, t_start=t0)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -94,10 +99,12 @@ class Scorer:
         pred.timings = {"ingest_s": t[1] - t[0], "preprocess_s": t[2] - t[1], "encoder_s": t[3] - t[2],
                         "head_s": t[4] - t[3], "total_s": t[4] - t[0]}
         if record:
-            from ._record import append_record
+            from ._record import append_record, recorded_patient_id
 
+            pid = (None if staged.patient_id is None else
+                   recorded_patient_id(self.store_root, staged.patient_id, self.pseudonym_key))
             with self._record_lock:
-                pred.record_id = append_record(self.store_root, pred, staged.patient_id, emb)
+                pred.record_id = append_record(self.store_root, pred, pid, emb)
         return pred
 
     # -- stages ------------------------------------------------------------------------------------
@@ -181,6 +188,10 @@ def _feature_row(center: str, phases: list[str], box: np.ndarray, checksum: str,
 
 
 def predict_patient(store_root: str | Path, patient_dir: str | Path, head: str = PRIMARY_HEAD,
-                    record: bool = False, *, work_dir: str | Path | None = None) -> Prediction:
-    """Score one patient (a one-patient cohort folder) with a registered head of the store."""
-    return Scorer(store_root, head, work_dir=work_dir).score_folder(patient_dir, record=record)
+                    record: bool = False, *, work_dir: str | Path | None = None,
+                    pseudonym_key: str | None = None) -> Prediction:
+    """Score one patient (a one-patient cohort folder) with a registered head of the store; ``record``
+    appends it to ``scoring_records`` under the store's form of its id (``pseudonym_key``: ingest's key,
+    needed when the store is pseudonymised)."""
+    return Scorer(store_root, head, work_dir=work_dir, pseudonym_key=pseudonym_key).score_folder(patient_dir,
+                                                                                                record=record)

@@ -225,7 +225,7 @@ def _aux_targets(ids: list[str], x: torch.Tensor, masks: torch.Tensor,
 
     Computed once: flips and the small intensity jitter of the augmentations barely move them.
     """
-    d = roi_descriptors(x, masks)
+    d = roi_descriptors(x[:, :len(cfg.roi.phases)], masks)  # the images, not the mask channel
     mu, sd = d.mean(0), d.std(0)
     z = (d - mu) / torch.where(sd > 1e-6, sd, torch.ones_like(sd))
     info = {"names": descriptor_names(cfg.roi.phases), "weight": cfg.aux_weight,

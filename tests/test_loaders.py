@@ -34,10 +34,11 @@ def store(tmp_path_factory):
 IDS = [f"P{i:03d}" for i in range(9)]
 CONFIGS = [RoiConfig(),  # margin 0.25: downsampled in-plane, border tumours padded
            RoiConfig(grid=(20, 12, 24), margin=0.1, min_extent_mm=60.0),  # boxes far past the border
-           RoiConfig(phases=("delayed", "arterial"), grid=(9, 7, 5), margin=0.5, normalisation="none")]
+           RoiConfig(phases=("delayed", "arterial"), grid=(9, 7, 5), margin=0.5, normalisation="none"),
+           RoiConfig(grid=(20, 12, 24), margin=0.1, min_extent_mm=60.0, mask_channel=True)]  # + the mask
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "wide", "coarse"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["default", "wide", "coarse", "mask-channel"])
 def test_dali_equals_reference(store, cfg):
     with DaliRoiPipeline(store, cfg, batch_size=4, num_threads=2) as pipe:
         x, boxes = pipe.run(IDS)
@@ -177,6 +178,23 @@ def test_augmentation_changes_sample_and_keeps_tumour(store):
     assert max(f.max() for f in faces) == 0.0  # the tumour never reaches the crop's faces
     ratio = m1.sum(axis=(1, 2, 3)) / m0.numpy().sum(axis=(1, 2, 3, 4))
     assert np.all((ratio > 0.6) & (ratio < 1.6))  # scaled by at most 1.1^3, not cut off
+
+
+def test_mask_channel_is_the_warped_mask_and_escapes_intensity_augmentation(store):
+    from pipeline.loaders import AugmentConfig
+
+    cfg = RoiConfig(mask_channel=True)
+    aug = AugmentConfig(bias_field=0.3, gamma=0.3, blur_sigma=1.0, noise=0.2)
+    with DaliRoiPipeline(store, cfg, batch_size=5, augment=aug, seed=3, with_mask=True) as pipe:
+        x, _, m = pipe.run(IDS)
+    with DaliRoiPipeline(store, RoiConfig(), batch_size=5, augment=aug, seed=3, with_mask=True) as pipe:
+        x0, _, m0 = pipe.run(IDS)
+    assert x.shape[1] == len(cfg.phases) + 1 == cfg.n_channels
+    np.testing.assert_array_equal(x[:, -1].numpy(), m[:, 0].numpy())  # the same warp and flips, no jitter
+    assert 0.0 <= float(m.min()) and float(m.max()) <= 1.0 and float(m.max()) > 0.5
+    np.testing.assert_array_equal(m.numpy(), m0.numpy())  # the same draws as without the channel
+    assert RoiConfig().to_dict() == {k: v for k, v in RoiConfig(mask_channel=False).to_dict().items()}
+    assert "mask_channel" not in RoiConfig().to_dict() and cfg.to_dict()["mask_channel"] is True
 
 
 def test_loader_shards_cover_each_patient_once(store):

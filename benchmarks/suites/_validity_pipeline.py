@@ -178,7 +178,9 @@ def _encoder(store_root: Path, cohort: Path, cfg: ValidityConfig, seed: int, log
     tcfg = EncoderTrainConfig(candidates=cfg.candidates, folds=cfg.folds, epochs=cfg.epochs, width=cfg.width,
                               seed=seed, aux_weight=cfg.aux_weight, num_threads=os.cpu_count() or 2,
                               pretrain_epochs=int(cfg.extra.get("pretrain_epochs", 0)),
-                              roi=RoiConfig(phases=tuple(phases), normalisation=cfg.normalisation), augment=aug,
+                              roi=RoiConfig(phases=tuple(phases), normalisation=cfg.normalisation,
+                                            mask_channel=str(cfg.extra.get("mask_channel", "")).lower() in ("1", "true")),
+                              augment=aug,
                               fold_ensemble=True)
     res = train_encoder(store_root, tcfg, log=log)
     chosen = res.card["architecture"]["name"]

@@ -38,7 +38,7 @@ def _phases(store: Path, phases: str | None) -> tuple[str, ...] | None:
 
 
 def encoder_config(store: Path, *, grid: str | None = None, phases: str | None = None, candidates: str | None = None,
-                   **given):
+                   mask_channel: bool = False, **given):
     """The ``EncoderTrainConfig`` the command trains with (given options over the dataclass's defaults)."""
     from models.training import EncoderTrainConfig
     from pipeline.loaders import RoiConfig
@@ -49,6 +49,8 @@ def encoder_config(store: Path, *, grid: str | None = None, phases: str | None =
     chans = _phases(store, phases)
     if chans:
         roi = dataclasses.replace(roi, phases=chans)
+    if mask_channel:
+        roi = dataclasses.replace(roi, mask_channel=True)
     if candidates is not None:
         given["candidates"] = _split(candidates)
     from dltr.cli._common import config_from
@@ -68,6 +70,8 @@ def register(app: typer.Typer) -> None:
         grid: str = typer.Option(None, "--grid", help="Encoder input grid X,Y,Z (default: RoiConfig's, 32,32,16)."),
         phases: str = typer.Option(None, "--phases", help="Input channels, comma-separated phase names in order "
                                    "(default: cohort.toml's phases as registered by `dltr store add-cohort`)."),
+        mask_channel: bool = typer.Option(False, "--mask-channel", help="Feed the tumour mask, resampled like the "
+                                          "images, as one more input channel (RoiConfig.mask_channel)."),
         width: int = typer.Option(None, "--width", help="Channels of the first convolution (default 8)."),
         embed_dim: int = typer.Option(None, "--embed-dim", help="Length of the deep feature vector (default 256)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Studies per training batch (default 8)."),
@@ -94,7 +98,8 @@ def register(app: typer.Typer) -> None:
 
             raise MissingDependencyError("train-encoder reads its batches with NVIDIA DALI, which is not installed "
                                          "(pip install nvidia-dali-cuda120)")
-        cfg = encoder_config(store, grid=grid, phases=phases, candidates=candidates, folds=folds, epochs=epochs,
+        cfg = encoder_config(store, grid=grid, phases=phases, candidates=candidates, mask_channel=mask_channel,
+                             folds=folds, epochs=epochs,
                              width=width, embed_dim=embed_dim, batch_size=batch_size, lr=lr, device=device,
                              num_threads=threads, aux_weight=aux_weight, pretrain_epochs=pretrain_epochs, seed=seed)
         with Bars() as bars:

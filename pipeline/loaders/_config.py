@@ -47,6 +47,9 @@ class RoiConfig:
     - Padding: voxels of the box outside the volume read as 0 *after* normalisation (the
       reference location: the image's reference median, or the center's mean); trilinear samples next to the border blend towards it
       (scipy ``map_coordinates(mode="grid-constant", cval=0)``).
+    - ``mask_channel``: append the tumour mask, resampled like the images (trilinear, so a soft 0-1
+      boundary), as one more input channel after the phases: the encoder sees where the tumour ends
+      instead of inferring it from intensity (off by default; intensity augmentation never touches it).
     """
 
     phases: tuple[str, ...] = ("arterial", "portal", "delayed")
@@ -55,6 +58,7 @@ class RoiConfig:
     min_extent_mm: float = 20.0
     normalisation: str = "image"
     norm_region: str = "body"
+    mask_channel: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", tuple(str(p) for p in self.phases))
@@ -77,11 +81,14 @@ class RoiConfig:
 
     @property
     def n_channels(self) -> int:
-        return len(self.phases)
+        """Channels of the encoder input: the phases, then the mask when ``mask_channel``."""
+        return len(self.phases) + int(self.mask_channel)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["phases"], d["grid"] = list(self.phases), list(self.grid)
+        if not self.mask_channel:  # added later: left out at its default, so earlier preprocessing hashes hold
+            del d["mask_channel"]
         return d
 
     @classmethod

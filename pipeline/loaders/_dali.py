@@ -86,8 +86,9 @@ class RoiBatcher:
                  seed: int = 0, threads: int = 1, with_mask: bool = False, resample: str = "resize"):
         self.reader, self.patient_ids = reader, list(patient_ids)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.threads, self.with_mask, self.resample = threads, with_mask, resample
-        self.names = input_names(resample, with_mask)
+        self.threads, self.resample = threads, resample
+        self.with_mask = with_mask or reader.config.mask_channel  # the mask channel is read like the mask
+        self.names = input_names(resample, self.with_mask)
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -135,7 +136,7 @@ def _build(config: RoiConfig, batch_size: int, device: int | None, num_threads: 
     from nvidia.dali import fn, pipeline_def, types
 
     aug = AugmentConfig() if augment is True else (augment or None)
-    names = input_names(resample_mode(aug), with_mask)
+    names = input_names(resample_mode(aug), with_mask or config.mask_channel)
     layouts = {"crop": "DHWC", "mask": "DHWC"}
 
     @pipeline_def
@@ -164,13 +165,17 @@ def _build(config: RoiConfig, batch_size: int, device: int | None, num_threads: 
         flips = flip_args(fn, aug) if aug else {}
         if flips:
             x = fn.flip(x, **flips)
-        if aug:
-            x = jitter(fn, scanner(fn, x, mean, inv, aug, config.grid, gpu), config.n_channels, aug, gpu)
-        outs = [fn.transpose(x, perm=[3, 0, 1, 2]), d["box"], d["idx"]]
-        if with_mask:
+        if aug:  # intensity augmentation of the image channels only
+            x = jitter(fn, scanner(fn, x, mean, inv, aug, config.grid, gpu), len(config.phases), aug, gpu)
+        m = None
+        if with_mask or config.mask_channel:  # the mask warped and flipped with the images
             m = d["mask"].gpu() if gpu else d["mask"]
             m = resample(m)
             m = fn.flip(m, **flips) if flips else m
+        if config.mask_channel:
+            x = fn.cat(x, m, axis=3)
+        outs = [fn.transpose(x, perm=[3, 0, 1, 2]), d["box"], d["idx"]]
+        if with_mask:
             outs.append(fn.transpose(m, perm=[3, 0, 1, 2]))
         return tuple(outs)
 

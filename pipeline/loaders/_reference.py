@@ -41,8 +41,11 @@ def _interp_matrix(pos: np.ndarray, n: int) -> np.ndarray:
 
 
 def transform_crop(crop: RoiCrop, config: RoiConfig) -> np.ndarray:
-    """Normalise the crop per channel and resample the requested box to ``config.grid`` -> (C, X, Y, Z)."""
+    """Normalise the crop per channel and resample the requested box to ``config.grid`` -> (C, X, Y, Z);
+    with ``config.mask_channel`` the crop's mask (0 outside the volume) is resampled as one more channel."""
     vol = (crop.crop.astype(np.float64) - crop.mean) / crop.std
+    if config.mask_channel:
+        vol = np.concatenate([vol, crop.mask.astype(np.float64)[..., None]], axis=3)
     pos = sample_positions(crop.requested, crop.read, config.grid)
     wx, wy, wz = (_interp_matrix(p, n) for p, n in zip(pos, vol.shape[:3], strict=True))
     out = np.einsum("xi,ijkc->xjkc", wx, vol, optimize=True)
@@ -55,7 +58,7 @@ def reference_roi(store_root: str | Path, patient_id: str, config: RoiConfig, *,
                   zarr_store: Any = None, reader: RoiReader | None = None) -> RoiSample:
     """The deterministic ROI tensor of one patient (no augmentation), computed in NumPy."""
     reader = reader or RoiReader(store_root, config, zarr_store=zarr_store)
-    crop = reader.read(patient_id)
+    crop = reader.read(patient_id, with_mask=config.mask_channel)
     return RoiSample(patient_id, transform_crop(crop, config), crop.read.astype(np.int32))
 
 

@@ -269,7 +269,7 @@ class RoiReader:
             if tuple(arr.shape) != shape:
                 raise StoreError(f"{StoreLayout.of(self.store_root).volume_group(pid) / name}: shape {tuple(arr.shape)} "
                                  f"differs from {shape} of the other phases; re-run ingest")
-        n = self.config.n_channels
+        n = len(self.config.phases)  # the image arrays (the mask channel is read as the mask)
         return _PatientMeta(attrs["bbox_vox"], attrs["spacing"], str(attrs.get("center", "")), shape,
                             arrays[:n], arrays[n] if with_mask else None)
 
@@ -277,7 +277,7 @@ class RoiReader:
         """Per-center (``"zscore"``) or identity statistics; ``"image"`` ones are set after the read."""
         c = self.config
         if c.normalisation in ("none", "image"):
-            return np.zeros(c.n_channels, np.float32), np.ones(c.n_channels, np.float32)
+            return np.zeros(len(c.phases), np.float32), np.ones(len(c.phases), np.float32)
         out = []
         for p in c.phases:
             ms = self._stats.get((center, p))

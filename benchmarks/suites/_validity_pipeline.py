@@ -24,6 +24,8 @@ from dltr.demo import StageLog
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
 HEADS_KNOBS = ("clinical_selection", "deep_rows")
+# the plain baseline's L2 penalties (C by 5-fold CV), shared by its clinical reference and the learnable ceiling
+BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def learnable_ceiling(patients_csv: Path, scores: pd.DataFrame, seed: int) -> pd
     X = d[traits].to_numpy(np.float64)
     X = np.where(np.isnan(X), np.nanmean(X[tr], 0), X)  # DLTRHead standardises on the training rows
     y = d.loc[tr, "label"].astype(int).to_numpy()
-    score = DLTRHead(Cs=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), seed=seed).fit(X[tr], y).predict_proba(X)[:, 1]
+    score = DLTRHead(Cs=BASELINE_CS, seed=seed).fit(X[tr], y).predict_proba(X)[:, 1]
     return d[["patient_id", "center", "split", "label"]].assign(head="trait_l2", score=score,
                                                                  cutoff=youden_cutoff(y, score[tr]))
 
@@ -240,7 +242,7 @@ def _plain(store_root: Path, feature_set: str, phases: tuple[str, ...], seed: in
     parts = []
     # the plain baseline, and the clinical head's reference: the same L2 regression on the clinical block alone
     for name, cols in (("plain_baseline", slice(None)), ("clinical_l2", slice(desc.shape[1], None))):
-        head = DLTRHead(Cs=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0), seed=seed).fit(X[tr][:, cols], y)
+        head = DLTRHead(Cs=BASELINE_CS, seed=seed).fit(X[tr][:, cols], y)
         score = head.predict_proba(X[:, cols])[:, 1]
         parts.append(pd.DataFrame({"patient_id": df["patient_id"].astype(str), "center": df["center"].astype(str),
                                    "split": df["split"].astype(str), "head": name, "score": score,

@@ -154,9 +154,9 @@ def run(ctx: BenchContext) -> list[Figure]:
                                   "patients_per_s_incl_actor_startup": round(rep.patients_per_s, 2),
                                   "per_worker_patients_per_s": [round(s["patients_per_s"], 2) for s in rep.per_worker.values()]}
         # from the tensors a run's steady window is short (96 volumes: ~0.4 s), and this 2-vCPU machine's
-        # forward rate alone moves by 30 % from minute to minute: 5 runs, each beside a ceiling timed on as
-        # many volumes just before it (session 6 read 0.66, 0.78 and 0.60 with 2 runs and 32-volume ceilings)
-        tensors = None if gpu else _from_tensors(root, enc, grid, batch, repeats if ctx.quick else 5,
+        # forward rate alone moves by 30 % from minute to minute: ctx.repeats runs (5), each beside a ceiling timed
+        # on as many volumes just before it (session 6 read 0.66, 0.78 and 0.60 with 2 runs and 32-volume ceilings)
+        tensors = None if gpu else _from_tensors(root, enc, grid, batch, repeats if ctx.quick else ctx.repeats,
                                                  0 if ctx.quick else 1, k,
                                                  lambda: _ceiling(enc, grid, batch, 1, 1, gpu, volumes=n)[0].values[0])
     one, two, single = (Timing(tuple(rates[k])) for k in ((1, True), (2, True), (1, False)))

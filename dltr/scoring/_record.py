@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["RECORDS_TABLE", "append_record", "records_schema", "recorded_patient_id"]
+__all__ = ["RECORDS_TABLE", "append_record", "recorded_patient_id", "records_schema", "store_pseudonymised"]
 
 RECORDS_TABLE = "scoring_records"
 
@@ -33,20 +33,29 @@ def records_schema(dim: int) -> pa.Schema:
                       ("predicted", pa.int8()), ("embedding", pa.list_(pa.float32(), dim))])
 
 
-def recorded_patient_id(store_root: str | Path, patient_id: str, pseudonym_key: str | None) -> str:
-    """The id a record of ``patient_id`` (a one-patient folder's manifest id) gets: the store's own form of
-    it, so that records join the store's tables and no manifest id enters a pseudonymised store. A store
-    registered with a pseudonym key (``store add-cohort --pseudonym-key-env``) records the same keyed
-    pseudonym and needs the key; a store without one refuses a key (its ids would no longer join)."""
-    from dltr.core.exceptions import DltrError
-    from dltr.core.hashing import pseudonym
+def store_pseudonymised(store_root: str | Path) -> bool:
+    """True when the store's cohort tables were registered with a pseudonym key (``store add-cohort
+    --pseudonym-key-env``): its patient ids are keyed pseudonyms."""
     from features import FeatureStore
 
     try:
-        keyed = bool((FeatureStore(store_root, create=False).describe("clinical").get("lineage") or {})
-                     .get("pseudonymised"))
+        lineage = FeatureStore(store_root, create=False).describe("clinical").get("lineage") or {}
     except Exception:  # noqa: BLE001 - a store without a registered clinical table has no keyed ids
-        keyed = False
+        return False
+    return bool(lineage.get("pseudonymised"))
+
+
+def recorded_patient_id(store_root: str | Path, patient_id: str, pseudonym_key: str | None, *,
+                        keyed: bool | None = None) -> str:
+    """The id a record of ``patient_id`` (a one-patient folder's manifest id) gets: the store's own form of
+    it, so that records join the store's tables and no manifest id enters a pseudonymised store. A store
+    registered with a pseudonym key records the same keyed pseudonym and needs the key; a store without one
+    refuses a key (its ids would no longer join). ``keyed``: ``store_pseudonymised(store_root)`` when the
+    caller already knows it."""
+    from dltr.core.exceptions import DltrError
+    from dltr.core.hashing import pseudonym
+
+    keyed = store_pseudonymised(store_root) if keyed is None else keyed
     if keyed and not pseudonym_key:
         raise DltrError(f"{store_root}: its patient ids are keyed pseudonyms, so a record would carry the "
                         f"manifest's id {patient_id!r} in the clear; give --pseudonym-key-env with the key "

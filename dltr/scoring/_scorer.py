@@ -47,6 +47,7 @@ class Scorer:
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.torch_threads = torch_threads
         self.pseudonym_key = pseudonym_key  # records of a pseudonymised store carry the same keyed pseudonym
+        self._keyed: bool | None = None     # whether the store's ids are keyed pseudonyms, read on the first record
         self._record_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._pipe_lock = threading.Lock()
@@ -66,9 +67,7 @@ class Scorer:
             t0 = time.perf_counter()
             staged = stage_cohort(patient_dir, work)
             if record and staged.patient_id is not None:  # refused before any work when the key is missing
-                from ._record import recorded_patient_id
-
-                recorded_patient_id(self.store_root, staged.patient_id, self.pseudonym_key)
+                self._record_id(staged.patient_id)
             return self.score_staged(staged, work, record=record, t_start=t0)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -99,13 +98,21 @@ class Scorer:
         pred.timings = {"ingest_s": t[1] - t[0], "preprocess_s": t[2] - t[1], "encoder_s": t[3] - t[2],
                         "head_s": t[4] - t[3], "total_s": t[4] - t[0]}
         if record:
-            from ._record import append_record, recorded_patient_id
+            from ._record import append_record
 
-            pid = (None if staged.patient_id is None else
-                   recorded_patient_id(self.store_root, staged.patient_id, self.pseudonym_key))
+            pid = None if staged.patient_id is None else self._record_id(staged.patient_id)
             with self._record_lock:
                 pred.record_id = append_record(self.store_root, pred, pid, emb)
         return pred
+
+    def _record_id(self, patient_id: str) -> str:
+        """The store's form of a manifest id for ``scoring_records`` (``_record.recorded_patient_id``); whether
+        the store is pseudonymised is read once per scorer."""
+        from ._record import recorded_patient_id, store_pseudonymised
+
+        if self._keyed is None:
+            self._keyed = store_pseudonymised(self.store_root)
+        return recorded_patient_id(self.store_root, patient_id, self.pseudonym_key, keyed=self._keyed)
 
     # -- stages ------------------------------------------------------------------------------------
     def _ingest(self, staged: StagedPatient, tmp_store: Path, cohort: Any) -> dict[str, Any]:

@@ -138,11 +138,12 @@ def constrained_firth(a: np.ndarray, y: np.ndarray, free: np.ndarray, *, max_ite
     Returns (maximum, coefficients)."""
     beta = np.zeros(a.shape[1]) if start is None else np.where(free, start, 0.0)
     p, w, info, ll, chol = _firth_state(a, y, beta)
+    sub_ix = np.ix_(free, free)
     for _ in range(max_iter):
         h = _leverages(a * np.sqrt(w)[:, None], info, chol)
         score = a.T @ (y - p + h * (0.5 - p))
         step = np.zeros_like(beta)
-        sub = info[np.ix_(free, free)]
+        sub = info[sub_ix]
         try:
             step[free] = np.linalg.solve(sub, score[free])
         except np.linalg.LinAlgError:
@@ -261,32 +262,41 @@ class ClinicalModel:
         self.summary_ = self._summary()
         return self
 
-    def _loglik(self, xd, y, variables, drop=(), start: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
-        """(penalised (Firth) or plain log-likelihood, coefficients) of the model on ``variables`` with
-        ``drop`` held at 0, Newton steps from ``start`` (the unrestricted fit's coefficients, say).
+    @staticmethod
+    def _standardised(xd, n: int, variables) -> tuple[np.ndarray, list[str | None]]:
+        """(design ``[1, columns of variables]`` with each column standardised, the variable of each column
+        (None for the intercept)).
 
-        Columns are standardised first: the penalised LR statistic does not depend on their location or
-        scale, and Newton steps are better conditioned. A column constant in these rows (a level absent
-        from a bootstrap resample or a fold) carries no information and is left out: kept, it would make the
-        information singular and every log-likelihood of the model -inf."""
-        cols, free = [np.ones(len(y))], [True]
+        The penalised LR statistic does not depend on the columns' location or scale, and Newton steps are
+        better conditioned. A column constant in these rows (a level absent from a bootstrap resample or a
+        fold) carries no information and is left out: kept, it would make the information singular and every
+        log-likelihood of the model -inf."""
+        cols, owner = [np.ones(n)], [None]
         for v in variables:
             for c in xd[v].T:
                 sd = c.std()
                 if sd > 0:
                     cols.append((c - c.mean()) / sd)
-                    free.append(v not in drop)
-        a = np.column_stack(cols)
+                    owner.append(v)
+        return np.column_stack(cols), owner
+
+    def _loglik(self, a: np.ndarray, y, free: np.ndarray, start: np.ndarray | None = None
+                ) -> tuple[float, np.ndarray | None]:
+        """(penalised (Firth) or plain log-likelihood, coefficients) of the model on design ``a`` (from
+        ``_standardised``) with the columns outside ``free`` held at 0, Newton steps from ``start`` (the
+        unrestricted fit's coefficients, say)."""
         if not self.firth:
-            f = fit_logistic(a[:, 1:][:, np.asarray(free[1:], bool)], y, firth=False)
+            f = fit_logistic(a[:, 1:][:, free[1:]], y, firth=False)
             return f.loglik, None
-        return constrained_firth(a, y, np.asarray(free, bool), start=start)
+        return constrained_firth(a, y, free, start=start)
 
     def _drop_stats(self, xd, y, variables) -> dict[str, tuple[float, int]]:
         """Penalised LR statistic and degrees of freedom of dropping each of ``variables`` from their joint
-        model (each restricted fit starts from the joint fit's coefficients)."""
-        full, beta = self._loglik(xd, y, variables)
-        return {v: (max(0.0, 2 * (full - self._loglik(xd, y, variables, drop=(v,), start=beta)[0])), xd[v].shape[1])
+        model (one standardised design; each restricted fit starts from the joint fit's coefficients)."""
+        a, owner = self._standardised(xd, len(y), variables)
+        owner = np.array(owner, dtype=object)
+        full, beta = self._loglik(a, y, np.ones(a.shape[1], bool))
+        return {v: (max(0.0, 2 * (full - self._loglik(a, y, owner != v, start=beta)[0])), xd[v].shape[1])
                 for v in variables}
 
     def _select(self, xd, y, selection: str | None = None) -> tuple[list[dict], list[str]]:

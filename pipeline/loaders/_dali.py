@@ -79,6 +79,12 @@ def resolve_device(device: int | str | None) -> int | None:
     return None if device is None else int(device)
 
 
+def reads_mask(config: RoiConfig, with_mask: bool) -> bool:
+    """Whether a batch reads the mask: asked for (``with_mask``: the pipeline also returns it), or an input
+    channel of the encoder (``config.mask_channel``)."""
+    return bool(with_mask or config.mask_channel)
+
+
 class RoiBatcher:
     """Reads a batch of patients into the pipeline's inputs; picklable for DALI worker processes."""
 
@@ -87,7 +93,7 @@ class RoiBatcher:
         self.reader, self.patient_ids = reader, list(patient_ids)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.threads, self.resample = threads, resample
-        self.with_mask = with_mask or reader.config.mask_channel  # the mask channel is read like the mask
+        self.with_mask = reads_mask(reader.config, with_mask)
         self.names = input_names(resample, self.with_mask)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -136,7 +142,7 @@ def _build(config: RoiConfig, batch_size: int, device: int | None, num_threads: 
     from nvidia.dali import fn, pipeline_def, types
 
     aug = AugmentConfig() if augment is True else (augment or None)
-    names = input_names(resample_mode(aug), with_mask or config.mask_channel)
+    names = input_names(resample_mode(aug), reads_mask(config, with_mask))
     layouts = {"crop": "DHWC", "mask": "DHWC"}
 
     @pipeline_def
@@ -168,7 +174,7 @@ def _build(config: RoiConfig, batch_size: int, device: int | None, num_threads: 
         if aug:  # intensity augmentation of the image channels only
             x = jitter(fn, scanner(fn, x, mean, inv, aug, config.grid, gpu), len(config.phases), aug, gpu)
         m = None
-        if with_mask or config.mask_channel:  # the mask warped and flipped with the images
+        if reads_mask(config, with_mask):  # the mask warped and flipped with the images
             m = d["mask"].gpu() if gpu else d["mask"]
             m = resample(m)
             m = fn.flip(m, **flips) if flips else m

@@ -5,7 +5,7 @@ selection and refit; ``save_encoder`` / ``load_encoder``: a checkpoint folder <-
 ``materialise_rois`` / ``find_roi_tensors``: the encoder-input tensors as feature set ``roi_tensors``.
 """
 
-from models._auxiliary import descriptor_names, roi_descriptors
+from models._auxiliary import descriptor_names, measure_descriptors, roi_descriptors
 from models._checkpoint import card_hash, load_encoder, save_encoder
 from models._roi_tensors import (
     ROI_TENSORS,
@@ -23,5 +23,5 @@ from models._roi_tensors import (
 from models.encoders import ENCODERS, Encoder3d, build_encoder
 
 __all__ = ["ENCODERS", "ROI_TENSORS", "Encoder3d", "MaterialiseReport", "RoiTensorHit", "build_encoder", "card_hash",
-           "copy_current", "descriptor_names", "find_roi_tensors", "input_checksum", "load_encoder", "materialise_rois", "roi_descriptors",
+           "copy_current", "descriptor_names", "measure_descriptors", "find_roi_tensors", "input_checksum", "load_encoder", "materialise_rois", "roi_descriptors",
            "roi_inputs", "save_encoder", "studies_table", "tensor_rows", "tensor_writer"]

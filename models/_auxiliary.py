@@ -23,10 +23,14 @@ plus the fraction of the ROI box the tumour fills (a compactness measure). Empty
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["descriptor_names", "roi_descriptors"]
+__all__ = ["descriptor_names", "measure_descriptors", "roi_descriptors"]
 
 _PER_CHANNEL = ("tumour_mean", "tumour_std", "ring_mean", "core_mean", "rim_mean")
 
@@ -63,3 +67,18 @@ def roi_descriptors(x: torch.Tensor, mask: torch.Tensor, ring: tuple[int, int, i
                         _masked_mean(x, core, t_mean), _masked_mean(x, rim, t_mean)], dim=2)
     fill = m.mean(dim=(1, 2, 3, 4))[:, None]
     return torch.cat([cols.reshape(x.shape[0], -1), fill], dim=1)
+
+
+def measure_descriptors(store_root: str | Path, patient_ids: Sequence[str], roi, *, batch_size: int = 8,
+                        chunk: int = 256) -> np.ndarray:
+    """(N, 5 P + 1) float64 ``roi_descriptors`` of ``patient_ids`` measured on their unaugmented encoder inputs
+    under ``roi`` (a ``pipeline.loaders.RoiConfig``: its image channels, never a mask channel) with the masks
+    warped alike, ``chunk`` patients at a time. Per patient and label-free: nothing is fitted on any row."""
+    from pipeline.loaders import DaliRoiPipeline
+
+    ids, out = [str(p) for p in patient_ids], []
+    with DaliRoiPipeline(store_root, roi, batch_size=batch_size, with_mask=True) as pipe:
+        for s in range(0, len(ids), chunk):
+            x, _, mask = pipe.run(ids[s:s + chunk])
+            out.append(roi_descriptors(x[:, :len(roi.phases)], mask).numpy().astype(np.float64))
+    return np.concatenate(out) if out else np.zeros((0, len(descriptor_names(roi.phases))))

@@ -338,3 +338,45 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
     assert list(r3.clinical_summary["variable"].drop_duplicates())[1:] == selected
     assert reg1.latest("clinical") == r1.versions["clinical"]
     assert s1.sql("SELECT count(*) AS n FROM scores").column("n")[0].as_py() == 4 * len(df)
+
+
+def test_fusion_on_measured_descriptors_reads_the_out_of_fold_logit_descriptors_and_every_predictor(tmp_path):
+    """``fusion="descriptors"``: the fusion heads' input is [the read-out's first column (the response logit;
+    out of fold for training rows), the frame's ``roi.*`` columns, every declared predictor]; DLTR keeps the
+    whole read-out; the registry keeps the descriptor columns, and a head without them saves no such key."""
+    from models.heads import CrossFit
+
+    df, emb, _ = planted(n=300, d=6, seed=3)
+    rng = np.random.default_rng(0)
+    df["roi.a.tumour_mean"], df["roi.tumour_fill"] = rng.normal(size=len(df)), rng.random(len(df))
+    cand = ["age", "afp", "bclc", "sex"]
+    with pytest.raises(ModelError, match="crossfit.npz"):
+        fit_heads(df, emb, cand, seed=0, fusion="descriptors")
+    tr = (df["split"] == "train").to_numpy()
+    weight, bias = rng.normal(size=(3, emb.shape[1])), rng.normal(size=3)
+    oof = rng.normal(size=(int(tr.sum()), 3))
+    cf = CrossFit(df.loc[tr, "patient_id"].to_numpy(), oof, weight, bias)
+    fitted = fit_heads(df, emb, cand, seed=0, crossfit=cf, fusion="descriptors")
+    mlp, dltr = fitted["dltr_mlp"], fitted["dltr"]
+    assert mlp.descriptors == ("roi.a.tumour_mean", "roi.tumour_fill") == fitted["xgb_fusion"].descriptors
+    assert dltr.descriptors == () and dltr.readout_weight.shape == (3, emb.shape[1])
+    deep_tr = cf.deep(df.loc[tr, "patient_id"], emb[tr])[0]
+    x = mlp.inputs(df[tr], emb[tr], deep_tr)
+    every = ClinicalModel(selection="all", n_bootstrap=0, seed=0).fit(df.loc[tr, cand].reset_index(drop=True),
+                                                                     df.loc[tr, "label"].to_numpy())
+    expected = np.hstack([oof[:, :1], df.loc[tr, ["roi.a.tumour_mean", "roi.tumour_fill"]].to_numpy(),
+                          every.design_matrix(df[tr])])
+    np.testing.assert_array_equal(x, expected)
+    assert set(every.selected_) == {"age", "afp", "bclc", "sex"}
+    # other rows: the refit read-out's logit
+    np.testing.assert_allclose(mlp.inputs(df[~tr], emb[~tr])[:, 0], emb[~tr] @ weight[0] + bias[0], rtol=1e-12)
+    reg = HeadRegistry(tmp_path)
+    for name in ("dltr_mlp", "dltr"):
+        v = reg.publish(name, fitted[name], lineage={}, hyperparameters={}, seed=0, metrics={}, cutoff=0.5)
+        state = json.loads((tmp_path / "heads" / name / v / "state.json").read_text())
+        assert ("descriptors" in state) == (name == "dltr_mlp")
+        loaded, _ = reg.load(name, v)
+        assert loaded.descriptors == fitted[name].descriptors
+        assert np.array_equal(loaded.predict_proba_frame(df, emb), fitted[name].predict_proba_frame(df, emb))
+    with pytest.raises(ModelError, match="roi"):
+        mlp.inputs(df.drop(columns=["roi.tumour_fill"]), emb)

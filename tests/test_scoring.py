@@ -129,3 +129,52 @@ def test_a_record_carries_the_stores_form_of_the_patient_id(scoring_demo, tmp_pa
     assert recorded_patient_id(keyed.root, pid, "a-key") in ids  # the same pseudonym as the patient's rows
     with pytest.raises(DltrError, match="in the clear"):
         recorded_patient_id(keyed.root, pid, None)
+
+
+def test_fusion_on_measured_descriptors_agrees_between_batch_and_single(scoring_demo, tmp_path):
+    """``HeadsConfig(fusion="descriptors")``: DLTR_MLP reads the ROI descriptors measured on each patient's
+    own encoder input. Training measures them through the batch DALI pipeline, equal to the NumPy reference
+    ROI's (images and mask resampled alike); the scorer measures them on the single patient's input, and
+    its score equals the batch score; the head does read them."""
+    import shutil
+
+    import torch
+
+    from models import roi_descriptors
+    from models.heads import HeadRegistry, HeadsConfig, frame_arrays, train_heads, with_descriptors
+    from pipeline.loaders import RoiConfig, reference_roi
+
+    root = tmp_path / "store"
+    shutil.copytree(scoring_demo.store, root)
+    store = FeatureStore(root)
+    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="descriptors", seed=0))
+    fh, meta = HeadRegistry(root).load("dltr_mlp")
+    scorer = Scorer(root, "dltr_mlp", work_dir=tmp_path / "work")
+    lin = scorer.lineage
+    assert len(fh.descriptors) == 5 * len(lin.preprocess["phases"]) + 1  # per phase 5, and the tumour's fill
+    assert meta["lineage"]["fusion"].startswith("descriptors")
+    assert fh.readout_weight.shape[0] == 1  # the response logit alone from the encoder's read-out
+    df, emb = frame_arrays(store.training_frame(f"{lin.feature_set}@{lin.feature_set_version}", label="response",
+                                                clinical=list(lin.clinical), labs=list(lin.labs),
+                                                max_age_days=lin.max_age_days))
+    df = with_descriptors(store, df, lin.encoder_card_hash)
+    ref_cfg = RoiConfig.from_dict({**lin.preprocess, "mask_channel": True})
+    n = len(ref_cfg.phases)
+    external = patients_of(scoring_demo.cohort, "external")[:3]
+    for pid in external:
+        x = torch.from_numpy(reference_roi(root, pid, ref_cfg).x[None])
+        ref = roi_descriptors(x[:, :n], x[:, n:]).numpy()[0]
+        got = df.loc[df["patient_id"] == pid, list(fh.descriptors)].to_numpy(float)[0]
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+    batch = _batch(root, "dltr_mlp")
+    for pid in external:
+        pred = scorer.score_folder(one_patient_cohort(scoring_demo.cohort, pid, tmp_path / pid))
+        assert abs(pred.probability - float(batch.loc[pid, "score"])) <= TOL
+    # the descriptors reach the score: shifting the first phase's descriptors moves every probability
+    ext = (df["split"] == "external").to_numpy()
+    p0 = fh.predict_proba_frame(df[ext], emb[ext])
+    assert np.abs(p0 - batch.loc[df.loc[ext, "patient_id"], "score"].to_numpy()).max() <= TOL
+    moved = df[ext].copy()
+    moved[list(fh.descriptors[:5])] += 1.0
+    assert np.abs(fh.predict_proba_frame(moved, emb[ext]) - p0).min() > 1e-6

@@ -23,7 +23,7 @@ from dltr.demo import StageLog
 
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
-HEADS_KNOBS = ("clinical_selection", "deep_rows")
+HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion")
 # the plain baseline's L2 penalties (C by 5-fold CV), shared by its clinical reference and the learnable ceiling
 BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -221,19 +221,17 @@ def _plain(store_root: Path, feature_set: str, phases: tuple[str, ...], seed: in
     the declared clinical predictors alone, the reference the clinical head must not fall below."""
     from analysis.roc import youden_cutoff
     from features import FeatureStore
-    from models import roi_descriptors
+    from models import measure_descriptors
     from models.heads import ClinicalDesign, DLTRHead, declared_predictors, frame_arrays
-    from pipeline.loaders import DaliRoiPipeline, RoiConfig
+    from pipeline.loaders import RoiConfig
 
     store = FeatureStore(store_root)
     declared = declared_predictors(store)
     labs = sorted(set(store.table("labs").column("name").to_pylist()) & set(declared))
     clin_cols = [c for c in store.table("clinical").column_names if c in declared]
     df, _ = frame_arrays(store.training_frame(feature_set, clinical=clin_cols, labs=labs))
-    with DaliRoiPipeline(store_root, RoiConfig(phases=phases, normalisation="image"), batch_size=8,
-                         with_mask=True) as pipe:
-        x, _, mask = pipe.run(df["patient_id"].astype(str).tolist())
-    desc = roi_descriptors(x, mask).numpy().astype(np.float64)
+    desc = measure_descriptors(store_root, df["patient_id"].astype(str).tolist(),
+                               RoiConfig(phases=phases, normalisation="image"))
     tr = ((df["split"] == "train") & df["label"].notna()).to_numpy()
     cand = [c for c in df.columns if c in clin_cols or c.startswith("lab_")]
     design = ClinicalDesign().fit(df.loc[tr, cand])

@@ -82,7 +82,7 @@ class Scorer:
         cohort = load_cohort(staged.cohort)  # once per request: ingest and the head's frame share it
         norm = self._ingest(staged, tmp_store, cohort)
         t.append(time.perf_counter())
-        x, box = self._preprocess(tmp_store)
+        x, box, mask = self._preprocess(tmp_store)
         t.append(time.perf_counter())
         emb = self._encode(x)
         t.append(time.perf_counter())
@@ -91,6 +91,8 @@ class Scorer:
         from ._frame import head_frame
 
         df, e = head_frame(cohort, self.lineage, row, self.train_schema)
+        if mask is not None:  # the head reads the ROI descriptors measured on this very input
+            df = self._with_descriptors(df, x, mask)
         p = float(self.head.predict_proba_frame(df, e)[0])
         interval, method = interval_for(self.head, df, e)
         t.append(time.perf_counter())
@@ -138,17 +140,28 @@ class Scorer:
         return norm
 
     def _preprocess(self, tmp_store: Path):
-        """The ROI tensor, from the one DALI pipeline of this scorer (built once; pointed at the
-        request's temporary store; one request at a time, a DALI pipeline is not reentrant)."""
+        """(ROI tensor, box, warped mask where the head reads measured ROI descriptors, else None), from the
+        one DALI pipeline of this scorer (built once; pointed at the request's temporary store; one request at
+        a time, a DALI pipeline is not reentrant)."""
         from pipeline.loaders import DaliRoiPipeline, RoiConfig
 
         with self._pipe_lock:
             if self._pipe is None:
                 roi = RoiConfig.from_dict(self.lineage.preprocess)
-                self._pipe = DaliRoiPipeline(self.store_root, roi, batch_size=1, device=None, num_threads=1)
+                self._pipe = DaliRoiPipeline(self.store_root, roi, batch_size=1, device=None, num_threads=1,
+                                             with_mask=bool(getattr(self.head, "descriptors", ())))
             self._pipe.retarget(tmp_store)
-            x, boxes = self._pipe.run([SCORING_KEY])
-        return x, np.asarray(boxes)[0]
+            out = self._pipe.run([SCORING_KEY])
+        return out[0], np.asarray(out[1])[0], (out[2] if len(out) > 2 else None)
+
+    def _with_descriptors(self, df, x, mask):
+        """``df`` plus the ROI descriptors of the patient's encoder input ``x`` and warped ``mask``, as in
+        training (``models.heads.with_descriptors``: the image channels, the same measurement)."""
+        from models import roi_descriptors
+        from models.heads import add_descriptors
+
+        phases = list(self.lineage.preprocess["phases"])
+        return add_descriptors(df, roi_descriptors(x[:, :len(phases)], mask).numpy(), phases)
 
     def _encode(self, x) -> np.ndarray:
         import torch

@@ -14,21 +14,25 @@ from ._multi import MULTI_HEAD_SPECS, MultiFrameHead, MultiHeadsConfig, score_mu
 from ._registry import HeadRegistry, from_kind, serialize_head
 from ._selected import SelectedLogistic
 from ._train import (
+    DESCRIPTOR_PREFIX,
     DISPLAY_NAMES,
     HEAD_NAMES,
     CrossFit,
     FrameHead,
     HeadsResult,
+    add_descriptors,
     declared_predictors,
     fit_heads,
     frame_arrays,
     score_heads,
     train_heads,
+    with_descriptors,
 )
 from ._xgb import XGBFusionHead
 
 __all__ = [
     "CrossFit",
+    "DESCRIPTOR_PREFIX",
     "DISPLAY_NAMES",
     "DLTRMLP",
     "HEAD_NAMES",
@@ -46,6 +50,7 @@ __all__ = [
     "MultiHeadsConfig",
     "SelectedLogistic",
     "XGBFusionHead",
+    "add_descriptors",
     "declared_predictors",
     "fit_heads",
     "fit_logistic",
@@ -57,4 +62,5 @@ __all__ = [
     "serialize_head",
     "train_heads",
     "train_multi_heads",
+    "with_descriptors",
 ]

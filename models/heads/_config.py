@@ -10,6 +10,9 @@ from dltr.core.exceptions import ModelError
 from dltr.core.hashing import from_dict_checked
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET, HEADS
 
+#: the fusion heads' inputs (``HeadsConfig.fusion``)
+FUSIONS = ("readout", "descriptors")
+
 
 @dataclass(frozen=True)
 class HeadsConfig:
@@ -19,7 +22,12 @@ class HeadsConfig:
     clinical model's variable selection (``ClinicalModel.selection``: "aic", "p", "none" = screening only,
     "all" = every declared predictor); ``deep_rows``: the deep block of non-training rows, "refit" (the refit
     encoder's read-out of the stored embedding) or "fold_ensemble" (the CV fold encoders' mean read-out, needs
-    an encoder trained with ``fold_ensemble=True``; rows outside its record get the refit read-out)."""
+    an encoder trained with ``fold_ensemble=True``; rows outside its record get the refit read-out);
+    ``fusion``: the inputs of the fusion heads (DLTR_MLP, XGBoost), "readout" (the encoder's read-out, i.e. its
+    response logit and its predictions of the ROI descriptors, plus the clinical model's selected variables) or
+    "descriptors" (the encoder's response logit, the ROI descriptors *measured* on each patient's own encoder
+    input, ``models.measure_descriptors``, and every declared predictor; needs the encoder's cross-fitting
+    record). The clinical and DLTR heads are the same under both."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -29,12 +37,15 @@ class HeadsConfig:
     heads: tuple[str, ...] = tuple(HEADS)
     clinical_selection: str = "aic"
     deep_rows: str = "refit"
+    fusion: str = "readout"
 
     def __post_init__(self) -> None:
         for name in ("clinical", "labs", "heads"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):
                 object.__setattr__(self, name, tuple(v))
+        if self.fusion not in FUSIONS:
+            raise ModelError(f"fusion {self.fusion!r}: choose among {list(FUSIONS)}")
         unknown = [h for h in self.heads if h not in HEADS]
         if unknown or not self.heads:
             raise ModelError(f"heads {list(self.heads)}: {unknown or 'none given'}; choose among {list(HEADS)}")

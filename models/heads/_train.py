@@ -25,8 +25,8 @@ from ._mlp import DLTRMLP
 from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
-__all__ = ["DISPLAY_NAMES", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult", "declared_predictors", "fit_heads",
-           "frame_arrays", "score_heads", "train_heads"]
+__all__ = ["DESCRIPTOR_PREFIX", "DISPLAY_NAMES", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult",
+           "add_descriptors", "declared_predictors", "fit_heads", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
 
 HEAD_NAMES = tuple(HEADS)
 DISPLAY_NAMES = HEADS
@@ -90,16 +90,20 @@ class FrameHead:
     """A fitted estimator plus how it reads a training frame (deep block and/or clinical block).
 
     With ``readout_weight`` / ``readout_bias`` (plain arrays) the deep block is the encoder's read-out scores
-    ``embedding @ W.T + b`` (cross-fitted heads); without, the raw embedding."""
+    ``embedding @ W.T + b`` (cross-fitted heads; W may hold only the first rows of the encoder's read-out, e.g.
+    the response logit alone); without, the raw embedding. ``descriptors``: frame columns (the measured ROI
+    descriptors, ``roi.<name>``) that follow the deep block."""
 
     def __init__(self, *, name: str, estimator: Any, clinical: ClinicalModel | None, uses_embedding: bool,
-                 readout_weight: np.ndarray | None = None, readout_bias: np.ndarray | None = None):
+                 readout_weight: np.ndarray | None = None, readout_bias: np.ndarray | None = None,
+                 descriptors: tuple[str, ...] = ()):
         self.name = name
         self.estimator = estimator
         self.clinical = clinical
         self.uses_embedding = uses_embedding
         self.readout_weight = readout_weight
         self.readout_bias = readout_bias
+        self.descriptors = tuple(descriptors)
 
     def deep_block(self, emb: np.ndarray) -> np.ndarray:
         emb = np.asarray(emb, np.float64)
@@ -108,10 +112,20 @@ class FrameHead:
         return emb @ np.asarray(self.readout_weight).T + np.asarray(self.readout_bias)
 
     def inputs(self, df: pd.DataFrame, emb: np.ndarray, deep: np.ndarray | None = None):
-        """The estimator's input; ``deep`` overrides the deep block (the out-of-fold values of training rows)."""
+        """The estimator's input; ``deep`` (the encoder's whole read-out, out of fold for training rows)
+        overrides the deep block, of which the head takes its own first columns."""
         if self.name == "clinical":
             return df
-        blocks = [self.deep_block(emb) if deep is None else deep] if self.uses_embedding else []
+        blocks = []
+        if self.uses_embedding:
+            rows = None if self.readout_weight is None else np.asarray(self.readout_weight).shape[0]
+            blocks.append(self.deep_block(emb) if deep is None else np.asarray(deep)[:, :rows])
+        if self.descriptors:
+            missing = [c for c in self.descriptors if c not in df.columns]
+            if missing:
+                raise ModelError(f"head {self.name}: the frame lacks the measured ROI descriptors {missing[:3]}...; "
+                                 "add them with models.heads.with_descriptors (train_heads and the scorer do)")
+            blocks.append(df[list(self.descriptors)].to_numpy(np.float64))
         if self.clinical is not None:
             blocks.append(self.clinical.design_matrix(df))
         return np.hstack([np.asarray(b, np.float64) for b in blocks])
@@ -120,19 +134,21 @@ class FrameHead:
         return self.estimator.predict_proba(self.inputs(df, emb, deep))[:, 1]
 
     def get_state(self) -> dict:
-        """The estimator's and the clinical block's states, each tagged with its class, and the read-out
-        (arrays; no pickle)."""
-        return {"name": self.name, "uses_embedding": self.uses_embedding, "estimator": state_kind(self.estimator),
+        """The estimator's and the clinical block's states, each tagged with its class, the read-out
+        (arrays; no pickle) and the descriptor columns (left out when there are none, so that earlier heads'
+        versions hold)."""
+        state = {"name": self.name, "uses_embedding": self.uses_embedding, "estimator": state_kind(self.estimator),
                 "clinical": None if self.clinical is None else state_kind(self.clinical),
                 "readout_weight": None if self.readout_weight is None else np.asarray(self.readout_weight, np.float64),
                 "readout_bias": None if self.readout_bias is None else np.asarray(self.readout_bias, np.float64)}
+        return state | ({"descriptors": list(self.descriptors)} if self.descriptors else {})
 
     @classmethod
     def from_state(cls, state: dict) -> FrameHead:
         clin = None if state["clinical"] is None else from_kind(state["clinical"])
         return cls(name=state["name"], estimator=from_kind(state["estimator"]), clinical=clin,
                    uses_embedding=bool(state["uses_embedding"]), readout_weight=state.get("readout_weight"),
-                   readout_bias=state.get("readout_bias"))
+                   readout_bias=state.get("readout_bias"), descriptors=tuple(state.get("descriptors") or ()))
 
 
 head_state_class(FrameHead)
@@ -198,27 +214,74 @@ def _train_rows(df: pd.DataFrame) -> np.ndarray:
 
 def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed: int = 0,
               heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
-              clinical_selection: str = "aic") -> dict[str, FrameHead]:
+              clinical_selection: str = "aic", fusion: str = "readout") -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
-    a deep feature computed by an encoder that was trained on that row."""
+    a deep feature computed by an encoder that was trained on that row. ``fusion`` (``HeadsConfig.fusion``):
+    with "descriptors" the fusion heads read the response logit alone from the read-out, then the frame's
+    measured ROI descriptors (``roi.*`` columns, ``with_descriptors``), then every declared predictor (a
+    clinical block without selection, fitted on the training rows)."""
     tr = _train_rows(df)
     y = df.loc[tr, "label"].astype(int).to_numpy()
-    clin = ClinicalModel(selection=clinical_selection, seed=seed).fit(df.loc[tr, candidates].reset_index(drop=True), y)
+    Xc = df.loc[tr, candidates].reset_index(drop=True)
+    clin = ClinicalModel(selection=clinical_selection, seed=seed).fit(Xc, y)
     out = {"clinical": FrameHead(name="clinical", estimator=clin, clinical=None, uses_embedding=False)}
-    makers = {"dltr": (DLTRHead(seed=seed), None), "dltr_mlp": (DLTRMLP(seed=seed), clin),
-              "xgb_fusion": (XGBFusionHead(seed=seed), clin)}
     ro = {} if crossfit is None else {"readout_weight": crossfit.weight, "readout_bias": crossfit.bias}
+    fused: dict[str, Any] = {"clinical": clin, **ro}
+    if fusion == "descriptors":
+        if crossfit is None:
+            raise ModelError("fusion='descriptors' reads the response logit from the encoder's cross-fitting record "
+                             "(crossfit.npz), which this feature set's encoder lacks; retrain it with `dltr "
+                             "train-encoder` or use fusion='readout'")
+        names = tuple(c for c in df.columns if c.startswith(DESCRIPTOR_PREFIX))
+        if not names:
+            raise ModelError("fusion='descriptors': the frame has no measured ROI descriptors (roi.* columns); "
+                             "add them with models.heads.with_descriptors")
+        every = ClinicalModel(selection="all", n_bootstrap=0, seed=seed).fit(Xc, y)
+        fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
+                 "descriptors": names}
+    elif fusion != "readout":
+        raise ModelError(f"fusion {fusion!r}: choose 'readout' or 'descriptors'")
+    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed), fused),
+              "xgb_fusion": (XGBFusionHead(seed=seed), fused)}
     deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]
     for name in heads:
         if name == "clinical":
             continue
-        est, c = makers[name]
-        fh = FrameHead(name=name, estimator=est, clinical=c, uses_embedding=True, **ro)
+        est, kw = makers[name]
+        fh = FrameHead(name=name, estimator=est, uses_embedding=True, **kw)
         est.fit(fh.inputs(df.loc[tr], emb[tr], deep), y)
         out[name] = fh
     return {k: out[k] for k in heads}
+
+
+#: frame columns of the measured ROI descriptors (``roi.<phase>.<descriptor>``, ``models.descriptor_names``)
+DESCRIPTOR_PREFIX = "roi."
+
+
+def with_descriptors(store, df: pd.DataFrame, card_hash: str) -> pd.DataFrame:
+    """``df`` plus the ROI descriptors measured on each row's encoder input under the preprocessing of encoder
+    ``card_hash`` (``models.measure_descriptors``: label-free, per patient), as columns ``roi.<name>``."""
+    import json
+
+    from dltr.core.layout import encoder_card
+    from models import measure_descriptors
+    from pipeline.loaders import RoiConfig
+
+    card = json.loads(encoder_card(StoreLayout.of(store).encoder(str(card_hash))).read_text())
+    roi = RoiConfig.from_dict(card["preprocess"])
+    return add_descriptors(df, measure_descriptors(store.root, df["patient_id"].astype(str).tolist(), roi),
+                           roi.phases)
+
+
+def add_descriptors(df: pd.DataFrame, values: np.ndarray, phases) -> pd.DataFrame:
+    """``df`` plus measured descriptors ``values`` (N, 5 P + 1; ``models.roi_descriptors`` of these ``phases``)
+    as columns ``roi.<name>``."""
+    from models import descriptor_names
+
+    cols = [DESCRIPTOR_PREFIX + n for n in descriptor_names(phases)]
+    return pd.concat([df.reset_index(drop=True), pd.DataFrame(np.asarray(values, np.float64), columns=cols)], axis=1)
 
 
 def oof_head_scores(fh: FrameHead, df: pd.DataFrame, emb: np.ndarray, deep: np.ndarray | None, y: np.ndarray,
@@ -278,8 +341,11 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     candidates = [c for c in df.columns if c not in RESERVED]
     lineage = _frame_lineage(frame, feature_set)
     crossfit = _crossfit_for(store, lineage)
+    fusing = cfg.fusion == "descriptors" and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
+    if fusing:
+        df = with_descriptors(store, df, _card_of(lineage))
     fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,
-                       clinical_selection=cfg.clinical_selection)
+                       clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout")
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
     deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None
@@ -306,6 +372,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                         "clinical_candidates": candidates, "labs": labs, "max_age_days": max_age_days,
                         "predictors_declared": declared, "crossfit": scheme, "deep_rows": cfg.deep_rows,
                         "clinical_selection": cfg.clinical_selection,
+                        **({"fusion": FUSION_LINEAGE} if fh.descriptors else {}),
                         "oof_training_rows": int((oof_rows & tr).sum()),
                         "clinical_selected": list(clin.selected_) if clin is not None else [],
                         "clinical_aliased": list(getattr(clin, "aliased_", [])) if clin is not None else []}
@@ -333,10 +400,21 @@ def merge_scores(store, scores: pd.DataFrame, lineage: dict[str, Any]) -> None:
     _write(store, "scores", scores, lineage)
 
 
+def _card_of(lineage: dict[str, Any]) -> str | None:
+    """The card hash of the encoder that made the frame's feature set."""
+    return (lineage.get("frame", {}).get("feature_set_lineage") or {}).get("encoder_card_hash")
+
+
 def _crossfit_for(store, lineage: dict[str, Any]) -> CrossFit | None:
     """The cross-fitting record of the encoder that made the frame's feature set, if it wrote one."""
-    card = (lineage.get("frame", {}).get("feature_set_lineage") or {}).get("encoder_card_hash")
+    card = _card_of(lineage)
     return CrossFit.load(encoder_crossfit(StoreLayout.of(store).encoder(str(card)))) if card else None
+
+
+#: how a fusion head with measured descriptors reads a frame (its lineage)
+FUSION_LINEAGE = ("descriptors: the encoder's response logit (out of fold for training rows), the ROI descriptors "
+                  "measured on each patient's own encoder input (label-free, nothing fitted on any row), every "
+                  "declared predictor")
 
 
 def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:
@@ -370,6 +448,9 @@ def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = Tr
         if key not in cache:
             cache[key] = _frame_for(store, lin)
         df, emb = cache[key]
+        if fh.descriptors and not set(fh.descriptors) <= set(df.columns):
+            df = with_descriptors(store, df, _card_of({"frame": meta.get("frame_lineage") or {}}))
+            cache[key] = df, emb
         cf = (_crossfit_for(store, {"frame": meta.get("frame_lineage") or {}})
               if getattr(fh, "readout_weight", None) is not None else None)
         rows = lin.get("deep_rows", "refit")  # training rows: out-of-fold, the others as trained

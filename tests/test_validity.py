@@ -147,6 +147,25 @@ def test_learnable_ceiling_reads_the_traits_and_never_the_outcome_model(tmp_path
     assert learnable_ceiling(tmp_path / "patients.csv", scores, 0).empty
 
 
+def test_the_benchmark_default_is_the_encoders_and_earlier_runs_keep_their_names():
+    """The suite measures the pipeline's default input (EncoderTrainConfig.roi's mask channel), the CLI trains it,
+    and the method names of runs made before the default changed still name the same methods."""
+    import dataclasses
+    from pathlib import Path
+
+    from benchmarks.suites._validity_pipeline import ValidityConfig
+    from dltr.cli._encoder import encoder_config
+    from models.training import EncoderTrainConfig
+
+    assert EncoderTrainConfig().roi.mask_channel is True
+    assert ValidityConfig().mask_channel is EncoderTrainConfig().roi.mask_channel
+    store = Path("/nonexistent-store")
+    assert encoder_config(store).roi.mask_channel is True
+    assert encoder_config(store, mask_channel=False).roi.mask_channel is False
+    on, off = ValidityConfig().method(), dataclasses.replace(ValidityConfig(), mask_channel=False).method()
+    assert on == off | {"mask_channel": "true"} and "mask_channel" not in off  # as `--set mask_channel=true` wrote it
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # two whole tiny pipelines (about 3 minutes on 2 idle cores)
 def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):

@@ -43,6 +43,7 @@ class ValidityConfig:
     width: int = 8
     aux_weight: float = 1.0
     normalisation: str = "image"   # RoiConfig.normalisation: "image" (prospective-safe) or "zscore" (transductive)
+    mask_channel: bool = True      # the encoder's default input (EncoderTrainConfig.roi): the mask as a channel
     extract_workers: int = 2
     ingest_workers: int = 2
     extra: dict[str, Any] = field(default_factory=dict)   # further method knobs, recorded with the results
@@ -54,8 +55,11 @@ class ValidityConfig:
 
     def method(self) -> dict[str, Any]:
         """The knobs a method comparison changes (the name of a results file)."""
+        # mask_channel: "true" as the runs that set it with --set before it was the default, and left out when
+        # false, so that both kinds of earlier runs' cached stages and results files keep their names
         return {"normalisation": self.normalisation, "candidates": list(self.candidates), "folds": self.folds,
-                "epochs": self.epochs, "width": self.width, "aux_weight": self.aux_weight, **self.extra}
+                "epochs": self.epochs, "width": self.width, "aux_weight": self.aux_weight,
+                **({"mask_channel": "true"} if self.mask_channel else {}), **self.extra}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -181,7 +185,7 @@ def _encoder(store_root: Path, cohort: Path, cfg: ValidityConfig, seed: int, log
                               seed=seed, aux_weight=cfg.aux_weight, num_threads=os.cpu_count() or 2,
                               pretrain_epochs=int(cfg.extra.get("pretrain_epochs", 0)),
                               roi=RoiConfig(phases=tuple(phases), normalisation=cfg.normalisation,
-                                            mask_channel=str(cfg.extra.get("mask_channel", "")).lower() in ("1", "true")),
+                                            mask_channel=cfg.mask_channel),
                               augment=aug,
                               fold_ensemble=True)
     res = train_encoder(store_root, tcfg, log=log)

@@ -50,6 +50,8 @@ def config_from(ctx: BenchContext) -> ValidityConfig:
             given[k] = int(v)
         elif k == "aux_weight":
             given[k] = float(v)
+        elif k == "mask_channel":
+            given[k] = str(v).lower() in ("1", "true", "yes")
         else:
             given[k] = v
     if given.get("cohort") and not given.get("truth"):

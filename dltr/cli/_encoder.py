@@ -38,19 +38,18 @@ def _phases(store: Path, phases: str | None) -> tuple[str, ...] | None:
 
 
 def encoder_config(store: Path, *, grid: str | None = None, phases: str | None = None, candidates: str | None = None,
-                   mask_channel: bool = False, **given):
+                   mask_channel: bool | None = None, **given):
     """The ``EncoderTrainConfig`` the command trains with (given options over the dataclass's defaults)."""
     from models.training import EncoderTrainConfig
-    from pipeline.loaders import RoiConfig
 
-    roi = RoiConfig()
+    roi = EncoderTrainConfig().roi
     if grid is not None:
         roi = dataclasses.replace(roi, grid=_grid(grid))
     chans = _phases(store, phases)
     if chans:
         roi = dataclasses.replace(roi, phases=chans)
-    if mask_channel:
-        roi = dataclasses.replace(roi, mask_channel=True)
+    if mask_channel is not None:
+        roi = dataclasses.replace(roi, mask_channel=bool(mask_channel))
     if candidates is not None:
         given["candidates"] = _split(candidates)
     from dltr.cli._common import config_from
@@ -70,8 +69,9 @@ def register(app: typer.Typer) -> None:
         grid: str = typer.Option(None, "--grid", help="Encoder input grid X,Y,Z (default: RoiConfig's, 32,32,16)."),
         phases: str = typer.Option(None, "--phases", help="Input channels, comma-separated phase names in order "
                                    "(default: cohort.toml's phases as registered by `dltr store add-cohort`)."),
-        mask_channel: bool = typer.Option(False, "--mask-channel", help="Feed the tumour mask, resampled like the "
-                                          "images, as one more input channel (RoiConfig.mask_channel)."),
+        mask_channel: bool = typer.Option(None, "--mask-channel/--no-mask-channel", help="Feed the tumour mask, "
+                                          "resampled like the images, as one more input channel "
+                                          "(RoiConfig.mask_channel; default on, EncoderTrainConfig.roi)."),
         width: int = typer.Option(None, "--width", help="Channels of the first convolution (default 8)."),
         embed_dim: int = typer.Option(None, "--embed-dim", help="Length of the deep feature vector (default 256)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Studies per training batch (default 8)."),

@@ -78,6 +78,14 @@ class DemoResult:
     seconds: float
 
 
+def encoder_roi(phases):
+    """The encoder's input config: ``EncoderTrainConfig``'s default (the phases and the mask channel) with
+    these phases as channels (imports torch, so only where the encoder is trained)."""
+    from models.training import EncoderTrainConfig
+
+    return dataclasses.replace(EncoderTrainConfig().roi, phases=tuple(phases))
+
+
 def run_demo(out: str | Path, config: DemoConfig | None = None, log: Callable[[str], None] = print,
              progress: Callable[[str, int, int | None], None] | None = None) -> DemoResult:
     """Run (or resume) every stage under ``out`` and write the report; ``progress(stage, done, total)``
@@ -162,14 +170,13 @@ def _run_demo(out: Path, cfg: DemoConfig, log: Callable[[str], None],
 
     def encoder_stage():
         from models.training import EncoderTrainConfig, train_encoder
-        from pipeline.loaders import RoiConfig
 
-        tcfg = dataclasses.replace(EncoderTrainConfig(), seed=cfg.seed, roi=RoiConfig(phases=phases), **given)
+        tcfg = dataclasses.replace(EncoderTrainConfig(), seed=cfg.seed, roi=encoder_roi(phases), **given)
         res = train_encoder(store_root, tcfg, log=log, progress=lambda d, t: tick("train encoder", d, t))
         return {"card_hash": res.card_hash, "path": str(res.path), "candidates": res.summary,
                 "architecture": res.card["architecture"]["name"]}, {"patients": len(res.rows_seen)}
 
-    enc_inputs = [synth_hash, given, cfg.seed, list(phases), keyed]
+    enc_inputs = [synth_hash, given, cfg.seed, encoder_roi(phases).to_dict(), keyed]
     records.append(ledger.run("train encoder", enc_inputs, encoder_stage,
                               done=lambda o: Path(o["path"]).exists()))
     card_hash = records[-1].outputs["card_hash"]

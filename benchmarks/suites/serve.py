@@ -27,6 +27,15 @@ def _p95(values) -> float:
     return float(np.percentile(np.asarray(values, float), 95))
 
 
+def demo_config(seed: int):
+    """The tiny demo the suite scores against: one encoder candidate, no radiomics (the scoring path does not
+    depend on which candidate won). The test suite's scoring fixture builds this very demo and hands it to the
+    suite (``--set serve_demo=DIR``), so that every stage is reused."""
+    from dltr.demo import DemoConfig
+
+    return DemoConfig.for_profile("tiny", seed=seed, candidates=("plain",), radiomics=False)
+
+
 def _demo(ctx: BenchContext) -> tuple[Path, Path, dict]:
     """The tiny demo (one encoder candidate) the suite scores against. ``--set serve_demo=DIR``: a copy of an
     earlier run of that very demo (same seed), whose stages are then all reused and whose recorded stage
@@ -34,14 +43,14 @@ def _demo(ctx: BenchContext) -> tuple[Path, Path, dict]:
     import shutil
 
     from dltr.core.exceptions import DltrWarning
-    from dltr.demo import DemoConfig, run_demo
+    from dltr.demo import run_demo
 
     out = ctx.work / f"serve-demo-{time.time_ns()}"
     if ctx.options.get("serve_demo"):
         shutil.copytree(ctx.options["serve_demo"], out)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DltrWarning)
-        res = run_demo(out, DemoConfig.for_profile("tiny", seed=ctx.seed, candidates=("plain",), radiomics=False), log=lambda _m: None)
+        res = run_demo(out, demo_config(ctx.seed), log=lambda _m: None)
     stages = {s["name"]: s for s in res.stages}
     return out / "store", out / "synthetic" / "cohort", stages
 

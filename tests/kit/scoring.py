@@ -17,16 +17,17 @@ class ScoringDemo(NamedTuple):
 
 
 def build_demo(root: Path) -> ScoringDemo:
+    from benchmarks.suites.serve import demo_config
     from dltr.core.exceptions import DltrWarning
-    from dltr.demo import DemoConfig, run_demo
+    from dltr.demo import run_demo
 
     out = root / "demo"
-    # One encoder candidate ("plain") keeps the fixture near 2 minutes on 2 shared cores; the scoring
-    # path does not depend on which candidate won, nor on the radiomics heads (tests/test_demo.py has them). Statistical caveats of the tiny cohort (a survival
-    # group with no patient) are not what these tests are about.
+    # The serve benchmark's demo (one encoder candidate, no radiomics: near 2 minutes on 2 shared cores), so that
+    # the quick serve bench reuses it; the radiomics heads are tests/test_demo.py's. Statistical caveats of the
+    # tiny cohort (a survival group with no patient) are not what these tests are about.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DltrWarning)
-        run_demo(out, DemoConfig.for_profile("tiny", seed=0, candidates=("plain",), radiomics=False), log=lambda _m: None)
+        run_demo(out, demo_config(0), log=lambda _m: None)
     return ScoringDemo(out, out / "store", out / "synthetic" / "cohort")
 
 

@@ -164,6 +164,17 @@ def test_the_benchmark_default_is_the_encoders_and_earlier_runs_keep_their_names
     assert encoder_config(store, mask_channel=False).roi.mask_channel is False
     on, off = ValidityConfig().method(), dataclasses.replace(ValidityConfig(), mask_channel=False).method()
     assert on == off | {"mask_channel": "true"} and "mask_channel" not in off  # as `--set mask_channel=true` wrote it
+    from types import SimpleNamespace
+
+    from benchmarks.suites.validity import config_from
+    from dltr.core.exceptions import DltrError
+
+    def given(value):
+        return config_from(SimpleNamespace(options={"mask_channel": value}, quick=False, seed=0)).mask_channel
+
+    assert given("true") is True and given("False") is False and given("0") is False
+    with pytest.raises(DltrError, match="mask_channel"):
+        given("ture")   # a typo is refused, not read as false
 
 
 @pytest.mark.slow

@@ -35,6 +35,16 @@ from benchmarks.suites._validity_radiomics import delong_summary, delong_vs_prim
 RIVALS = ("clinical", "dltr", "plain_baseline")
 
 
+def _flag(name: str, value: Any) -> bool:
+    """A yes/no ``--set`` value; anything else is refused rather than read as no."""
+    text = str(value).strip().lower()
+    if text not in ("1", "true", "yes", "0", "false", "no"):
+        from dltr.core.exceptions import DltrError
+
+        raise DltrError(f"validity: --set {name}={value!r}: give true or false")
+    return text in ("1", "true", "yes")
+
+
 def config_from(ctx: BenchContext) -> ValidityConfig:
     opts = dict(getattr(ctx, "options", {}) or {})
     profile = str(opts.pop("profile", "tiny" if ctx.quick else "default"))
@@ -51,7 +61,7 @@ def config_from(ctx: BenchContext) -> ValidityConfig:
         elif k == "aux_weight":
             given[k] = float(v)
         elif k == "mask_channel":
-            given[k] = str(v).lower() in ("1", "true", "yes")
+            given[k] = _flag(k, v)
         else:
             given[k] = v
     if given.get("cohort") and not given.get("truth"):

@@ -168,15 +168,17 @@ def _run_demo(out: Path, cfg: DemoConfig, log: Callable[[str], None],
     given = {k: v for k, v in {"candidates": cfg.candidates, "folds": cfg.folds, "epochs": cfg.epochs,
                                "width": cfg.width, "aux_weight": cfg.aux_weight}.items() if v is not None}
 
+    roi = encoder_roi(phases)
+
     def encoder_stage():
         from models.training import EncoderTrainConfig, train_encoder
 
-        tcfg = dataclasses.replace(EncoderTrainConfig(), seed=cfg.seed, roi=encoder_roi(phases), **given)
+        tcfg = dataclasses.replace(EncoderTrainConfig(), seed=cfg.seed, roi=roi, **given)
         res = train_encoder(store_root, tcfg, log=log, progress=lambda d, t: tick("train encoder", d, t))
         return {"card_hash": res.card_hash, "path": str(res.path), "candidates": res.summary,
                 "architecture": res.card["architecture"]["name"]}, {"patients": len(res.rows_seen)}
 
-    enc_inputs = [synth_hash, given, cfg.seed, encoder_roi(phases).to_dict(), keyed]
+    enc_inputs = [synth_hash, given, cfg.seed, roi.to_dict(), keyed]
     records.append(ledger.run("train encoder", enc_inputs, encoder_stage,
                               done=lambda o: Path(o["path"]).exists()))
     card_hash = records[-1].outputs["card_hash"]

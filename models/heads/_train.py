@@ -19,7 +19,7 @@ from dltr.core.layout import StoreLayout, encoder_crossfit
 from dltr.core.vocabulary import HEADS, parse_ref
 
 from ._clinical import ClinicalModel
-from ._config import HeadsConfig
+from ._config import FUSIONS, HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
 from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
@@ -222,6 +222,8 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     with "descriptors" the fusion heads read the response logit alone from the read-out, then the frame's
     measured ROI descriptors (``roi.*`` columns, ``with_descriptors``), then every declared predictor (a
     clinical block without selection, fitted on the training rows)."""
+    if fusion not in FUSIONS:
+        raise ModelError(f"fusion {fusion!r}: choose among {list(FUSIONS)}")
     tr = _train_rows(df)
     y = df.loc[tr, "label"].astype(int).to_numpy()
     Xc = df.loc[tr, candidates].reset_index(drop=True)
@@ -241,8 +243,6 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
         every = ClinicalModel(selection="all", n_bootstrap=0, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names}
-    elif fusion != "readout":
-        raise ModelError(f"fusion {fusion!r}: choose 'readout' or 'descriptors'")
     makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed), fused),
               "xgb_fusion": (XGBFusionHead(seed=seed), fused)}
     deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]

@@ -66,7 +66,7 @@ def _image_stats_by_hand(g, ph, lo, hi):
     return med, (q75 - q25) / 1.349
 
 
-@pytest.mark.parametrize("mode", ["zscore", "image"])
+@pytest.mark.parametrize("mode", ["zscore", "image", "ratio"])
 def test_reference_equals_scipy_on_whole_volume(store, mode):
     """Independent check of the box, sampling points, padding and normalisation: scipy on the full volume."""
     cfg = RoiConfig(grid=(16, 16, 8), margin=0.3, normalisation=mode)
@@ -93,6 +93,8 @@ def test_reference_equals_scipy_on_whole_volume(store, mode):
         exp = []
         for ph in cfg.phases:
             mean, std = (stats[(g.attrs["center"], ph)] if mode == "zscore" else _image_stats_by_hand(g, ph, lo, hi))
+            if mode == "ratio":  # x / median - 1
+                std = mean
             vol = (g[ph][...].astype(np.float64) - mean) / std
             exp.append(map_coordinates(vol, pts, order=1, mode="grid-constant", cval=0.0))
         got = reference_roi(store, pid, cfg).x
@@ -113,6 +115,28 @@ def test_image_normalisation_is_invariant_to_a_center_scanner_scale(store):
     np.testing.assert_allclose(m2, m1 * 1.7 + 40.0, rtol=1e-5)
     np.testing.assert_allclose(s2, s1 * 1.7, rtol=1e-5)
     assert reader._stats == {}  # no ingest statistics were loaded
+
+
+def test_ratio_normalisation_reads_signal_relative_to_the_surroundings(store):
+    """``"ratio"``: a scanner's gain leaves the input unchanged (an offset does not: MR magnitude has none),
+    the reference region's median reads 0, and a voxel twice as bright as it reads 1."""
+    from pipeline.loaders._roi import image_reference_stats
+
+    reader = RoiReader(store, RoiConfig(grid=(12, 12, 6), normalisation="ratio"))
+    c = reader.read(IDS[2], with_mask=True)
+    x, outside = c.crop.astype(np.float64), c.mask.reshape(-1) <= 0.5
+    loc, scale = image_reference_stats(x, c.mask, "ratio")
+    med = np.median(x.reshape(-1, x.shape[-1])[outside], axis=0)
+    np.testing.assert_allclose(loc, med, rtol=1e-6)
+    np.testing.assert_allclose(scale, med, rtol=1e-6)
+    np.testing.assert_allclose((2 * med - loc) / scale, 1.0, rtol=1e-6)
+    loc2, scale2 = image_reference_stats(x * 1.7, c.mask, "ratio")
+    np.testing.assert_allclose((x * 1.7 - loc2) / scale2, (x - loc) / scale, atol=1e-5)
+    assert c.mean.tolist() == loc.tolist() and c.std.tolist() == scale.tolist()  # the reader applies it
+    # a reference that is not a magnitude image (median <= 0) falls back to the spread scale
+    _, s_img = image_reference_stats(x - med - 5.0, c.mask, "image")
+    _, s_neg = image_reference_stats(x - med - 5.0, c.mask, "ratio")
+    np.testing.assert_allclose(s_neg, s_img)
 
 
 def test_requested_box_by_hand():

@@ -38,7 +38,7 @@ def _phases(store: Path, phases: str | None) -> tuple[str, ...] | None:
 
 
 def encoder_config(store: Path, *, grid: str | None = None, phases: str | None = None, candidates: str | None = None,
-                   mask_channel: bool | None = None, **given):
+                   mask_channel: bool | None = None, normalisation: str | None = None, **given):
     """The ``EncoderTrainConfig`` the command trains with (given options over the dataclass's defaults)."""
     from models.training import EncoderTrainConfig
 
@@ -50,6 +50,8 @@ def encoder_config(store: Path, *, grid: str | None = None, phases: str | None =
         roi = dataclasses.replace(roi, phases=chans)
     if mask_channel is not None:
         roi = dataclasses.replace(roi, mask_channel=bool(mask_channel))
+    if normalisation is not None:
+        roi = dataclasses.replace(roi, normalisation=normalisation)
     if candidates is not None:
         given["candidates"] = _split(candidates)
     from dltr.cli._common import config_from
@@ -72,6 +74,10 @@ def register(app: typer.Typer) -> None:
         mask_channel: bool = typer.Option(None, "--mask-channel/--no-mask-channel", help="Feed the tumour mask, "
                                           "resampled like the images, as one more input channel "
                                           "(RoiConfig.mask_channel; default on, EncoderTrainConfig.roi)."),
+        normalisation: str = typer.Option(None, "--normalisation", help="ROI intensity normalisation "
+                                          "(RoiConfig.normalisation): image, ratio (per image, prospective-safe), "
+                                          "zscore (per center: transductive), none (default: "
+                                          "EncoderTrainConfig.roi's)."),
         width: int = typer.Option(None, "--width", help="Channels of the first convolution (default 8)."),
         embed_dim: int = typer.Option(None, "--embed-dim", help="Length of the deep feature vector (default 256)."),
         batch_size: int = typer.Option(None, "--batch-size", help="Studies per training batch (default 8)."),
@@ -99,7 +105,7 @@ def register(app: typer.Typer) -> None:
             raise MissingDependencyError("train-encoder reads its batches with NVIDIA DALI, which is not installed "
                                          "(pip install nvidia-dali-cuda120)")
         cfg = encoder_config(store, grid=grid, phases=phases, candidates=candidates, mask_channel=mask_channel,
-                             folds=folds, epochs=epochs,
+                             normalisation=normalisation, folds=folds, epochs=epochs,
                              width=width, embed_dim=embed_dim, batch_size=batch_size, lr=lr, device=device,
                              num_threads=threads, aux_weight=aux_weight, pretrain_epochs=pretrain_epochs, seed=seed)
         with Bars() as bars:

@@ -217,6 +217,7 @@ def _normalisation(store_root: Path, card_hash: str | None) -> str:
         return "unknown (encoder card not in the store)"
     mode = json.loads(path.read_text()).get("preprocess", {}).get("normalisation", "?")
     return {"image": "image: per image, on its own ROI surroundings (prospective-safe)",
+            "ratio": "ratio: per image, signal relative to its own ROI surroundings (prospective-safe)",
             "zscore": "zscore: per center, with that center's own ingest statistics (TRANSDUCTIVE: a new "
                       "center's images are needed before its patients can be scored)",
             "none": "none: raw intensities"}.get(mode, mode)

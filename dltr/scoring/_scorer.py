@@ -132,9 +132,13 @@ class Scorer:
         except ImageFileError as e:  # the NIfTI reader lets this one through (reported to ingest)
             msg = str(e).replace(str(staged.cohort) + "/", "")
             raise IngestError(f"the patient's images could not be read: {msg}") from None
-        if self.lineage.preprocess.get("normalisation") == "image":  # prospective-safe: nothing of any center
+        from pipeline.loaders import PER_IMAGE_NORMALISATIONS
+
+        mode = self.lineage.preprocess.get("normalisation")
+        if mode in PER_IMAGE_NORMALISATIONS:  # prospective-safe: nothing of any center
+            scale = "IQR / 1.349" if mode == "image" else "median (x / median - 1)"
             return {"center": staged.center, "statistics_of": "the image itself",
-                    "rule": "per image: median and IQR of the ROI box outside the tumour, per phase"}
+                    "rule": f"per image: median and {scale} of the ROI box outside the tumour, per phase"}
         table, norm = normalisation_table(self.stats, self.store_root, staged.center)
         pq.write_table(table, StoreLayout.of(tmp_store).intensity_stats)
         return norm

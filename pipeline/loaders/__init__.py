@@ -6,13 +6,15 @@ iterator, sharded) the fast path. See docs/architecture.md, "Loader API".
 """
 
 from pipeline.loaders._augment import AugmentConfig
-from pipeline.loaders._config import DEFAULT_GRID, RoiConfig
+from pipeline.loaders._config import DEFAULT_GRID, NORMALISATIONS, PER_IMAGE_NORMALISATIONS, RoiConfig
 from pipeline.loaders._dali import DaliRoiLoader, DaliRoiPipeline, dali_available
 from pipeline.loaders._reference import ReferenceRoiDataset, RoiSample, reference_roi, transform_crop
 from pipeline.loaders._roi import RoiReader, read_box, requested_box
 
 __all__ = [
     "DEFAULT_GRID",
+    "NORMALISATIONS",
+    "PER_IMAGE_NORMALISATIONS",
     "AugmentConfig",
     "DaliRoiLoader",
     "DaliRoiPipeline",

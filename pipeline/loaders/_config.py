@@ -19,10 +19,13 @@ from dltr.core.hashing import content_hash, from_dict_checked
 # MRI slices are 2-5x thicker than the in-plane pixel size. Raise it on a GPU host.
 DEFAULT_GRID = (32, 32, 16)
 # "image": prospective-safe, each image standardised on its own reference region (default);
+# "ratio": prospective-safe, each image as its relative signal to its own reference region;
 # "zscore": per-center statistics from ingest (transductive: a new center's own images are needed first);
 # "none": raw intensities.
-NORMALISATIONS = ("image", "zscore", "none")
+NORMALISATIONS = ("image", "ratio", "zscore", "none")
 TRANSDUCTIVE_NORMALISATIONS = ("zscore",)
+#: modes whose statistics come from the image's own reference region (read with the mask)
+PER_IMAGE_NORMALISATIONS = ("image", "ratio")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class RoiConfig:
       vessels at the box's edge), the way WhiteStripe standardises brain MRI on normal-appearing
       white matter (Shinohara et al., NeuroImage Clin 2014). Nothing is fitted on any center, so a
       patient from a center never seen is scored exactly like a training patient.
+      ``"ratio"`` (prospective-safe) reads each phase as its signal relative to the same reference
+      region, ``x / median - 1`` (0 = the surrounding liver, 1 = twice as bright): the lesion-to-liver
+      ratio and relative enhancement of liver MRI, invariant to the scanner's arbitrary gain and, unlike
+      ``"image"``, not divided by the reference's spread, which is noise and texture rather than tissue
+      contrast (a reference median <= 0 falls back to ``"image"``'s scale for that phase).
       ``"zscore"`` (opt-in, *transductive*) z-scores per phase with the ingest statistics (``mean``,
       ``std`` of ``ingest/intensity_stats.parquet``) of the patient's center, phase and
       ``norm_region``: an external center's numbers then depend on having its images at ingest.
@@ -78,6 +86,11 @@ class RoiConfig:
     def transductive(self) -> bool:
         """True when a patient's input depends on statistics of its center's other images."""
         return self.normalisation in TRANSDUCTIVE_NORMALISATIONS
+
+    @property
+    def per_image(self) -> bool:
+        """True when each image is normalised on its own reference region (needs the mask at read)."""
+        return self.normalisation in PER_IMAGE_NORMALISATIONS
 
     @property
     def n_channels(self) -> int:

@@ -168,7 +168,7 @@ class RoiReader:
         if self.crop_cache is not None:
             return self._cached(ids, with_mask, threads)
         want_mask = with_mask
-        with_mask = with_mask or self.config.normalisation == "image"  # the reference region needs the mask
+        with_mask = with_mask or self.config.per_image  # the reference region needs the mask
         metas = sync(self._open_many(ids, with_mask))
         for m in metas:
             if isinstance(m, BaseException):
@@ -187,9 +187,9 @@ class RoiReader:
         if remote:
             sync(_fetch_all(remote))
             _decode_all(remote)
-        if self.config.normalisation == "image":
+        if self.config.per_image:
             for c in crops:
-                c.mean, c.std = image_reference_stats(c.crop, c.mask)
+                c.mean, c.std = image_reference_stats(c.crop, c.mask, self.config.normalisation)
                 if not want_mask:
                     c.mask = None
         return crops
@@ -274,9 +274,9 @@ class RoiReader:
                             arrays[:n], arrays[n] if with_mask else None)
 
     def norm(self, center: str, patient_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-center (``"zscore"``) or identity statistics; ``"image"`` ones are set after the read."""
+        """Per-center (``"zscore"``) or identity statistics; per-image ones are set after the read."""
         c = self.config
-        if c.normalisation in ("none", "image"):
+        if c.normalisation == "none" or c.per_image:
             return np.zeros(len(c.phases), np.float32), np.ones(len(c.phases), np.float32)
         out = []
         for p in c.phases:
@@ -293,10 +293,13 @@ class RoiReader:
 MIN_REFERENCE_VOXELS = 32
 
 
-def image_reference_stats(crop: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel (median, IQR / 1.349) of the crop's reference region: the voxels outside the tumour
-    mask (the whole crop when fewer than ``MIN_REFERENCE_VOXELS`` lie outside it). A flat reference
-    (zero spread) falls back to the standard deviation, then to 1."""
+def image_reference_stats(crop: np.ndarray, mask: np.ndarray | None,
+                          mode: str = "image") -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (location, scale) of the crop's reference region: the voxels outside the tumour
+    mask (the whole crop when fewer than ``MIN_REFERENCE_VOXELS`` lie outside it). Location = median;
+    scale = IQR / 1.349 for ``mode="image"`` and the median itself for ``"ratio"`` (so that
+    ``(x - loc) / scale = x / median - 1``). A flat reference (zero spread) falls back to the standard
+    deviation, then to 1; a ``"ratio"`` median <= 0 (not a magnitude image) to that spread scale."""
     flat = crop.reshape(-1, crop.shape[-1]).astype(np.float64)
     if mask is not None:
         outside = mask.reshape(-1) <= 0.5
@@ -306,11 +309,13 @@ def image_reference_stats(crop: np.ndarray, mask: np.ndarray | None) -> tuple[np
     scale = (q75 - q25) / 1.349
     sd = flat.std(0)
     scale = np.where(scale > 1e-6, scale, np.where(sd > 1e-6, sd, 1.0))
+    if mode == "ratio":
+        scale = np.where(med > 1e-6, med, scale)
     return med.astype(np.float32), scale.astype(np.float32)
 
 
 def _load_stats(store_root: Path, config: RoiConfig) -> dict[tuple[str, str], tuple[float, float]]:
-    if config.normalisation in ("none", "image"):
+    if config.normalisation == "none" or config.per_image:
         return {}
     path = StoreLayout.of(store_root).intensity_stats
     if not path.is_file():

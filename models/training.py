@@ -44,9 +44,10 @@ class EncoderTrainConfig:
     embed_dim: int = 256
     width: int = 8  # the width every demo result was measured with (the demo and `dltr train-encoder` share it)
     seed: int = 0
-    # the encoder's input: the phases and, by default, the tumour mask as one more channel (adopted on the 10-seed
-    # validity benchmark, BENCHMARKS.md: DLTR_MLP's mean and minimum rose on both external centers)
-    roi: RoiConfig = field(default_factory=lambda: RoiConfig(mask_channel=True))
+    # the encoder's input: the phases and, by default, the tumour mask as one more channel, each phase read as its
+    # signal relative to the image's own peritumoral liver ("ratio"); both adopted on the 10-seed validity
+    # benchmark (BENCHMARKS.md, "Method choices")
+    roi: RoiConfig = field(default_factory=lambda: RoiConfig(mask_channel=True, normalisation="ratio"))
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     num_threads: int = 2

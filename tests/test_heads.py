@@ -307,12 +307,15 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
 
     df, emb, _ = planted(n=500, d=24, seed=4)
     s1 = _store(tmp_path / "s1", df, emb)
-    r1 = train_heads(s1, HeadsConfig(seed=0))
+    # planted features, made by no encoder: the default fusion (the encoder's out-of-fold logit) is refused
+    with pytest.raises(ModelError, match="fusion='readout'"):
+        train_heads(s1, HeadsConfig(seed=0))
+    r1 = train_heads(s1, HeadsConfig(seed=0, fusion="readout"))
     df2 = df.copy()
     test = (df2["split"] != "train").to_numpy()
     df2.loc[test, "label"] = np.random.default_rng(1).permutation(df2.loc[test, "label"].to_numpy())
     s2 = _store(tmp_path / "s2", df2, emb)
-    r2 = train_heads(s2, HeadsConfig(seed=0))
+    r2 = train_heads(s2, HeadsConfig(seed=0, fusion="readout"))
     reg1, reg2 = HeadRegistry(s1.root), HeadRegistry(s2.root)
     for name in r1.versions:
         b1 = _state_files(s1.root / "heads" / name / r1.versions[name])
@@ -333,7 +336,7 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
     # one fusion head retrained alone: its lineage names the clinical model it fused (not an empty selection),
     # and the other heads keep their versions and their rows of the scores table
     selected = reg1.meta("xgb_fusion", r1.versions["xgb_fusion"])["lineage"]["clinical_selected"]
-    r3 = train_heads(s1, HeadsConfig(seed=0, heads=("xgb_fusion",)))
+    r3 = train_heads(s1, HeadsConfig(seed=0, heads=("xgb_fusion",), fusion="readout"))
     assert selected and reg1.meta("xgb_fusion", r3.versions["xgb_fusion"])["lineage"]["clinical_selected"] == selected
     assert list(r3.clinical_summary["variable"].drop_duplicates())[1:] == selected
     assert reg1.latest("clinical") == r1.versions["clinical"]
@@ -380,3 +383,11 @@ def test_fusion_on_measured_descriptors_reads_the_out_of_fold_logit_descriptors_
         assert np.array_equal(loaded.predict_proba_frame(df, emb), fitted[name].predict_proba_frame(df, emb))
     with pytest.raises(ModelError, match="roi"):
         mlp.inputs(df.drop(columns=["roi.tumour_fill"]), emb)
+    # a predictor named like a descriptor would be read as one: refused, naming the column
+    from models.heads import add_descriptors
+
+    with pytest.raises(ModelError, match="'roi.a.tumour_mean'.*rename"):
+        add_descriptors(df[["patient_id", "roi.a.tumour_mean"]], np.zeros((len(df), 6)), ("a",))
+    assert list(add_descriptors(df[["patient_id"]], np.zeros((len(df), 6)), ("a",)).columns)[1:] == [
+        "roi.a.tumour_mean", "roi.a.tumour_std", "roi.a.ring_mean", "roi.a.core_mean", "roi.a.rim_mean",
+        "roi.tumour_fill"]

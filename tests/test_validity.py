@@ -177,6 +177,39 @@ def test_the_benchmark_default_is_the_encoders_and_earlier_runs_keep_their_names
         given("ture")   # a typo is refused, not read as false
 
 
+def test_the_benchmark_measures_the_default_normalisation_and_fusion():
+    """The suite's default method is the pipeline's ("ratio" input, fusion on measured descriptors); the runs made
+    before those defaults keep their names, and a knob value the pipeline lacks is refused before any stage."""
+    import dataclasses
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from benchmarks.suites._validity_pipeline import ValidityConfig
+    from benchmarks.suites.validity import config_from
+    from dltr.cli._encoder import encoder_config
+    from dltr.core.exceptions import DltrError
+    from models.heads import HeadsConfig
+    from models.training import EncoderTrainConfig
+
+    assert ValidityConfig().normalisation == EncoderTrainConfig().roi.normalisation == "ratio"
+    assert ValidityConfig().fusion == HeadsConfig().fusion == "descriptors"
+    assert encoder_config(Path("/nonexistent-store")).roi.normalisation == "ratio"
+    assert encoder_config(Path("/nonexistent-store"), normalisation="image").roi.normalisation == "image"
+    new = ValidityConfig().method()
+    old = dataclasses.replace(ValidityConfig(), normalisation="image", fusion="readout").method()
+    # as `--set normalisation=ratio --set fusion=descriptors` wrote them before they were the defaults
+    assert new == old | {"normalisation": "ratio", "fusion": "descriptors"} and "fusion" not in old
+
+    def given(**opts):
+        return config_from(SimpleNamespace(options=opts, quick=False, seed=0))
+
+    assert given(fusion="readout").fusion == "readout" and given(normalisation="zscore").normalisation == "zscore"
+    with pytest.raises(DltrError, match="fusion"):
+        given(fusion="descriptor")
+    with pytest.raises(DltrError, match="normalisation"):
+        given(normalisation="ratios")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # two whole tiny pipelines (about 3 minutes on 2 idle cores)
 def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):

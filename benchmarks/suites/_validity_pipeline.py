@@ -42,8 +42,11 @@ class ValidityConfig:
     epochs: int = 12
     width: int = 8
     aux_weight: float = 1.0
-    normalisation: str = "image"   # RoiConfig.normalisation: "image" (prospective-safe) or "zscore" (transductive)
-    mask_channel: bool = True      # the encoder's default input (EncoderTrainConfig.roi): the mask as a channel
+    # the encoder's default input (EncoderTrainConfig.roi): RoiConfig.normalisation, "ratio" or "image" (both per
+    # image, prospective-safe) or "zscore" (transductive), and the mask as a channel
+    normalisation: str = "ratio"
+    mask_channel: bool = True
+    fusion: str = "descriptors"    # HeadsConfig.fusion: the fusion heads' inputs, "descriptors" or "readout"
     extract_workers: int = 2
     ingest_workers: int = 2
     extra: dict[str, Any] = field(default_factory=dict)   # further method knobs, recorded with the results
@@ -55,11 +58,13 @@ class ValidityConfig:
 
     def method(self) -> dict[str, Any]:
         """The knobs a method comparison changes (the name of a results file)."""
-        # mask_channel: "true" as the runs that set it with --set before it was the default, and left out when
-        # false, so that both kinds of earlier runs' cached stages and results files keep their names
+        # mask_channel "true" and fusion "descriptors" as the runs that set them with --set before they were the
+        # defaults wrote them, and left out when false / "readout", so that earlier runs' cached stages and
+        # results files keep their names
         return {"normalisation": self.normalisation, "candidates": list(self.candidates), "folds": self.folds,
                 "epochs": self.epochs, "width": self.width, "aux_weight": self.aux_weight,
-                **({"mask_channel": "true"} if self.mask_channel else {}), **self.extra}
+                **({"mask_channel": "true"} if self.mask_channel else {}),
+                **({"fusion": self.fusion} if self.fusion != "readout" else {}), **self.extra}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -83,7 +88,7 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
     reg = ledger.run("register", [ingest.inputs_hash, "v2"], lambda: _register(store_root, cohort))
     method = cfg.method() | {"seed": seed, "cohort": ingest.inputs_hash}
     enc_method = {k: v for k, v in method.items() if k not in HEADS_KNOBS}
-    heads_knobs = {k: str(v) for k, v in cfg.extra.items() if k in HEADS_KNOBS}
+    heads_knobs = {k: str(v) for k, v in method.items() if k in HEADS_KNOBS}
     enc = ledger.run(f"encoder {_key(enc_method)}", enc_method, lambda: _encoder(store_root, cohort, cfg, seed, log),
                      done=lambda o: Path(o["path"]).exists())
     ext = ledger.run(f"extract {enc.outputs['card_hash']}", [enc.outputs["card_hash"]],
@@ -205,6 +210,7 @@ def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dic
     from features import FeatureStore
     from models.heads import HeadsConfig, train_heads
 
+    knobs = {"fusion": "readout"} | knobs  # a run that leaves fusion out of its method ran the read-out
     res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed, **knobs))
     keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
     res.scores[keep].to_parquet(path, index=False)
@@ -219,7 +225,8 @@ def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dic
 
 def _plain(store_root: Path, feature_set: str, phases: tuple[str, ...], seed: int, path: Path):
     """The floor every image model must clear: per-phase tumour, ring, core and rim intensities and the tumour
-    std of the ROI, each relative to the same image's surroundings (the loader's per-image normalisation),
+    std of the ROI, each relative to the same image's surroundings (``RoiConfig.normalisation="image"``, kept
+    whatever the method's input so that every run is measured against the same floor),
     the tumour's fill of its box, and every declared clinical predictor, in an L2-penalised logistic
     regression (C by 5-fold CV) fitted on the training split. Also ``clinical_l2``: the same regression on
     the declared clinical predictors alone, the reference the clinical head must not fall below."""

@@ -45,6 +45,19 @@ def _flag(name: str, value: Any) -> bool:
     return text in ("1", "true", "yes")
 
 
+def _choice(name: str, value: Any) -> str:
+    """A ``--set`` value among the pipeline's choices for ``name``, refused up front (not after the cached stages)."""
+    from models.heads import FUSIONS
+    from pipeline.loaders import NORMALISATIONS
+
+    choices = {"normalisation": NORMALISATIONS, "fusion": FUSIONS}[name]
+    if str(value) not in choices:
+        from dltr.core.exceptions import DltrError
+
+        raise DltrError(f"validity: --set {name}={value!r}: choose one of {', '.join(choices)}")
+    return str(value)
+
+
 def config_from(ctx: BenchContext) -> ValidityConfig:
     opts = dict(getattr(ctx, "options", {}) or {})
     profile = str(opts.pop("profile", "tiny" if ctx.quick else "default"))
@@ -62,6 +75,8 @@ def config_from(ctx: BenchContext) -> ValidityConfig:
             given[k] = float(v)
         elif k == "mask_channel":
             given[k] = _flag(k, v)
+        elif k in ("normalisation", "fusion"):
+            given[k] = _choice(k, v)
         else:
             given[k] = v
     if given.get("cohort") and not given.get("truth"):

@@ -53,10 +53,10 @@ def train_heads_cmd(
     max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
     heads: str = typer.Option(None, "--heads", help="Heads to train, comma-separated (default: clinical, dltr, "
                               "dltr_mlp, xgb_fusion); the others keep their registered versions."),
-    fusion: str = typer.Option(None, "--fusion", help="Inputs of DLTR_MLP and XGBoost: 'readout' (default: the "
-                               "encoder's read-out and the clinical model's selection) or 'descriptors' (the "
+    fusion: str = typer.Option(None, "--fusion", help="Inputs of DLTR_MLP and XGBoost: 'descriptors' (default: the "
                                "encoder's response logit, the ROI descriptors measured on each patient's input, "
-                               "every declared predictor)."),
+                               "every declared predictor) or 'readout' (the encoder's read-out and the clinical "
+                               "model's selection)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train the clinical, DLTR, DLTR_MLP and XGBoost heads (or those of --heads) on the training split and

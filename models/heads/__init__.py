@@ -7,7 +7,7 @@ from a point-in-time training frame and registers them under ``STORE/heads`` wit
 
 from ._blocks import HeadBlocks, head_blocks
 from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
-from ._config import HeadsConfig
+from ._config import FUSIONS, HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
 from ._multi import MULTI_HEAD_SPECS, MultiFrameHead, MultiHeadsConfig, score_multi_heads, train_multi_heads
@@ -31,6 +31,7 @@ from ._train import (
 from ._xgb import XGBFusionHead
 
 __all__ = [
+    "FUSIONS",
     "CrossFit",
     "DESCRIPTOR_PREFIX",
     "DISPLAY_NAMES",

@@ -23,11 +23,12 @@ class HeadsConfig:
     "all" = every declared predictor); ``deep_rows``: the deep block of non-training rows, "refit" (the refit
     encoder's read-out of the stored embedding) or "fold_ensemble" (the CV fold encoders' mean read-out, needs
     an encoder trained with ``fold_ensemble=True``; rows outside its record get the refit read-out);
-    ``fusion``: the inputs of the fusion heads (DLTR_MLP, XGBoost), "readout" (the encoder's read-out, i.e. its
-    response logit and its predictions of the ROI descriptors, plus the clinical model's selected variables) or
-    "descriptors" (the encoder's response logit, the ROI descriptors *measured* on each patient's own encoder
-    input, ``models.measure_descriptors``, and every declared predictor; needs the encoder's cross-fitting
-    record). The clinical and DLTR heads are the same under both."""
+    ``fusion``: the inputs of the fusion heads (DLTR_MLP, XGBoost), "descriptors" (default: the encoder's response
+    logit, the ROI descriptors *measured* on each patient's own encoder input, ``models.measure_descriptors``,
+    and every declared predictor; needs the encoder's cross-fitting record; adopted on the 10-seed validity
+    benchmark, BENCHMARKS.md) or "readout" (the encoder's read-out, i.e. its response logit and its
+    predictions of the ROI descriptors, plus the clinical model's selected variables). The clinical and DLTR
+    heads are the same under both."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -37,7 +38,7 @@ class HeadsConfig:
     heads: tuple[str, ...] = tuple(HEADS)
     clinical_selection: str = "aic"
     deep_rows: str = "refit"
-    fusion: str = "readout"
+    fusion: str = "descriptors"
 
     def __post_init__(self) -> None:
         for name in ("clinical", "labs", "heads"):

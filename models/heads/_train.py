@@ -280,6 +280,10 @@ def add_descriptors(df: pd.DataFrame, values: np.ndarray, phases) -> pd.DataFram
     as columns ``roi.<name>``."""
     from models import descriptor_names
 
+    taken = [c for c in df.columns if str(c).startswith(DESCRIPTOR_PREFIX)]
+    if taken:  # a declared predictor named like a descriptor would be read as one
+        raise ModelError(f"column {taken[0]!r}: names starting {DESCRIPTOR_PREFIX!r} are the measured ROI descriptors'; "
+                         "rename that predictor in clinical.csv / labs.csv and cohort.toml")
     cols = [DESCRIPTOR_PREFIX + n for n in descriptor_names(phases)]
     return pd.concat([df.reset_index(drop=True), pd.DataFrame(np.asarray(values, np.float64), columns=cols)], axis=1)
 
@@ -342,6 +346,11 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     lineage = _frame_lineage(frame, feature_set)
     crossfit = _crossfit_for(store, lineage)
     fusing = cfg.fusion == "descriptors" and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
+    if fusing and crossfit is None:
+        raise ModelError(f"feature set {feature_set!r}: fusion='descriptors' (HeadsConfig's default) reads the "
+                         "response logit from the cross-fitting record of the encoder that made the features, and "
+                         "this feature set has none (not made by a `dltr train-encoder` encoder); retrain the "
+                         "encoder, or train the heads with fusion='readout' (`dltr train-heads --fusion readout`)")
     if fusing:
         df = with_descriptors(store, df, _card_of(lineage))
     fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,

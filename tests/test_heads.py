@@ -371,6 +371,12 @@ def test_fusion_on_measured_descriptors_reads_the_out_of_fold_logit_descriptors_
                           every.design_matrix(df[tr])])
     np.testing.assert_array_equal(x, expected)
     assert set(every.selected_) == {"age", "afp", "bclc", "sex"}
+    # the fusion's block skips the tests and intervals only other heads would not read: same design, same fit
+    light = mlp.clinical
+    assert light.inference is False and light.fit_.ci is None and light.univariable_.empty
+    np.testing.assert_array_equal(light.design_matrix(df), every.design_matrix(df))
+    np.testing.assert_allclose(light.fit_.coef, every.fit_.coef, rtol=1e-10, atol=1e-12)
+    assert every.fit_.ci is not None and light.summary_["or_ci_low"].isna().all()
     # other rows: the refit read-out's logit
     np.testing.assert_allclose(mlp.inputs(df[~tr], emb[~tr])[:, 0], emb[~tr] @ weight[0] + bias[0], rtol=1e-12)
     reg = HeadRegistry(tmp_path)

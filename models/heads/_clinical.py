@@ -223,16 +223,20 @@ class ClinicalModel:
     ``fit(X, y)`` takes a DataFrame of the declared predictor columns (training rows only).
     Learned: ``design_``, ``univariable_`` (table), ``screened_``, ``selected_`` (variables), ``fit_``,
     ``inclusion_`` (variable -> bootstrap inclusion frequency), ``summary_`` (term, coef, OR, 95 % CI, p).
+    ``inference=False`` with ``selection="all"`` fits the point estimates alone (no univariable tests, no
+    intervals or p-values in ``summary_``): the same design and coefficients at a fraction of the cost, for a
+    clinical block that only other heads read (the fusion heads' "every declared predictor").
     """
 
     def __init__(self, *, screen_p: float = 0.25, selection: str = "aic", keep_p: float = 0.05,
-                 firth: bool = True, n_bootstrap: int = 50, seed: int = 0):
+                 firth: bool = True, n_bootstrap: int = 50, seed: int = 0, inference: bool = True):
         self.screen_p = screen_p
         self.selection = selection
         self.keep_p = keep_p
         self.firth = firth
         self.n_bootstrap = n_bootstrap
         self.seed = seed
+        self.inference = inference
 
     def _fit(self, xd: dict[str, np.ndarray], y, variables, inference: bool = False) -> LogisticFit:
         x = np.column_stack([xd[v] for v in variables]) if variables else np.zeros((len(y), 0))
@@ -248,7 +252,10 @@ class ClinicalModel:
             raise ModelError(f"ClinicalModel: training labels hold one class only ({int(y[0])})")
         self.design_ = ClinicalDesign().fit(X)
         xd = {v: self.design_.transform(X, [v]) for v in self.design_.variables()}
-        uni, chosen = self._select(xd, y)
+        if self.selection == "all" and not self.inference:  # nothing tested: every independent variable
+            uni, chosen = [], self._backward(xd, y, list(xd), "all")
+        else:
+            uni, chosen = self._select(xd, y)
         self.inclusion_ = self._bootstrap(xd, y)
         self.univariable_ = pd.DataFrame(uni, columns=["variable", "df", "lr_stat", "p"])
         self.screened_ = [r["variable"] for r in uni if self.selection == "all" or r["p"] < self.screen_p]
@@ -258,7 +265,7 @@ class ClinicalModel:
             warnings.warn("ClinicalModel: no clinical variable passed selection; intercept-only model",
                           ApproximationWarning, stacklevel=2)
         self.selected_ = chosen
-        self.fit_ = self._fit(xd, y, chosen, inference=True)
+        self.fit_ = self._fit(xd, y, chosen, inference=self.inference)
         self.summary_ = self._summary()
         return self
 

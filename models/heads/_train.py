@@ -240,7 +240,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
         if not names:
             raise ModelError("fusion='descriptors': the frame has no measured ROI descriptors (roi.* columns); "
                              "add them with models.heads.with_descriptors")
-        every = ClinicalModel(selection="all", n_bootstrap=0, seed=seed).fit(Xc, y)
+        every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names}
     makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed), fused),

@@ -397,3 +397,25 @@ def test_fusion_on_measured_descriptors_reads_the_out_of_fold_logit_descriptors_
     assert list(add_descriptors(df[["patient_id"]], np.zeros((len(df), 6)), ("a",)).columns)[1:] == [
         "roi.a.tumour_mean", "roi.a.tumour_std", "roi.a.ring_mean", "roi.a.core_mean", "roi.a.rim_mean",
         "roi.tumour_fill"]
+
+
+def test_clinical_out_of_fold_scores_refit_on_its_candidates_only():
+    """The clinical head's out-of-fold scores (its Youden cutoff and honest training AUC come from them) are
+    refits on the candidate columns it was fitted on, equal to a refit by hand on those columns per fold:
+    never on the frame's label or identifiers (that read the label as a predictor: out-of-fold AUC 1.0)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from models.heads._train import oof_head_scores
+
+    df, emb, _ = planted(n=400, d=6, seed=5)
+    tr = df[df["split"] == "train"].reset_index(drop=True)
+    y = tr["label"].to_numpy()
+    cand = ["age", "afp", "bclc", "sex"]
+    fitted = fit_heads(tr, emb[: len(tr)], cand, seed=0, heads=("clinical",), fusion="readout")
+    oof = oof_head_scores(fitted["clinical"], tr, emb[: len(tr)], None, y, seed=0)
+    by_hand = np.full(len(y), np.nan)
+    for trn, val in StratifiedKFold(5, shuffle=True, random_state=0).split(np.zeros(len(y)), y):
+        m = ClinicalModel(selection="aic", n_bootstrap=0, seed=0).fit(tr.loc[trn, cand].reset_index(drop=True), y[trn])
+        by_hand[val] = m.predict_proba(tr.iloc[val])[:, 1]
+    np.testing.assert_allclose(oof, by_hand, rtol=1e-12)
+    assert 0.55 < roc_auc_score(y, oof) < 0.95

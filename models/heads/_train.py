@@ -307,9 +307,9 @@ def oof_head_scores(fh: FrameHead, df: pd.DataFrame, emb: np.ndarray, deep: np.n
         if hasattr(fh.estimator, "C_"):  # DLTR: the chosen penalty
             params["Cs"] = (fh.estimator.C_,)
         est = type(fh.estimator)(**params)
-        if fh.name == "clinical":
+        if fh.name == "clinical":  # refitted on the candidates it was fitted on: never the label or identifiers
             est.n_bootstrap = 0
-            est.fit(X.iloc[trn].reset_index(drop=True), y[trn])
+            est.fit(X[fh.estimator.design_.variables()].iloc[trn].reset_index(drop=True), y[trn])
             out[val] = est.predict_proba(X.iloc[val])[:, 1]
         else:
             out[val] = est.fit(X[trn], y[trn]).predict_proba(X[val])[:, 1]

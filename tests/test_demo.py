@@ -67,6 +67,13 @@ def test_report_holds_every_section_with_numbers(demo):
             head = {display_name(h): h for h in (*HEADS, *MULTI_HEADS)}[row["model"]]
             ref = metrics[(metrics["head"] == head) & (metrics["evaluation_group"] == c)]["auc"].item()
             assert abs(ref - auc) < 5e-4
+    # the text describes the DLTR_MLP that was trained: its lineage's fusion inputs (the demo trains the default)
+    from models.heads import HeadRegistry, HeadsConfig
+
+    fusion = HeadRegistry(res.out / "store").meta("dltr_mlp")["lineage"].get("fusion", "")
+    assert fusion.startswith("descriptors") == (HeadsConfig().fusion == "descriptors")
+    assert ("ROI descriptors measured on each patient's own encoder input" in secs["Model comparison"]) \
+        == fusion.startswith("descriptors")
     # Survival: a log-rank P per external center, each a probability.
     surv = _md_table(secs["Progression-free survival"], "PFS by DLTR_MLP")
     ext_rows = surv[surv["evaluation_group"].str.startswith("external")]

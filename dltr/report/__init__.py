@@ -54,7 +54,26 @@ def _tables(store_root: Path) -> dict[str, pd.DataFrame]:
         if name in names:
             out[name] = store.table(name).to_pandas()
     out["_registry"] = pd.DataFrame([v.to_dict() for fs in store.feature_sets() for v in store.versions(fs)])
+    out["_head_inputs"] = _head_inputs(store_root, out.get("eval_metrics"))
     return out
+
+
+def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """head, head_version, fusion (the fusion inputs its lineage records, "" for the read-out) of each evaluated
+    head version, so that the report describes the heads it shows."""
+    from dltr.core.exceptions import ModelError
+    from models.heads import HeadRegistry
+
+    rows = []
+    if metrics is not None and "head_version" in metrics:
+        reg = HeadRegistry(store_root)
+        for head, version in metrics[["head", "head_version"]].drop_duplicates().itertuples(index=False):
+            try:
+                lineage = reg.meta(head, version).get("lineage") or {}
+            except ModelError:  # a head trained outside the registry: described generically
+                lineage = {}
+            rows.append({"head": head, "head_version": version, "fusion": str(lineage.get("fusion", ""))})
+    return pd.DataFrame(rows, columns=["head", "head_version", "fusion"])
 
 
 def build_report(store_root: str | Path, out: str | Path, *, truth_dir: str | Path | None = None,

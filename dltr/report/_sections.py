@@ -61,9 +61,15 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
              "calibration_slope", "calibration_intercept"]].copy()
     cut = cut[[c for c in cut.columns if c in m.columns or c in ("model",)]]
     tables.append(("Metrics at the cutoff fixed on the training split (Youden), and calibration", cut))
+    hi = t.get("_head_inputs", pd.DataFrame(columns=["head", "fusion"]))
+    measured = bool(hi[hi["head"] == DLTR_MLP]["fusion"].str.startswith("descriptors").any())
+    inputs = ("the encoder's response logit (out of fold for training patients), ROI descriptors measured on each "
+              "patient's own encoder input (tumour, ring, core and rim intensities relative to the surrounding "
+              "liver) and every declared clinical predictor" if measured
+              else "deep features plus the selected clinical factors")
     text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "
-            "encoder's deep features. DLTR_MLP: a multilayer perceptron on deep features plus the selected clinical "
-            "factors. XGBoost fusion: gradient-boosted trees on the same inputs as DLTR_MLP.")
+            f"encoder's deep features. DLTR_MLP: a multilayer perceptron on {inputs}. XGBoost fusion: "
+            "gradient-boosted trees on the same inputs as DLTR_MLP.")
     if set(m["head"]) & set(MULTI_HEADS):
         text += (" Radiomics, Radiomics+clinical, Deep+radiomics+clinical: LASSO logistic regression on IBSI radiomics "
                  "features (reduced and selected inside each cross-validation fold of the training split), alone, with "

@@ -168,6 +168,37 @@ def test_estimator_contract_and_determinism(cls):
         cls().fit(emb[:10], np.zeros(10, int))
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2, 1e-1])
+def test_mlp_optimizer_equals_torch_adamw_bit_for_bit(weight_decay):
+    """DLTR_MLP's own AdamW (no torch.optim: no dynamo import, less per-step overhead) leaves the network's
+    parameters and its moment estimates exactly where torch.optim.AdamW(foreach=True) leaves them, step by step."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.heads._mlp import AdamW, _build
+
+    def train(make):
+        torch.manual_seed(0)
+        net = _build(12, (16,), 0.3)
+        X, y = torch.randn(64, 12), (torch.rand(64) < 0.5).float()
+        opt, g, trace = make(net.parameters()), torch.Generator().manual_seed(1), []
+        for _ in range(120):
+            idx = torch.randperm(64, generator=g)[:16]
+            loss = F.binary_cross_entropy_with_logits(net(X[idx]).squeeze(1), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            trace.append(torch.cat([p.detach().flatten() for p in net.parameters()]).clone())
+        return torch.stack(trace), opt
+
+    ref, ropt = train(lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=weight_decay, foreach=True))
+    got, gopt = train(lambda ps: AdamW(ps, lr=1e-3, weight_decay=weight_decay))
+    assert torch.equal(ref, got)
+    assert ref[0].ne(ref[-1]).all()             # every parameter moved
+    for q, m, v in zip(ropt.param_groups[0]["params"], gopt.exp_avg, gopt.exp_avg_sq, strict=True):  # same order
+        assert torch.equal(ropt.state[q]["exp_avg"], m) and torch.equal(ropt.state[q]["exp_avg_sq"], v)
+
+
 def test_no_test_cohort_row_influences_training():
     df, emb, _ = planted(n=500, d=24)
     rng = np.random.default_rng(9)

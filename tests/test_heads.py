@@ -116,6 +116,31 @@ def test_screening_lr_statistics_equal_firthmodels_penalised_lrt_also_under_sepa
     assert chi2.isf(ours["b"], 1) > 20   # the separating variable: a large but finite statistic
 
 
+def test_firth_newton_reaches_the_maximum_on_tiny_resamples():
+    """On bootstrap resamples of 13 patients (the tiny cohort's training split; an ill-conditioned information),
+    the penalised fit behind every clinical LR statistic reaches the maximum that scipy's BFGS finds on the same
+    penalised log-likelihood. (Clipping each coordinate of the Newton step bent it off the ascent direction:
+    2 of these 100 fits stopped 3-5 log-likelihood units short.)"""
+    from scipy.optimize import minimize
+
+    from models.heads._clinical import _firth_state, constrained_firth
+
+    gaps = []
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, 13, 13)
+        x, y = rng.normal(size=(13, 5))[idx], np.r_[np.ones(4), np.zeros(9)][idx]
+        if y.min() == y.max() or (x.std(0) == 0).any():
+            continue
+        a = np.column_stack([np.ones(13), (x - x.mean(0)) / x.std(0)])
+        ll, beta = constrained_firth(a, y, np.ones(6, bool))
+        assert ll == _firth_state(a, y, beta)[3]
+        ref = max(-minimize(lambda b, a=a, y=y: -_firth_state(a, y, b)[3], b0, method="BFGS",
+                            options={"gtol": 1e-10}).fun for b0 in (np.zeros(6), beta))
+        gaps.append(ref - ll)
+    assert len(gaps) > 75 and max(gaps) < 1e-3, max(gaps)
+
+
 def test_clinical_model_separation_gives_finite_odds_ratios():
     rng = np.random.default_rng(3)
     n = 120

@@ -19,6 +19,18 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _spacing(text: str | None) -> tuple[float, ...] | None:
+    """``--native-spacing X,Y,Z`` (mm); HeadsConfig checks the values."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        from dltr.core.exceptions import ModelError
+
+        raise ModelError(f"--native-spacing {text!r}: three voxel sizes in mm, X,Y,Z, e.g. 4.5,4.5,7") from None
+
+
 def predictors(fs, clinical: str | None, labs: str | None) -> tuple[list[str] | None, list[str] | None]:
     """``--clinical`` / ``--labs`` as given, else cohort.toml's ``predictors`` as `store add-cohort`
     registered them (None, the library's default, for a store without a registered cohort.toml)."""
@@ -55,8 +67,12 @@ def train_heads_cmd(
                               "dltr_mlp, xgb_fusion); the others keep their registered versions."),
     fusion: str = typer.Option(None, "--fusion", help="Inputs of DLTR_MLP and XGBoost: 'descriptors' (default: the "
                                "encoder's response logit, the ROI descriptors measured on each patient's input, "
-                               "every declared predictor) or 'readout' (the encoder's read-out and the clinical "
-                               "model's selection)."),
+                               "every declared predictor), 'native' (those plus tumour descriptors measured on the "
+                               "volumes at one resolution, --native-spacing) or 'readout' (the encoder's read-out "
+                               "and the clinical model's selection)."),
+    native_spacing: str = typer.Option(None, "--native-spacing", help="With --fusion native: the voxel size (mm) "
+                                       "the native descriptors are measured at, X,Y,Z, coarser than every site's "
+                                       "(default 4.5,4.5,7)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train the clinical, DLTR, DLTR_MLP and XGBoost heads (or those of --heads) on the training split and
@@ -66,7 +82,8 @@ def train_heads_cmd(
     fs = _store(store)
     clin, lab = predictors(fs, clinical, labs)
     res = train_heads(fs, config_from(HeadsConfig(), feature_set=feature_set, clinical=clin, labs=lab, seed=seed,
-                                      max_age_days=max_age_days, heads=_names(heads), fusion=fusion))
+                                      max_age_days=max_age_days, heads=_names(heads), fusion=fusion,
+                                      native_spacing_mm=_spacing(native_spacing)))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,
                    "clinical_selected": (res.clinical_summary["variable"].drop_duplicates().tolist()[1:]

@@ -62,10 +62,14 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     cut = cut[[c for c in cut.columns if c in m.columns or c in ("model",)]]
     tables.append(("Metrics at the cutoff fixed on the training split (Youden), and calibration", cut))
     hi = t.get("_head_inputs", pd.DataFrame(columns=["head", "fusion"]))
-    measured = bool(hi[hi["head"] == DLTR_MLP]["fusion"].str.startswith("descriptors").any())
+    fusion = hi[hi["head"] == DLTR_MLP]["fusion"]
+    measured = bool(fusion.str.startswith("descriptors").any())
+    native = bool(fusion.str.contains("; native:", regex=False).any())
     inputs = ("the encoder's response logit (out of fold for training patients), ROI descriptors measured on each "
               "patient's own encoder input (tumour, ring, core and rim intensities relative to the surrounding "
-              "liver) and every declared clinical predictor" if measured
+              "liver)" + (", tumour descriptors measured on the ingested volumes brought to one resolution "
+                          "(relative intensities, texture, shape)" if native else "")
+              + " and every declared clinical predictor" if measured
               else "deep features plus the selected clinical factors")
     text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "
             f"encoder's deep features. DLTR_MLP: a multilayer perceptron on {inputs}. XGBoost fusion: "

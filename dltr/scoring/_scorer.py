@@ -92,7 +92,7 @@ class Scorer:
 
         df, e = head_frame(cohort, self.lineage, row, self.train_schema)
         if mask is not None:  # the head reads the ROI descriptors measured on this very input
-            df = self._with_descriptors(df, x, mask)
+            df = self._with_descriptors(df, x, mask, tmp_store)
         p = float(self.head.predict_proba_frame(df, e)[0])
         interval, method = interval_for(self.head, df, e)
         t.append(time.perf_counter())
@@ -158,14 +158,25 @@ class Scorer:
             out = self._pipe.run([SCORING_KEY])
         return out[0], np.asarray(out[1])[0], (out[2] if len(out) > 2 else None)
 
-    def _with_descriptors(self, df, x, mask):
+    def _with_descriptors(self, df, x, mask, tmp_store: Path):
         """``df`` plus the ROI descriptors of the patient's encoder input ``x`` and warped ``mask``, as in
-        training (``models.heads.with_descriptors``: the image channels, the same measurement)."""
+        training (``models.heads.with_descriptors``: the image channels, the same measurement), and the native
+        ones on the patient's ingested volumes when the head reads them."""
         from models import roi_descriptors
-        from models.heads import add_descriptors
+        from models.heads import DESCRIPTOR_PREFIX, add_descriptors
 
         phases = list(self.lineage.preprocess["phases"])
-        return add_descriptors(df, roi_descriptors(x[:, :len(phases)], mask).numpy(), phases)
+        df = add_descriptors(df, roi_descriptors(x[:, :len(phases)], mask).numpy(), phases)
+        spacing = getattr(self.head, "native_spacing_mm", None)
+        if spacing is None:
+            return df
+        import pandas as pd
+
+        from models import native_descriptor_names, native_descriptors
+
+        values = native_descriptors(tmp_store, [SCORING_KEY], phases, spacing)
+        return pd.concat([df, pd.DataFrame(values, columns=[DESCRIPTOR_PREFIX + n for n in
+                                                            native_descriptor_names(phases)])], axis=1)
 
     def _encode(self, x) -> np.ndarray:
         import torch

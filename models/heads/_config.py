@@ -11,7 +11,7 @@ from dltr.core.hashing import from_dict_checked
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET, HEADS
 
 #: the fusion heads' inputs (``HeadsConfig.fusion``)
-FUSIONS = ("readout", "descriptors")
+FUSIONS = ("readout", "descriptors", "native")
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,13 @@ class HeadsConfig:
     ``fusion``: the inputs of the fusion heads (DLTR_MLP, XGBoost), "descriptors" (default: the encoder's response
     logit, the ROI descriptors *measured* on each patient's own encoder input, ``models.measure_descriptors``,
     and every declared predictor; needs the encoder's cross-fitting record; adopted on the 10-seed validity
-    benchmark, BENCHMARKS.md) or "readout" (the encoder's read-out, i.e. its response logit and its
-    predictions of the ROI descriptors, plus the clinical model's selected variables). The clinical and DLTR
-    heads are the same under both."""
+    benchmark, BENCHMARKS.md), "native" (those inputs plus tumour descriptors measured on the ingested volumes
+    brought to one resolution, ``native_spacing_mm``: ``models.native_descriptors``; opt-in, see BENCHMARKS.md)
+    or "readout" (the encoder's read-out, i.e. its response logit and its predictions of the ROI descriptors,
+    plus the clinical model's selected variables). The clinical and DLTR heads are the same under all three.
+    ``native_spacing_mm``: the one voxel size (mm) of the native descriptors, coarser than every site's
+    acquisition on each axis (each image is blurred to it and resampled; a site coarser still would be measured
+    at its own resolution), recorded in the fusion heads."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -39,8 +43,12 @@ class HeadsConfig:
     clinical_selection: str = "aic"
     deep_rows: str = "refit"
     fusion: str = "descriptors"
+    native_spacing_mm: tuple[float, float, float] = (4.5, 4.5, 7.0)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "native_spacing_mm", tuple(float(v) for v in self.native_spacing_mm))
+        if len(self.native_spacing_mm) != 3 or min(self.native_spacing_mm) <= 0:
+            raise ModelError(f"native_spacing_mm {self.native_spacing_mm}: three positive voxel sizes (mm) expected")
         for name in ("clinical", "labs", "heads"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):

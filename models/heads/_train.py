@@ -25,7 +25,7 @@ from ._mlp import DLTRMLP
 from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
-__all__ = ["DESCRIPTOR_PREFIX", "DISPLAY_NAMES", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult",
+__all__ = ["DESCRIPTOR_PREFIX", "DISPLAY_NAMES", "NATIVE_PREFIX", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult",
            "add_descriptors", "declared_predictors", "fit_heads", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
 
 HEAD_NAMES = tuple(HEADS)
@@ -92,11 +92,12 @@ class FrameHead:
     With ``readout_weight`` / ``readout_bias`` (plain arrays) the deep block is the encoder's read-out scores
     ``embedding @ W.T + b`` (cross-fitted heads; W may hold only the first rows of the encoder's read-out, e.g.
     the response logit alone); without, the raw embedding. ``descriptors``: frame columns (the measured ROI
-    descriptors, ``roi.<name>``) that follow the deep block."""
+    descriptors, ``roi.<name>``) that follow the deep block; ``native_spacing_mm``: the voxel size its native
+    descriptors (``roi.native.<name>``) are measured at (``with_descriptors``), None when it reads none."""
 
     def __init__(self, *, name: str, estimator: Any, clinical: ClinicalModel | None, uses_embedding: bool,
                  readout_weight: np.ndarray | None = None, readout_bias: np.ndarray | None = None,
-                 descriptors: tuple[str, ...] = ()):
+                 descriptors: tuple[str, ...] = (), native_spacing_mm: tuple[float, ...] | None = None):
         self.name = name
         self.estimator = estimator
         self.clinical = clinical
@@ -104,6 +105,7 @@ class FrameHead:
         self.readout_weight = readout_weight
         self.readout_bias = readout_bias
         self.descriptors = tuple(descriptors)
+        self.native_spacing_mm = None if native_spacing_mm is None else tuple(float(v) for v in native_spacing_mm)
 
     def deep_block(self, emb: np.ndarray) -> np.ndarray:
         emb = np.asarray(emb, np.float64)
@@ -141,14 +143,18 @@ class FrameHead:
                 "clinical": None if self.clinical is None else state_kind(self.clinical),
                 "readout_weight": None if self.readout_weight is None else np.asarray(self.readout_weight, np.float64),
                 "readout_bias": None if self.readout_bias is None else np.asarray(self.readout_bias, np.float64)}
-        return state | ({"descriptors": list(self.descriptors)} if self.descriptors else {})
+        return (state | ({"descriptors": list(self.descriptors)} if self.descriptors else {})
+                | ({"native_spacing_mm": np.asarray(self.native_spacing_mm, np.float64)}
+                   if self.native_spacing_mm is not None else {}))
 
     @classmethod
     def from_state(cls, state: dict) -> FrameHead:
         clin = None if state["clinical"] is None else from_kind(state["clinical"])
         return cls(name=state["name"], estimator=from_kind(state["estimator"]), clinical=clin,
                    uses_embedding=bool(state["uses_embedding"]), readout_weight=state.get("readout_weight"),
-                   readout_bias=state.get("readout_bias"), descriptors=tuple(state.get("descriptors") or ()))
+                   readout_bias=state.get("readout_bias"), descriptors=tuple(state.get("descriptors") or ()),
+                   native_spacing_mm=(None if state.get("native_spacing_mm") is None
+                                      else tuple(np.asarray(state["native_spacing_mm"], np.float64).tolist())))
 
 
 head_state_class(FrameHead)
@@ -214,14 +220,16 @@ def _train_rows(df: pd.DataFrame) -> np.ndarray:
 
 def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed: int = 0,
               heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
-              clinical_selection: str = "aic", fusion: str = "readout") -> dict[str, FrameHead]:
+              clinical_selection: str = "aic", fusion: str = "readout",
+              native_spacing_mm: tuple[float, ...] | None = None) -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
     a deep feature computed by an encoder that was trained on that row. ``fusion`` (``HeadsConfig.fusion``):
     with "descriptors" the fusion heads read the response logit alone from the read-out, then the frame's
     measured ROI descriptors (``roi.*`` columns, ``with_descriptors``), then every declared predictor (a
-    clinical block without selection, fitted on the training rows)."""
+    clinical block without selection, fitted on the training rows); "native" likewise, the frame's ``roi.*``
+    columns then including the native descriptors measured at ``native_spacing_mm`` (``with_descriptors``)."""
     if fusion not in FUSIONS:
         raise ModelError(f"fusion {fusion!r}: choose among {list(FUSIONS)}")
     tr = _train_rows(df)
@@ -231,18 +239,20 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     out = {"clinical": FrameHead(name="clinical", estimator=clin, clinical=None, uses_embedding=False)}
     ro = {} if crossfit is None else {"readout_weight": crossfit.weight, "readout_bias": crossfit.bias}
     fused: dict[str, Any] = {"clinical": clin, **ro}
-    if fusion == "descriptors":
+    if fusion in ("descriptors", "native"):
         if crossfit is None:
-            raise ModelError("fusion='descriptors' reads the response logit from the encoder's cross-fitting record "
+            raise ModelError(f"fusion={fusion!r} reads the response logit from the encoder's cross-fitting record "
                              "(crossfit.npz), which this feature set's encoder lacks; retrain it with `dltr "
                              "train-encoder` or use fusion='readout'")
         names = tuple(c for c in df.columns if c.startswith(DESCRIPTOR_PREFIX))
-        if not names:
-            raise ModelError("fusion='descriptors': the frame has no measured ROI descriptors (roi.* columns); "
-                             "add them with models.heads.with_descriptors")
+        native = any(c.startswith(NATIVE_PREFIX) for c in names)
+        if not names or native != (fusion == "native") or (native and native_spacing_mm is None):
+            raise ModelError(f"fusion={fusion!r}: the frame's measured ROI descriptors ({len(names)} roi.* columns, "
+                             f"native ones: {native}) do not match; add them with models.heads.with_descriptors "
+                             "(native_spacing_mm for fusion='native')")
         every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
-                 "descriptors": names}
+                 "descriptors": names, "native_spacing_mm": native_spacing_mm if native else None}
     makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed), fused),
               "xgb_fusion": (XGBFusionHead(seed=seed), fused)}
     deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]
@@ -258,11 +268,16 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
 
 #: frame columns of the measured ROI descriptors (``roi.<phase>.<descriptor>``, ``models.descriptor_names``)
 DESCRIPTOR_PREFIX = "roi."
+#: those of them measured on the volumes at one resolution (``roi.native.<...>``, ``models.native_descriptor_names``)
+NATIVE_PREFIX = DESCRIPTOR_PREFIX + "native."
 
 
-def with_descriptors(store, df: pd.DataFrame, card_hash: str) -> pd.DataFrame:
+def with_descriptors(store, df: pd.DataFrame, card_hash: str,
+                     native_spacing_mm: tuple[float, ...] | None = None) -> pd.DataFrame:
     """``df`` plus the ROI descriptors measured on each row's encoder input under the preprocessing of encoder
-    ``card_hash`` (``models.measure_descriptors``: label-free, per patient), as columns ``roi.<name>``."""
+    ``card_hash`` (``models.measure_descriptors``: label-free, per patient), as columns ``roi.<name>``; with
+    ``native_spacing_mm``, also those measured on the ingested volumes at that voxel size
+    (``models.native_descriptors``, the encoder's phases), as columns ``roi.native.<name>``."""
     import json
 
     from dltr.core.layout import encoder_card
@@ -271,8 +286,15 @@ def with_descriptors(store, df: pd.DataFrame, card_hash: str) -> pd.DataFrame:
 
     card = json.loads(encoder_card(StoreLayout.of(store).encoder(str(card_hash))).read_text())
     roi = RoiConfig.from_dict(card["preprocess"])
-    return add_descriptors(df, measure_descriptors(store.root, df["patient_id"].astype(str).tolist(), roi),
-                           roi.phases)
+    ids = df["patient_id"].astype(str).tolist()
+    out = add_descriptors(df, measure_descriptors(store.root, ids, roi), roi.phases)
+    if native_spacing_mm is None:
+        return out
+    from models import native_descriptor_names, native_descriptors
+
+    cols = [DESCRIPTOR_PREFIX + n for n in native_descriptor_names(roi.phases)]
+    values = native_descriptors(store.root, ids, roi.phases, native_spacing_mm)
+    return pd.concat([out, pd.DataFrame(values, columns=cols)], axis=1)
 
 
 def add_descriptors(df: pd.DataFrame, values: np.ndarray, phases) -> pd.DataFrame:
@@ -345,16 +367,18 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     candidates = [c for c in df.columns if c not in RESERVED]
     lineage = _frame_lineage(frame, feature_set)
     crossfit = _crossfit_for(store, lineage)
-    fusing = cfg.fusion == "descriptors" and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
+    fusing = cfg.fusion in ("descriptors", "native") and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
+    native_mm = cfg.native_spacing_mm if cfg.fusion == "native" else None
     if fusing and crossfit is None:
-        raise ModelError(f"feature set {feature_set!r}: fusion='descriptors' (HeadsConfig's default) reads the "
+        raise ModelError(f"feature set {feature_set!r}: fusion={cfg.fusion!r} (default 'descriptors') reads the "
                          "response logit from the cross-fitting record of the encoder that made the features, and "
                          "this feature set has none (not made by a `dltr train-encoder` encoder); retrain the "
                          "encoder, or train the heads with fusion='readout' (`dltr train-heads --fusion readout`)")
     if fusing:
-        df = with_descriptors(store, df, _card_of(lineage))
+        df = with_descriptors(store, df, _card_of(lineage), native_mm)
     fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,
-                       clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout")
+                       clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout",
+                       native_spacing_mm=native_mm)
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
     deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None
@@ -382,6 +406,8 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                         "predictors_declared": declared, "crossfit": scheme, "deep_rows": cfg.deep_rows,
                         "clinical_selection": cfg.clinical_selection,
                         **({"fusion": FUSION_LINEAGE} if fh.descriptors else {}),
+                        **({"fusion": FUSION_LINEAGE + NATIVE_LINEAGE.format(*fh.native_spacing_mm),
+                            "native_spacing_mm": list(fh.native_spacing_mm)} if fh.native_spacing_mm else {}),
                         "oof_training_rows": int((oof_rows & tr).sum()),
                         "clinical_selected": list(clin.selected_) if clin is not None else [],
                         "clinical_aliased": list(getattr(clin, "aliased_", [])) if clin is not None else []}
@@ -424,6 +450,8 @@ def _crossfit_for(store, lineage: dict[str, Any]) -> CrossFit | None:
 FUSION_LINEAGE = ("descriptors: the encoder's response logit (out of fold for training rows), the ROI descriptors "
                   "measured on each patient's own encoder input (label-free, nothing fitted on any row), every "
                   "declared predictor")
+NATIVE_LINEAGE = ("; native: tumour descriptors measured on the ingested volumes blurred and resampled to "
+                  "{} x {} x {} mm (label-free, per image)")
 
 
 def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:
@@ -457,9 +485,12 @@ def score_heads(store, *, heads: tuple[str, ...] | None = None, write: bool = Tr
         if key not in cache:
             cache[key] = _frame_for(store, lin)
         df, emb = cache[key]
-        if fh.descriptors and not set(fh.descriptors) <= set(df.columns):
-            df = with_descriptors(store, df, _card_of({"frame": meta.get("frame_lineage") or {}}))
-            cache[key] = df, emb
+        if fh.descriptors:  # measured once per frame and resolution, on the frame as read
+            dkey = (key, fh.native_spacing_mm)
+            if dkey not in cache:
+                cache[dkey] = with_descriptors(store, df, _card_of({"frame": meta.get("frame_lineage") or {}}),
+                                               fh.native_spacing_mm), emb
+            df, emb = cache[dkey]
         cf = (_crossfit_for(store, {"frame": meta.get("frame_lineage") or {}})
               if getattr(fh, "readout_weight", None) is not None else None)
         rows = lin.get("deep_rows", "refit")  # training rows: out-of-fold, the others as trained

@@ -1,0 +1,114 @@
+"""Tumour descriptors measured on the ingested volumes at one declared physical resolution ("native" descriptors).
+
+The encoder's 32 x 32 x 16 grid is laid over each tumour's own box, so it measures relative intensities well
+and texture poorly (BENCHMARKS.md, session 10: heterogeneity R² 0.33 on the grid). At the volumes' own voxels
+texture is measured well, but it moves with the voxel size: on the synthetic cohort, descriptors at each site's
+own spacing lost 0.20 AUC on the center with the coarsest voxels. So every image is first brought to one
+resolution, declared, coarser than any site's (``spacing_mm``): a Gaussian of FWHM ``sqrt(target² - own²)`` per
+axis (none where the image is already as coarse) and trilinear resampling to ``spacing_mm``, the practice for
+multi-center radiomics (IBSI: resample to one voxel size; the blur makes the effective resolutions equal, not
+only the grids). Per image and label-free: nothing is fitted on any row, and a patient from a new center is
+measured as the training patients were.
+
+Per phase, on ``r = x / m - 1`` with ``m`` the median of the liver 0-10 mm outside the tumour (the relative
+signal of ``RoiConfig.normalisation="ratio"``): the tumour's mean, standard deviation and entropy (40 bins on
+[-1, 3]), the core (deeper than 4 mm) and rim means, the near (0-4 mm outside) and far (4-10 mm) peritumoral
+means (the 4 and 10 mm widened to one and two of the coarsest voxels, ``band_mm``), and the fine texture (mean absolute difference from the 3 x 3 x 3 mean, inside the tumour less its
+outer voxel layer); then the tumour's log volume (mm³) and sphericity (face-counted surface). Empty regions fall
+back to the tumour's mean; a liver median <= 0 falls back to its interquartile range (and to 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["NATIVE_PER_PHASE", "band_mm", "measure_native", "native_descriptor_names", "native_descriptors"]
+
+NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine")
+_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+def native_descriptor_names(phases: Sequence[str]) -> list[str]:
+    """Names of ``measure_native``'s values for these phases, in order."""
+    return [f"native.{p}.{d}" for p in phases for d in NATIVE_PER_PHASE] + ["native.log_volume", "native.sphericity"]
+
+
+def band_mm(spacing_mm: Sequence[float]) -> tuple[float, float]:
+    """(width of the rim and near-liver bands, reach of the liver reference), mm: 4 and 10 mm, widened to one and
+    two of the coarsest voxels at ``spacing_mm`` so that every band holds voxels."""
+    band = max(4.0, float(np.max(spacing_mm)))
+    return band, max(10.0, 2.0 * band)
+
+
+def _to_resolution(x: np.ndarray, spacing: np.ndarray, target: np.ndarray, order: int) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    if order:  # images: blur to the target's effective resolution first (masks are resampled as they are)
+        sigma = np.sqrt(np.maximum(target ** 2 - spacing ** 2, 0.0)) / _FWHM_PER_SIGMA / spacing
+        x = ndi.gaussian_filter(x, sigma, mode="nearest") if (sigma > 0).any() else x
+    return ndi.zoom(x, spacing / target, order=order, mode="nearest", grid_mode=False)
+
+
+def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequence[float],
+                   spacing_mm: Sequence[float]) -> np.ndarray:
+    """(8 P + 2,) float64 descriptors of one patient: ``images`` (one array per phase, on one grid) and ``mask``
+    (non-zero = tumour) with voxel size ``spacing`` (mm), measured at ``spacing_mm``."""
+    from scipy import ndimage as ndi
+
+    sp, target = np.asarray(spacing, float), np.asarray(spacing_mm, float)
+    m = _to_resolution(np.asarray(mask, np.float32), sp, target, order=1) > 0.5
+    if not m.any():
+        raise ValueError(f"the tumour mask is empty at {tuple(target)} mm")
+    outside = ndi.distance_transform_edt(~m, sampling=target)
+    inside = ndi.distance_transform_edt(m, sampling=target)
+    band, reach = band_mm(target)
+    liver = (outside > 0) & (outside <= reach)
+    near, far = (outside > 0) & (outside <= band), (outside > band) & (outside <= reach)
+    core, rim = inside > band, m & (inside <= band)
+    inner = inside > target.min() * 1.01
+    out: list[float] = []
+    for img in images:
+        x = _to_resolution(np.asarray(img, np.float64), sp, target, order=1)
+        ref = float(np.median(x[liver])) if liver.any() else float(np.median(x[~m]))
+        if not ref > 0:
+            q75, q25 = np.percentile(x[liver] if liver.any() else x[~m], [75, 25])
+            ref = float(q75 - q25) if q75 > q25 else 1.0
+        r = x / ref - 1.0
+        t = r[m]
+        hist, _ = np.histogram(np.clip(t, -1.0, 3.0), bins=40, range=(-1.0, 3.0))
+        q = hist[hist > 0] / hist.sum()
+        fine = np.abs(r - ndi.uniform_filter(r, 3, mode="nearest"))
+
+        def mean_of(region: np.ndarray, r=r, t=t) -> float:
+            return float(r[region].mean()) if region.any() else float(t.mean())
+
+        out += [float(t.mean()), float(t.std()), float(-(q * np.log(q)).sum()), mean_of(core), mean_of(rim),
+                mean_of(near), mean_of(far), float(fine[inner].mean()) if inner.any() else float(fine[m].mean())]
+    faces = np.pad(m, 1).astype(np.int8)
+    area = sum(float(np.abs(np.diff(faces, axis=a)).sum()) * float(np.prod(np.delete(target, a))) for a in range(3))
+    volume = float(m.sum()) * float(np.prod(target))
+    out += [float(np.log(volume)), float(np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area)]
+    return np.asarray(out, np.float64)
+
+
+def native_descriptors(store_root: str | Path, patient_ids: Sequence[str], phases: Sequence[str],
+                       spacing_mm: Sequence[float]) -> np.ndarray:
+    """(N, 8 P + 2) ``measure_native`` of ``patient_ids`` on their ingested volumes (the tumour's box plus the
+    liver reference's reach and one coarse voxel), at ``spacing_mm``."""
+    import zarr
+
+    from dltr.core.layout import StoreLayout
+
+    root = zarr.open_group(str(StoreLayout.of(store_root).volumes), mode="r")
+    rows = []
+    for pid in patient_ids:
+        g = root[str(pid)]
+        sp = np.asarray(g.attrs["spacing"], float)
+        box, shape = g.attrs["bbox_vox"], g["mask"].shape
+        pad = np.ceil((band_mm(spacing_mm)[1] + float(np.max(spacing_mm))) / sp).astype(int)
+        crop = tuple(slice(max(0, int(box[i]) - pad[i]), min(shape[i], int(box[i + 3]) + pad[i])) for i in range(3))
+        rows.append(measure_native([g[p][crop] for p in phases], g["mask"][crop], sp, spacing_mm))
+    return np.asarray(rows, np.float64).reshape(len(rows), len(native_descriptor_names(phases)))

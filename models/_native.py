@@ -5,7 +5,9 @@ and texture poorly (BENCHMARKS.md, session 10: heterogeneity R² 0.33 on the gri
 texture is measured well, but it moves with the voxel size: on the synthetic cohort, descriptors at each site's
 own spacing lost 0.20 AUC on the center with the coarsest voxels. So every image is first brought to one
 resolution, declared, coarser than any site's (``spacing_mm``): a Gaussian of FWHM ``sqrt(target² - own²)`` per
-axis (none where the image is already as coarse) and trilinear resampling to ``spacing_mm``, the practice for
+axis (none where the image is already as coarse) and trilinear resampling to ``spacing_mm`` (the mask alike, then
+thresholded at one half; the field of view kept, so the voxel size is ``spacing_mm`` to within one voxel's
+rounding of the field of view), the practice for
 multi-center radiomics (IBSI: resample to one voxel size; the blur makes the effective resolutions equal, not
 only the grids). Per image and label-free: nothing is fitted on any row, and a patient from a new center is
 measured as the training patients were.
@@ -43,13 +45,24 @@ def band_mm(spacing_mm: Sequence[float]) -> tuple[float, float]:
     return band, max(10.0, 2.0 * band)
 
 
-def _to_resolution(x: np.ndarray, spacing: np.ndarray, target: np.ndarray, order: int) -> np.ndarray:
+def _grid(shape: Sequence[int], spacing: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(output shape, its exact voxel size) of a field of view of ``shape`` voxels of ``spacing`` resampled to
+    about ``target``: the whole field of view is kept, so the voxel size is ``shape * spacing / output shape``."""
+    extent = np.asarray(shape, float) * spacing
+    out = np.maximum(1, np.round(extent / target)).astype(int)
+    return out, extent / out
+
+
+def _to_resolution(x: np.ndarray, spacing: np.ndarray, target: np.ndarray, blur: bool) -> np.ndarray:
+    """Trilinear resampling to about ``target`` (``_grid``), with ``blur`` first a Gaussian to the target's resolution."""
     from scipy import ndimage as ndi
 
-    if order:  # images: blur to the target's effective resolution first (masks are resampled as they are)
+    if blur:
         sigma = np.sqrt(np.maximum(target ** 2 - spacing ** 2, 0.0)) / _FWHM_PER_SIGMA / spacing
         x = ndi.gaussian_filter(x, sigma, mode="nearest") if (sigma > 0).any() else x
-    return ndi.zoom(x, spacing / target, order=order, mode="nearest", grid_mode=False)
+    out, _ = _grid(x.shape, spacing, target)
+    # grid_mode: voxel edges, not centres, are aligned, so that the physical field of view is kept
+    return ndi.zoom(x, out / np.asarray(x.shape, float), order=1, mode="nearest", grid_mode=True)
 
 
 def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequence[float],
@@ -59,7 +72,10 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
     from scipy import ndimage as ndi
 
     sp, target = np.asarray(spacing, float), np.asarray(spacing_mm, float)
-    m = _to_resolution(np.asarray(mask, np.float32), sp, target, order=1) > 0.5
+    # the mask goes through the images' blur too, then a threshold at one half: its border then falls where the
+    # blurred images' contrast does, at every source resolution alike
+    m = _to_resolution(np.asarray(mask, np.float32), sp, target, blur=True) > 0.5
+    target = _grid(np.shape(mask), sp, target)[1]   # the exact voxel size of the resampled grid
     if not m.any():
         raise ValueError(f"the tumour mask is empty at {tuple(target)} mm")
     outside = ndi.distance_transform_edt(~m, sampling=target)
@@ -71,7 +87,8 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
     inner = inside > target.min() * 1.01
     out: list[float] = []
     for img in images:
-        x = _to_resolution(np.asarray(img, np.float64), sp, target, order=1)
+        x = _to_resolution(np.asarray(img, np.float64), np.asarray(spacing, float), np.asarray(spacing_mm, float),
+                           blur=True)
         ref = float(np.median(x[liver])) if liver.any() else float(np.median(x[~m]))
         if not ref > 0:
             q75, q25 = np.percentile(x[liver] if liver.any() else x[~m], [75, 25])

@@ -178,3 +178,42 @@ def test_fusion_on_measured_descriptors_agrees_between_batch_and_single(scoring_
     moved = df[ext].copy()
     moved[list(fh.descriptors[:5])] += 1.0
     assert np.abs(fh.predict_proba_frame(moved, emb[ext]) - p0).min() > 1e-6
+
+
+def test_native_fusion_agrees_between_batch_and_single_and_records_its_resolution(scoring_demo, tmp_path):
+    """``HeadsConfig(fusion="native")``: the fusion heads also read tumour descriptors measured on the ingested
+    volumes at one declared resolution. The head keeps that resolution (state and lineage, through the registry);
+    the scorer measures the single patient's freshly ingested volumes and its score equals the batch score; the
+    native descriptors reach the score."""
+    import shutil
+
+    from models import native_descriptor_names
+    from models.heads import NATIVE_PREFIX, HeadRegistry, HeadsConfig, frame_arrays, train_heads, with_descriptors
+
+    root = tmp_path / "store"
+    shutil.copytree(scoring_demo.store, root)
+    store = FeatureStore(root)
+    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="native", native_spacing_mm=(5.0, 5.0, 8.0), seed=0))
+    fh, meta = HeadRegistry(root).load("dltr_mlp")
+    scorer = Scorer(root, "dltr_mlp", work_dir=tmp_path / "work")
+    lin = scorer.lineage
+    phases = list(lin.preprocess["phases"])
+    native = [c for c in fh.descriptors if c.startswith(NATIVE_PREFIX)]
+    assert native == ["roi." + n for n in native_descriptor_names(phases)]
+    assert fh.native_spacing_mm == (5.0, 5.0, 8.0) and meta["lineage"]["native_spacing_mm"] == [5.0, 5.0, 8.0]
+    assert "5.0 x 5.0 x 8.0 mm" in meta["lineage"]["fusion"]
+    batch = _batch(root, "dltr_mlp")
+    external = patients_of(scoring_demo.cohort, "external")[:3]
+    for pid in external:
+        pred = scorer.score_folder(one_patient_cohort(scoring_demo.cohort, pid, tmp_path / pid))
+        assert abs(pred.probability - float(batch.loc[pid, "score"])) <= TOL
+    df, emb = frame_arrays(store.training_frame(f"{lin.feature_set}@{lin.feature_set_version}", label="response",
+                                                clinical=list(lin.clinical), labs=list(lin.labs),
+                                                max_age_days=lin.max_age_days))
+    df = with_descriptors(store, df, lin.encoder_card_hash, fh.native_spacing_mm)
+    ext = (df["split"] == "external").to_numpy()
+    p0 = fh.predict_proba_frame(df[ext], emb[ext])
+    assert np.abs(p0 - batch.loc[df.loc[ext, "patient_id"], "score"].to_numpy()).max() <= TOL
+    moved = df[ext].copy()
+    moved[native[:8]] += 1.0
+    assert np.abs(fh.predict_proba_frame(moved, emb[ext]) - p0).min() > 1e-6

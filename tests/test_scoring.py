@@ -188,7 +188,14 @@ def test_native_fusion_agrees_between_batch_and_single_and_records_its_resolutio
     import shutil
 
     from models import native_descriptor_names
-    from models.heads import NATIVE_PREFIX, HeadRegistry, HeadsConfig, frame_arrays, train_heads, with_descriptors
+    from models.heads import (
+        NATIVE_PREFIX,
+        HeadRegistry,
+        HeadsConfig,
+        frame_arrays,
+        train_heads,
+        with_descriptors,
+    )
 
     root = tmp_path / "store"
     shutil.copytree(scoring_demo.store, root)

@@ -65,3 +65,22 @@ def test_an_empty_mask_is_refused():
     images, mask = _phantom((4.0, 4.0, 6.0))
     with pytest.raises(ValueError, match="empty"):
         measure_native(images, np.zeros_like(mask), (4.0, 4.0, 6.0), TARGET)
+
+
+def test_native_columns_are_named_once_in_the_frame():
+    """The frame columns the fusion heads read: ``roi.native.<phase>.<descriptor>`` in ``measure_native``'s order,
+    each row's values on its row; a frame that already holds them is refused (they would be read twice)."""
+    import pandas as pd
+
+    from dltr.core.exceptions import ModelError
+    from models.heads import NATIVE_PREFIX, add_native_descriptors
+
+    phases = ("arterial", "portal")
+    values = np.arange(3 * 18, dtype=float).reshape(3, 18)
+    df = add_native_descriptors(pd.DataFrame({"patient_id": ["a", "b", "c"]}, index=[7, 8, 9]), values, phases)
+    cols = [c for c in df.columns if c.startswith(NATIVE_PREFIX)]
+    assert cols == ["roi." + n for n in native_descriptor_names(phases)]
+    np.testing.assert_array_equal(df[cols].to_numpy(), values)
+    assert df["patient_id"].tolist() == ["a", "b", "c"]
+    with pytest.raises(ModelError, match="already holds native descriptors"):
+        add_native_descriptors(df, values, phases)

@@ -162,21 +162,15 @@ class Scorer:
         """``df`` plus the ROI descriptors of the patient's encoder input ``x`` and warped ``mask``, as in
         training (``models.heads.with_descriptors``: the image channels, the same measurement), and the native
         ones on the patient's ingested volumes when the head reads them."""
-        from models import roi_descriptors
-        from models.heads import DESCRIPTOR_PREFIX, add_descriptors
+        from models import native_descriptors, roi_descriptors
+        from models.heads import add_descriptors, add_native_descriptors
 
         phases = list(self.lineage.preprocess["phases"])
         df = add_descriptors(df, roi_descriptors(x[:, :len(phases)], mask).numpy(), phases)
         spacing = getattr(self.head, "native_spacing_mm", None)
         if spacing is None:
             return df
-        import pandas as pd
-
-        from models import native_descriptor_names, native_descriptors
-
-        values = native_descriptors(tmp_store, [SCORING_KEY], phases, spacing)
-        return pd.concat([df, pd.DataFrame(values, columns=[DESCRIPTOR_PREFIX + n for n in
-                                                            native_descriptor_names(phases)])], axis=1)
+        return add_native_descriptors(df, native_descriptors(tmp_store, [SCORING_KEY], phases, spacing), phases)
 
     def _encode(self, x) -> np.ndarray:
         import torch

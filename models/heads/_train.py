@@ -26,7 +26,7 @@ from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
 __all__ = ["DESCRIPTOR_PREFIX", "DISPLAY_NAMES", "NATIVE_PREFIX", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult",
-           "add_descriptors", "declared_predictors", "fit_heads", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
+           "add_descriptors", "add_native_descriptors", "declared_predictors", "fit_heads", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
 
 HEAD_NAMES = tuple(HEADS)
 DISPLAY_NAMES = HEADS
@@ -290,11 +290,20 @@ def with_descriptors(store, df: pd.DataFrame, card_hash: str,
     out = add_descriptors(df, measure_descriptors(store.root, ids, roi), roi.phases)
     if native_spacing_mm is None:
         return out
-    from models import native_descriptor_names, native_descriptors
+    from models import native_descriptors
 
-    cols = [DESCRIPTOR_PREFIX + n for n in native_descriptor_names(roi.phases)]
-    values = native_descriptors(store.root, ids, roi.phases, native_spacing_mm)
-    return pd.concat([out, pd.DataFrame(values, columns=cols)], axis=1)
+    return add_native_descriptors(out, native_descriptors(store.root, ids, roi.phases, native_spacing_mm), roi.phases)
+
+
+def add_native_descriptors(df: pd.DataFrame, values: np.ndarray, phases) -> pd.DataFrame:
+    """``df`` (its grid descriptors added) plus native descriptors ``values`` (N, 8 P + 2;
+    ``models.native_descriptors`` of these ``phases``) as columns ``roi.native.<name>``."""
+    from models import native_descriptor_names
+
+    if any(str(c).startswith(NATIVE_PREFIX) for c in df.columns):
+        raise ModelError(f"the frame already holds native descriptors ({NATIVE_PREFIX}* columns)")
+    cols = [DESCRIPTOR_PREFIX + n for n in native_descriptor_names(phases)]
+    return pd.concat([df.reset_index(drop=True), pd.DataFrame(np.asarray(values, np.float64), columns=cols)], axis=1)
 
 
 def add_descriptors(df: pd.DataFrame, values: np.ndarray, phases) -> pd.DataFrame:

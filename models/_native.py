@@ -72,23 +72,22 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
     from scipy import ndimage as ndi
 
     sp, target = np.asarray(spacing, float), np.asarray(spacing_mm, float)
+    voxel = _grid(np.shape(mask), sp, target)[1]   # the exact voxel size of the resampled grid
     # the mask goes through the images' blur too, then a threshold at one half: its border then falls where the
     # blurred images' contrast does, at every source resolution alike
     m = _to_resolution(np.asarray(mask, np.float32), sp, target, blur=True) > 0.5
-    target = _grid(np.shape(mask), sp, target)[1]   # the exact voxel size of the resampled grid
     if not m.any():
-        raise ValueError(f"the tumour mask is empty at {tuple(target)} mm")
-    outside = ndi.distance_transform_edt(~m, sampling=target)
-    inside = ndi.distance_transform_edt(m, sampling=target)
-    band, reach = band_mm(target)
+        raise ValueError(f"the tumour mask is empty at {tuple(voxel)} mm")
+    outside = ndi.distance_transform_edt(~m, sampling=voxel)
+    inside = ndi.distance_transform_edt(m, sampling=voxel)
+    band, reach = band_mm(voxel)
     liver = (outside > 0) & (outside <= reach)
     near, far = (outside > 0) & (outside <= band), (outside > band) & (outside <= reach)
     core, rim = inside > band, m & (inside <= band)
-    inner = inside > target.min() * 1.01
+    inner = inside > voxel.min() * 1.01
     out: list[float] = []
     for img in images:
-        x = _to_resolution(np.asarray(img, np.float64), np.asarray(spacing, float), np.asarray(spacing_mm, float),
-                           blur=True)
+        x = _to_resolution(np.asarray(img, np.float64), sp, target, blur=True)
         ref = float(np.median(x[liver])) if liver.any() else float(np.median(x[~m]))
         if not ref > 0:
             q75, q25 = np.percentile(x[liver] if liver.any() else x[~m], [75, 25])
@@ -105,8 +104,8 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
         out += [float(t.mean()), float(t.std()), float(-(q * np.log(q)).sum()), mean_of(core), mean_of(rim),
                 mean_of(near), mean_of(far), float(fine[inner].mean()) if inner.any() else float(fine[m].mean())]
     faces = np.pad(m, 1).astype(np.int8)
-    area = sum(float(np.abs(np.diff(faces, axis=a)).sum()) * float(np.prod(np.delete(target, a))) for a in range(3))
-    volume = float(m.sum()) * float(np.prod(target))
+    area = sum(float(np.abs(np.diff(faces, axis=a)).sum()) * float(np.prod(np.delete(voxel, a))) for a in range(3))
+    volume = float(m.sum()) * float(np.prod(voxel))
     out += [float(np.log(volume)), float(np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area)]
     return np.asarray(out, np.float64)
 

@@ -61,10 +61,10 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
              "calibration_slope", "calibration_intercept"]].copy()
     cut = cut[[c for c in cut.columns if c in m.columns or c in ("model",)]]
     tables.append(("Metrics at the cutoff fixed on the training split (Youden), and calibration", cut))
-    hi = t.get("_head_inputs", pd.DataFrame(columns=["head", "fusion"]))
-    fusion = hi[hi["head"] == DLTR_MLP]["fusion"]
-    measured = bool(fusion.str.startswith("descriptors").any())
-    native = bool(fusion.str.contains("; native:", regex=False).any())
+    hi = t.get("_head_inputs", pd.DataFrame(columns=["head", "fusion", "native"]))
+    mlp = hi[hi["head"] == DLTR_MLP]
+    measured = bool(mlp["fusion"].str.startswith("descriptors").any())
+    native = bool(mlp["native"].astype(bool).any())
     inputs = ("the encoder's response logit (out of fold for training patients), ROI descriptors measured on each "
               "patient's own encoder input (tumour, ring, core and rim intensities relative to the surrounding "
               "liver)" + (", tumour descriptors measured on the ingested volumes brought to one resolution "

@@ -12,6 +12,8 @@ from dltr.core.vocabulary import DEFAULT_FEATURE_SET, HEADS
 
 #: the fusion heads' inputs (``HeadsConfig.fusion``)
 FUSIONS = ("readout", "descriptors", "native")
+#: those of them whose fusion heads read measured ROI descriptors (and the encoder's cross-fitting record)
+MEASURED_FUSIONS = ("descriptors", "native")
 
 
 @dataclass(frozen=True)

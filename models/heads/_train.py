@@ -19,7 +19,7 @@ from dltr.core.layout import StoreLayout, encoder_crossfit
 from dltr.core.vocabulary import HEADS, parse_ref
 
 from ._clinical import ClinicalModel
-from ._config import FUSIONS, HeadsConfig
+from ._config import FUSIONS, MEASURED_FUSIONS, HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
 from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
@@ -239,7 +239,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     out = {"clinical": FrameHead(name="clinical", estimator=clin, clinical=None, uses_embedding=False)}
     ro = {} if crossfit is None else {"readout_weight": crossfit.weight, "readout_bias": crossfit.bias}
     fused: dict[str, Any] = {"clinical": clin, **ro}
-    if fusion in ("descriptors", "native"):
+    if fusion in MEASURED_FUSIONS:
         if crossfit is None:
             raise ModelError(f"fusion={fusion!r} reads the response logit from the encoder's cross-fitting record "
                              "(crossfit.npz), which this feature set's encoder lacks; retrain it with `dltr "
@@ -376,7 +376,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     candidates = [c for c in df.columns if c not in RESERVED]
     lineage = _frame_lineage(frame, feature_set)
     crossfit = _crossfit_for(store, lineage)
-    fusing = cfg.fusion in ("descriptors", "native") and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
+    fusing = cfg.fusion in MEASURED_FUSIONS and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
     native_mm = cfg.native_spacing_mm if cfg.fusion == "native" else None
     if fusing and crossfit is None:
         raise ModelError(f"feature set {feature_set!r}: fusion={cfg.fusion!r} (default 'descriptors') reads the "
@@ -414,9 +414,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                         "clinical_candidates": candidates, "labs": labs, "max_age_days": max_age_days,
                         "predictors_declared": declared, "crossfit": scheme, "deep_rows": cfg.deep_rows,
                         "clinical_selection": cfg.clinical_selection,
-                        **({"fusion": FUSION_LINEAGE} if fh.descriptors else {}),
-                        **({"fusion": FUSION_LINEAGE + NATIVE_LINEAGE.format(*fh.native_spacing_mm),
-                            "native_spacing_mm": list(fh.native_spacing_mm)} if fh.native_spacing_mm else {}),
+                        **_fusion_lineage(fh),
                         "oof_training_rows": int((oof_rows & tr).sum()),
                         "clinical_selected": list(clin.selected_) if clin is not None else [],
                         "clinical_aliased": list(getattr(clin, "aliased_", [])) if clin is not None else []}
@@ -461,6 +459,17 @@ FUSION_LINEAGE = ("descriptors: the encoder's response logit (out of fold for tr
                   "declared predictor")
 NATIVE_LINEAGE = ("; native: tumour descriptors measured on the ingested volumes blurred and resampled to "
                   "{} x {} x {} mm (label-free, per image)")
+
+
+def _fusion_lineage(fh: FrameHead) -> dict[str, Any]:
+    """What a fusion head with measured descriptors records of its inputs: their description, and the voxel size
+    of its native descriptors (the report and the scorer read ``native_spacing_mm``); nothing for other heads."""
+    if not fh.descriptors:
+        return {}
+    if fh.native_spacing_mm is None:
+        return {"fusion": FUSION_LINEAGE}
+    return {"fusion": FUSION_LINEAGE + NATIVE_LINEAGE.format(*fh.native_spacing_mm),
+            "native_spacing_mm": list(fh.native_spacing_mm)}
 
 
 def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from features._cohort import predictor_columns, registered_cohort_config
 from features._frames import TrainingFrame, embedding_matrix, memory_frame, table_hash
 from features._multi import MultiFrame, multi_frame
 from features._registry import FeatureSetVersion
-from features._rows import feature_schema
+from features._rows import PACKED, STORAGE_KEY, feature_schema, pack, unpack
 from features._store import FeatureStore
 from features._writer import FeatureWriter, version_id_of
 
@@ -26,13 +26,17 @@ __all__ = [
     "FeatureStore",
     "FeatureWriter",
     "MultiFrame",
+    "PACKED",
+    "STORAGE_KEY",
     "TrainingFrame",
     "embedding_matrix",
     "feature_schema",
     "memory_frame",
     "multi_frame",
+    "pack",
     "predictor_columns",
     "registered_cohort_config",
     "table_hash",
+    "unpack",
     "version_id_of",
 ]

@@ -33,6 +33,7 @@ from dltr.core.io import fsync_dir
 from dltr.core.layout import StoreLayout
 from dltr.core.lock import try_lock
 from features._registry import FeatureSetVersion, Registry
+from features._rows import is_packed
 
 CATALOG_NAME = StoreLayout(Path(".")).catalog.name  # the file name of a catalog (a private copy has the same)
 META = "_dltr_catalog"
@@ -54,9 +55,11 @@ def version_glob(root: Path, v: FeatureSetVersion, *, resolved: bool = False) ->
 
 
 def version_select(root: Path, v: FeatureSetVersion, *, resolved: bool = False) -> str:
-    """The SELECT behind a version's view: Parquet lists -> DuckDB ``FLOAT[D]`` arrays."""
+    """The SELECT behind a version's view: Parquet lists -> DuckDB ``FLOAT[D]`` arrays (a packed version's
+    embedding stays the BLOB of its 4 * D little-endian float32 bytes: ``features._rows.PACKED``)."""
+    emb = "embedding" if is_packed(v.lineage) else f"CAST(embedding AS FLOAT[{int(v.dim)}]) AS embedding"
     return ("SELECT patient_id, center, phases, roi_box, input_checksum, "
-            f"CAST(embedding AS FLOAT[{int(v.dim)}]) AS embedding "
+            f"{emb} "
             f"FROM read_parquet({literal(version_glob(root, v, resolved=resolved))}, hive_partitioning = false)")
 
 

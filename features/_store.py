@@ -30,7 +30,7 @@ from features._frames import (
     table_hash,
 )
 from features._registry import FeatureSetVersion, Registry, now_iso
-from features._rows import check_rows, conform, feature_schema
+from features._rows import check_rows, conform, embedding_dim, feature_schema, is_packed, unpack
 from features._session import CatalogSession
 from features._sql import on_catalog, run_read_only, run_write
 from features._writer import FeatureWriter, _existing, commit_version, version_id_of
@@ -123,12 +123,12 @@ class FeatureStore:
             if reg.has_version(name, vid):
                 return _existing(reg, name, vid)
             what = f"{name}@{vid}"
-            rows = conform(table, None, what)
+            rows = conform(table, None, what, packed=is_packed(lineage))
             if rows.num_rows == 0:
                 raise StoreError(f"{what}: no rows to publish")
             check_rows(rows, what, known=self.known_patients(reg))
             return commit_version(self.root, rows, name=name, version_id=vid, producer=producer,
-                                  lineage=dict(lineage), dim=rows.schema.field("embedding").type.list_size,
+                                  lineage=dict(lineage), dim=embedding_dim(rows.schema.field("embedding").type),
                                   status="partial" if allow_partial else "published", reg=reg)
 
     # -- tables ----------------------------------------------------------------------------------
@@ -185,6 +185,9 @@ class FeatureStore:
         if not files:
             raise StoreError(f"{v.ref}: registered but its files are missing under {self.root / v.path}")
         table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+        if "embedding" in table.column_names and pa.types.is_fixed_size_binary(table.schema.field("embedding").type):
+            table = table.set_column(table.column_names.index("embedding"), "embedding",
+                                     unpack(table.column("embedding")))  # a packed version: the same floats
         schema = feature_schema(v.dim)
         return table.cast(pa.schema([schema.field(n) for n in table.column_names]))
 
@@ -232,12 +235,17 @@ class FeatureStore:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dltr-frame") as pool:
             parts = pool.submit(read_embeddings, files, v.dim, what)
             table, field = on_catalog(self.root, run, self._session, sql=[view])
+            if is_packed(v.lineage):  # SQL sees the packed bytes; the frame holds the floats, as for any version
+                field = pa.field("embedding", pa.list_(pa.float32(), v.dim))
             emb = align_embeddings(parts.result(), table.column("patient_id"), field, what)
         return table.add_column(BASE_COLUMNS.index("embedding"), field, emb)
 
     def nearest(self, feature_set: str, patient_id: str, k: int = 10) -> pa.Table:
         """The ``k`` rows most cosine-similar to ``patient_id`` (itself excluded), best first."""
         v = self.registry().resolve(feature_set)
+        if is_packed(v.lineage):
+            raise StoreError(f"{v.ref}: its embeddings are stored packed (BLOBs in SQL: encoder inputs such as "
+                             "roi_tensors, not features); nearest compares a feature set's embeddings")
         view = ident(f"{v.name}__{v.version_id}")
         params = {"pid": patient_id, "k": int(k)}
 

@@ -3,7 +3,8 @@
 Decoding and resampling a study costs several times the encoder's forward pass on the CPU, and it
 gives the same tensor for every encoder trained with the same ``RoiConfig``. ``materialise_rois``
 runs the DALI ROI pipeline once and publishes its output as feature set ``roi_tensors``: one row per
-patient, ``embedding`` = the flattened (C, X, Y, Z) float32 tensor, ``roi_box`` = the box read,
+patient, ``embedding`` = the flattened (C, X, Y, Z) float32 tensor (stored packed, one binary value a row:
+``features.PACKED``; the store's readers unpack it), ``roi_box`` = the box read,
 ``input_checksum`` = the hash of the source checksums of the phases and the mask (the same as every
 feature row's). Its lineage holds the ``preprocess_hash`` (``RoiConfig.content_hash()``), the recipe
 and the ``inputs_hash``, so a version is the content hash of exactly what made it.
@@ -101,9 +102,13 @@ def tensor_rows(inputs: pa.Table, x: np.ndarray, boxes: np.ndarray) -> pa.Table:
 
 
 def tensor_lineage(roi: RoiConfig, inputs: pa.Table) -> dict[str, Any]:
+    """The version's lineage; its tensors are stored packed (one binary value a row: read as a memory copy)."""
+    from features import PACKED, STORAGE_KEY
+
     return {"preprocess_hash": roi.content_hash(), "preprocess": roi.to_dict(),
             "layout": ["channel", "x", "y", "z"], "shape": [roi.n_channels, *roi.grid], "dtype": "float32",
-            "inputs_hash": content_hash(sorted(inputs.column("input_checksum").to_pylist()))}
+            "inputs_hash": content_hash(sorted(inputs.column("input_checksum").to_pylist())),
+            STORAGE_KEY: PACKED}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from test_extract import (  # the extraction tests' store and Ray fixtures
 )
 
 from dltr.core.hashing import content_hash
-from features import FeatureStore
+from features import PACKED, STORAGE_KEY, FeatureStore
 from models import ROI_TENSORS, find_roi_tensors, input_checksum, materialise_rois
 from pipeline.extract import ExtractConfig, extract_features, extract_local
 from pipeline.loaders import DaliRoiPipeline, RoiConfig
@@ -60,6 +60,10 @@ def test_tensors_are_the_loaders_output_bitwise_with_lineage(base_store, tmp_pat
     v = store.resolve(rep.ref)
     assert v.lineage["preprocess_hash"] == ROI.content_hash() and v.lineage["inputs_hash"] == content_hash(checks)
     assert v.dim == 3 * 16 * 16 * 8 and ROI_TENSORS in store.feature_sets()
+    # stored packed: one binary value of the tensor's float32 bytes a row (a memory copy to read)
+    files = sorted((root / v.path).glob("center=*/*.parquet"))
+    assert v.lineage[STORAGE_KEY] == PACKED and files
+    assert {pq.read_schema(f).field("embedding").type for f in files} == {pa.binary(4 * v.dim)}
     from dltr.cli import main
 
     capsys.readouterr()

@@ -434,3 +434,46 @@ def test_lab_names_follow_a_replaced_table(tmp_path):
             pq.write_table(pa.table({"name": pa.array(names, pa.string())}), f)
         assert distinct_names(path) == {n for n in names if n is not None}
         assert distinct_names(path) == {n for n in names if n is not None}  # the cached answer
+
+
+def test_packed_version_stores_one_binary_value_a_row_and_reads_back_the_same_floats(store):
+    """A version whose lineage declares packed storage keeps each embedding as one fixed-size binary value in
+    Parquet (its float32 bytes), and every reader of the store sees bit for bit the floats it was given."""
+    import pyarrow.parquet as pq
+
+    from features import PACKED, STORAGE_KEY, pack, unpack
+
+    c = store.cohort.clinical
+    rows = feature_rows(c.patient_id, c.center, dim=24, seed=11)
+    x = embedding_matrix(rows.combine_chunks())
+    # pack / unpack share the bytes, also for slices that start mid-array
+    sliced = rows.column("embedding").combine_chunks().slice(3, 5)
+    packed = pack(sliced)
+    assert packed.type == pa.binary(96)
+    assert [np.frombuffer(b, "<f4").tolist() for b in packed.to_pylist()] == x[3:8].tolist()
+    assert unpack(packed).combine_chunks().equals(sliced) and unpack(packed.chunk(0).slice(1, 2)).to_pylist() == \
+        sliced.slice(1, 2).to_pylist()
+    v = store.publish("tensors", rows, "test", {"inputs_hash": "p1", STORAGE_KEY: PACKED})
+    plain = store.publish("tensors", rows, "test", {"inputs_hash": "p1"})
+    assert v.version_id != plain.version_id and v.dim == plain.dim == 24
+    files = sorted((store.root / v.path).glob("center=*/*.parquet"))
+    assert files and all(pq.read_schema(f).field("embedding").type == pa.binary(96) for f in files)
+    assert all(pq.read_schema(f).field("embedding").type == pa.list_(pa.float32(), 24)
+               for f in (store.root / plain.path).glob("center=*/*.parquet"))
+    back = store.read(v.ref).sort_by("patient_id")
+    assert back.equals(store.read(plain.ref).sort_by("patient_id"))
+    order = np.argsort(np.asarray(rows.column("patient_id").to_pylist()))
+    assert np.array_equal(embedding_matrix(back.combine_chunks()).view(np.uint32), x[order].view(np.uint32))
+    # the training frame and SQL: the same floats as the plain version's; SQL shows the bytes
+    fa = store.training_frame(v.ref).table.sort_by("patient_id")
+    fb = store.training_frame(plain.ref).table.sort_by("patient_id")
+    assert np.array_equal(embedding_matrix(fa), embedding_matrix(fb))
+    blobs = store.sql(f'SELECT patient_id, embedding FROM "tensors@{v.version_id}" ORDER BY patient_id')
+    assert np.array_equal(np.stack([np.frombuffer(b, "<f4") for b in blobs.column("embedding").to_pylist()]),
+                          x[order])
+    with pytest.raises(StoreError, match="packed"):
+        store.nearest(v.ref, c.patient_id[0])
+    # a non-finite value inside a packed row is refused like any other, naming the row and the index
+    bad = _poke(rows, 2, 5, float("nan"))
+    with pytest.raises(StoreError, match=r"row 2 .*embedding\[5\] = nan"):
+        store.publish("tensors", bad, "test", {"inputs_hash": "p2", STORAGE_KEY: PACKED})

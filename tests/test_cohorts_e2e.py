@@ -131,8 +131,9 @@ def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_versio
     reg = HeadRegistry(store)
     v_demo, v_dltr = reg.latest("dltr_mlp"), reg.latest("dltr")
     code, out, err = _cli("train-heads", "--store", str(store), "--clinical", "age,afp", "--labs", "albumin",
-                          "--seed", "1", "--heads", "clinical,dltr_mlp")
+                          "--seed", "1", "--heads", "clinical,dltr_mlp", "--clinical-bootstrap", "10")
     assert code == 0, err
+    assert reg.meta("clinical")["hyperparameters"]["n_bootstrap"] == 10   # recorded with the head
     assert "nan" not in out.lower() and "CV AUC" in out       # the clinical head has no CV AUC: none printed
     assert "clinical   " in out and "CV AUC" not in next(ln for ln in out.splitlines() if ln.startswith("clinical"))
     lin = reg.meta("dltr_mlp")["lineage"]

@@ -155,7 +155,7 @@ def test_train_heads_and_evaluate_through_the_store(tiny_cohort, tmp_path):
     store, cohort = _tiny_store(tiny_cohort, tmp_path)
     table, traits = _truth_features(cohort)
     store.publish("dltr", table, producer="test-truth-projection", lineage={"traits": traits})
-    res = train_heads(store, HeadsConfig(feature_set="dltr", seed=0, fusion="readout"))  # no encoder made these
+    res = train_heads(store, HeadsConfig(feature_set="dltr", seed=0, fusion="readout", clinical_bootstrap=10))  # no encoder made these
     reg = HeadRegistry(store.root)
     meta = reg.meta("dltr_mlp")
     assert meta["lineage"]["frame_row_hash"] and meta["lineage"]["feature_set_version"]

@@ -21,6 +21,7 @@ from models.heads import (
     ClinicalModel,
     DLTRHead,
     HeadRegistry,
+    HeadsConfig,
     XGBFusionHead,
     fit_heads,
     fit_logistic,
@@ -366,12 +367,12 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
     # planted features, made by no encoder: the default fusion (the encoder's out-of-fold logit) is refused
     with pytest.raises(ModelError, match="fusion='readout'"):
         train_heads(s1, HeadsConfig(seed=0))
-    r1 = train_heads(s1, HeadsConfig(seed=0, fusion="readout"))
+    r1 = train_heads(s1, HeadsConfig(seed=0, fusion="readout", clinical_bootstrap=10))
     df2 = df.copy()
     test = (df2["split"] != "train").to_numpy()
     df2.loc[test, "label"] = np.random.default_rng(1).permutation(df2.loc[test, "label"].to_numpy())
     s2 = _store(tmp_path / "s2", df2, emb)
-    r2 = train_heads(s2, HeadsConfig(seed=0, fusion="readout"))
+    r2 = train_heads(s2, HeadsConfig(seed=0, fusion="readout", clinical_bootstrap=10))
     reg1, reg2 = HeadRegistry(s1.root), HeadRegistry(s2.root)
     for name in r1.versions:
         b1 = _state_files(s1.root / "heads" / name / r1.versions[name])
@@ -392,7 +393,7 @@ def test_store_training_is_blind_to_test_labels_and_evaluates(tmp_path):
     # one fusion head retrained alone: its lineage names the clinical model it fused (not an empty selection),
     # and the other heads keep their versions and their rows of the scores table
     selected = reg1.meta("xgb_fusion", r1.versions["xgb_fusion"])["lineage"]["clinical_selected"]
-    r3 = train_heads(s1, HeadsConfig(seed=0, heads=("xgb_fusion",), fusion="readout"))
+    r3 = train_heads(s1, HeadsConfig(seed=0, heads=("xgb_fusion",), fusion="readout", clinical_bootstrap=10))
     assert selected and reg1.meta("xgb_fusion", r3.versions["xgb_fusion"])["lineage"]["clinical_selected"] == selected
     assert list(r3.clinical_summary["variable"].drop_duplicates())[1:] == selected
     assert reg1.latest("clinical") == r1.versions["clinical"]
@@ -475,3 +476,22 @@ def test_clinical_out_of_fold_scores_refit_on_its_candidates_only():
         by_hand[val] = m.predict_proba(tr.iloc[val])[:, 1]
     np.testing.assert_allclose(oof, by_hand, rtol=1e-12)
     assert 0.55 < roc_auc_score(y, oof) < 0.95
+
+
+def test_clinical_bootstrap_changes_only_the_reported_stability():
+    """The number of stability resamples (``HeadsConfig.clinical_bootstrap``) changes no coefficient, selection
+    or score of the clinical model: only how many resamples its inclusion frequencies count (0: none), and each
+    frequency is a share of the resamples that hold both classes."""
+    df, _, _ = planted(n=300, d=4, seed=5)
+    tr = (df["split"] == "train").to_numpy()
+    X, y = df.loc[tr, ["age", "afp", "bclc", "sex"]].reset_index(drop=True), df.loc[tr, "label"].to_numpy()
+    fits = {b: ClinicalModel(seed=0, n_bootstrap=b).fit(X, y) for b in (0, 7)}
+    assert fits[0].selected_ == fits[7].selected_ and np.array_equal(fits[0].fit_.coef, fits[7].fit_.coef)
+    assert np.array_equal(fits[0].predict_proba(X), fits[7].predict_proba(X))
+    assert all(np.isnan(v) for v in fits[0].inclusion_.values())
+    freq = np.array(list(fits[7].inclusion_.values()))
+    assert np.allclose(freq * 7, np.round(freq * 7)) and freq.max() == 1.0   # afp, planted, kept in all 7
+    assert HeadsConfig().clinical_bootstrap == 50 and HeadsConfig(clinical_bootstrap=0).clinical_bootstrap == 0
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ModelError, match="clinical_bootstrap"):
+            HeadsConfig(clinical_bootstrap=bad)

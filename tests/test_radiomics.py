@@ -298,7 +298,7 @@ def tiny_store(tiny_cohort, tmp_path_factory) -> Path:
     deep = rows.drop_columns(["embedding"]).append_column(
         "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 8))
     store.publish("dltr", deep, producer="tests.test_radiomics", lineage={"made_by": "tiny_store fixture"})
-    train_heads(store, HeadsConfig(feature_set="dltr", seed=0, fusion="readout"))  # no encoder made these
+    train_heads(store, HeadsConfig(feature_set="dltr", seed=0, fusion="readout", clinical_bootstrap=10))  # no encoder made these
     return root
 
 

@@ -147,7 +147,7 @@ def test_fusion_on_measured_descriptors_agrees_between_batch_and_single(scoring_
     root = tmp_path / "store"
     shutil.copytree(scoring_demo.store, root)
     store = FeatureStore(root)
-    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="descriptors", seed=0))
+    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="descriptors", seed=0, clinical_bootstrap=10))
     fh, meta = HeadRegistry(root).load("dltr_mlp")
     scorer = Scorer(root, "dltr_mlp", work_dir=tmp_path / "work")
     lin = scorer.lineage
@@ -200,7 +200,8 @@ def test_native_fusion_agrees_between_batch_and_single_and_records_its_resolutio
     root = tmp_path / "store"
     shutil.copytree(scoring_demo.store, root)
     store = FeatureStore(root)
-    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="native", native_spacing_mm=(5.0, 5.0, 8.0), seed=0))
+    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="native", native_spacing_mm=(5.0, 5.0, 8.0), seed=0,
+                                         clinical_bootstrap=10))
     fh, meta = HeadRegistry(root).load("dltr_mlp")
     scorer = Scorer(root, "dltr_mlp", work_dir=tmp_path / "work")
     lin = scorer.lineage

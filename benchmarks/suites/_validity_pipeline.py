@@ -23,7 +23,7 @@ from dltr.demo import StageLog
 
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
-HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion")
+HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap")
 # the plain baseline's L2 penalties (C by 5-fold CV), shared by its clinical reference and the learnable ceiling
 BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -49,11 +49,12 @@ class ValidityConfig:
     fusion: str = "descriptors"    # HeadsConfig.fusion: the fusion heads' inputs, "descriptors" or "readout"
     extract_workers: int = 2
     ingest_workers: int = 2
+    clinical_bootstrap: int | None = None   # HeadsConfig.clinical_bootstrap, None: its default (no score depends on it)
     extra: dict[str, Any] = field(default_factory=dict)   # further method knobs, recorded with the results
 
     @classmethod
     def for_profile(cls, profile: str, **given: Any) -> ValidityConfig:
-        base = {"tiny": {"epochs": 4, "folds": 2, "seeds": (0, 1)}}.get(profile, {})
+        base = {"tiny": {"epochs": 4, "folds": 2, "seeds": (0, 1), "clinical_bootstrap": 10}}.get(profile, {})
         return cls(profile=profile, **(base | {k: v for k, v in given.items() if v is not None}))
 
     def method(self) -> dict[str, Any]:
@@ -64,7 +65,9 @@ class ValidityConfig:
         return {"normalisation": self.normalisation, "candidates": list(self.candidates), "folds": self.folds,
                 "epochs": self.epochs, "width": self.width, "aux_weight": self.aux_weight,
                 **({"mask_channel": "true"} if self.mask_channel else {}),
-                **({"fusion": self.fusion} if self.fusion != "readout" else {}), **self.extra}
+                **({"fusion": self.fusion} if self.fusion != "readout" else {}),
+                **({"clinical_bootstrap": self.clinical_bootstrap} if self.clinical_bootstrap is not None else {}),
+                **self.extra}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -211,6 +214,8 @@ def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dic
     from models.heads import HeadsConfig, train_heads
 
     knobs = {"fusion": "readout"} | knobs  # a run that leaves fusion out of its method ran the read-out
+    if "clinical_bootstrap" in knobs:
+        knobs["clinical_bootstrap"] = int(knobs["clinical_bootstrap"])
     res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed, **knobs))
     keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
     res.scores[keep].to_parquet(path, index=False)

@@ -69,7 +69,7 @@ def config_from(ctx: BenchContext) -> ValidityConfig:
         elif k in ("seeds", "candidates"):
             items = v.split(",") if isinstance(v, str) else v
             given[k] = tuple(int(s) for s in items) if k == "seeds" else tuple(str(s) for s in items)
-        elif k in ("folds", "epochs", "width", "extract_workers", "ingest_workers"):
+        elif k in ("folds", "epochs", "width", "extract_workers", "ingest_workers", "clinical_bootstrap"):
             given[k] = int(v)
         elif k == "aux_weight":
             given[k] = float(v)

@@ -50,6 +50,7 @@ class DemoConfig:
     phases: tuple[str, ...] | None = None  # encoder channels; None = cohort.toml's phases, in its order
     extract_workers: int = 2
     radiomics: bool = True  # radiomics features and the multi-set heads beside DLTR_MLP (dltr.demo._stages)
+    clinical_bootstrap: int | None = None  # HeadsConfig.clinical_bootstrap (None: its default)
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
     #: keyed pseudonyms through every stage (ingest and the cohort tables); never stored or hashed
@@ -58,7 +59,9 @@ class DemoConfig:
     @classmethod
     def for_profile(cls, profile: str = "default", **overrides: Any) -> DemoConfig:
         """Defaults sized so the demo profile runs in minutes on 2 CPU cores, the tiny one in about one."""
-        base = {"tiny": {"epochs": 4, "folds": 2}}.get(profile, {})
+        # tiny: 10 stability resamples of the clinical selection (no score depends on them; 50 were 40 % of the
+        # tiny heads stage)
+        base = {"tiny": {"epochs": 4, "folds": 2, "clinical_bootstrap": 10}}.get(profile, {})
         return cls(profile=profile, **(base | {k: v for k, v in overrides.items() if v is not None}))
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +213,9 @@ def _run_demo(out: Path, cfg: DemoConfig, log: Callable[[str], None],
 
         store = FeatureStore(store_root)
         clinical, labs = predictor_columns(store) or (None, None)   # cohort.toml's predictors
-        res = train_heads(store, HeadsConfig(feature_set=feature_set, clinical=clinical, labs=labs, seed=cfg.seed))
+        boot = {} if cfg.clinical_bootstrap is None else {"clinical_bootstrap": cfg.clinical_bootstrap}
+        res = train_heads(store, HeadsConfig(feature_set=feature_set, clinical=clinical, labs=labs, seed=cfg.seed,
+                                             **boot))
         evaluate(store, EvaluateConfig(seed=cfg.seed))
         return {"heads": res.versions}, {}
 

@@ -34,7 +34,9 @@ class HeadsConfig:
     plus the clinical model's selected variables). The clinical and DLTR heads are the same under all three.
     ``native_spacing_mm``: the one voxel size (mm) of the native descriptors, coarser than every site's
     acquisition on each axis (each image is blurred to it and resampled; a site coarser still would be measured
-    at its own resolution), recorded in the fusion heads."""
+    at its own resolution), recorded in the fusion heads. ``clinical_bootstrap``: bootstrap resamples of the
+    clinical model's selection whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``;
+    0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples))."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -46,8 +48,12 @@ class HeadsConfig:
     deep_rows: str = "refit"
     fusion: str = "descriptors"
     native_spacing_mm: tuple[float, float, float] = (4.5, 4.5, 7.0)
+    clinical_bootstrap: int = 50
 
     def __post_init__(self) -> None:
+        if isinstance(self.clinical_bootstrap, bool) or not isinstance(self.clinical_bootstrap, int) \
+                or self.clinical_bootstrap < 0:
+            raise ModelError(f"clinical_bootstrap {self.clinical_bootstrap!r}: a number of resamples >= 0 expected")
         object.__setattr__(self, "native_spacing_mm", tuple(float(v) for v in self.native_spacing_mm))
         if len(self.native_spacing_mm) != 3 or min(self.native_spacing_mm) <= 0:
             raise ModelError(f"native_spacing_mm {self.native_spacing_mm}: three positive voxel sizes (mm) expected")

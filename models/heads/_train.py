@@ -221,7 +221,8 @@ def _train_rows(df: pd.DataFrame) -> np.ndarray:
 def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed: int = 0,
               heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
               clinical_selection: str = "aic", fusion: str = "readout",
-              native_spacing_mm: tuple[float, ...] | None = None) -> dict[str, FrameHead]:
+              native_spacing_mm: tuple[float, ...] | None = None,
+              clinical_bootstrap: int = 50) -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
@@ -229,13 +230,14 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     with "descriptors" the fusion heads read the response logit alone from the read-out, then the frame's
     measured ROI descriptors (``roi.*`` columns, ``with_descriptors``), then every declared predictor (a
     clinical block without selection, fitted on the training rows); "native" likewise, the frame's ``roi.*``
-    columns then including the native descriptors measured at ``native_spacing_mm`` (``with_descriptors``)."""
+    columns then including the native descriptors measured at ``native_spacing_mm`` (``with_descriptors``).
+    ``clinical_bootstrap``: the clinical selection's stability resamples (``HeadsConfig.clinical_bootstrap``)."""
     if fusion not in FUSIONS:
         raise ModelError(f"fusion {fusion!r}: choose among {list(FUSIONS)}")
     tr = _train_rows(df)
     y = df.loc[tr, "label"].astype(int).to_numpy()
     Xc = df.loc[tr, candidates].reset_index(drop=True)
-    clin = ClinicalModel(selection=clinical_selection, seed=seed).fit(Xc, y)
+    clin = ClinicalModel(selection=clinical_selection, seed=seed, n_bootstrap=clinical_bootstrap).fit(Xc, y)
     out = {"clinical": FrameHead(name="clinical", estimator=clin, clinical=None, uses_embedding=False)}
     ro = {} if crossfit is None else {"readout_weight": crossfit.weight, "readout_bias": crossfit.bias}
     fused: dict[str, Any] = {"clinical": clin, **ro}
@@ -387,7 +389,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
         df = with_descriptors(store, df, _card_of(lineage), native_mm)
     fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,
                        clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout",
-                       native_spacing_mm=native_mm)
+                       native_spacing_mm=native_mm, clinical_bootstrap=cfg.clinical_bootstrap)
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
     deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None

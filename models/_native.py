@@ -27,15 +27,24 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NATIVE_PER_PHASE", "band_mm", "measure_native", "native_descriptor_names", "native_descriptors"]
+__all__ = ["NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "measure_native", "native_descriptor_names",
+           "native_descriptors"]
 
 NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine")
+#: named subsets of the native descriptors a fusion head may read (``HeadsConfig.native_set``), chosen without
+#: labels: "all"; "texture", each phase's heterogeneity (sd, entropy, fine texture), what the encoder's grid
+#: measures poorly (BENCHMARKS.md, session 10: heterogeneity R² 0.33 on the grid), the relative intensities
+#: being measured well there already
+NATIVE_SETS = {"all": NATIVE_PER_PHASE + ("log_volume", "sphericity"), "texture": ("sd", "entropy", "fine")}
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
-def native_descriptor_names(phases: Sequence[str]) -> list[str]:
-    """Names of ``measure_native``'s values for these phases, in order."""
-    return [f"native.{p}.{d}" for p in phases for d in NATIVE_PER_PHASE] + ["native.log_volume", "native.sphericity"]
+def native_descriptor_names(phases: Sequence[str], native_set: str = "all") -> list[str]:
+    """Names of ``measure_native``'s values for these phases, in order (``native_set``: those of that subset,
+    ``NATIVE_SETS``)."""
+    names = [f"native.{p}.{d}" for p in phases for d in NATIVE_PER_PHASE] + ["native.log_volume", "native.sphericity"]
+    keep = NATIVE_SETS[native_set]
+    return [n for n in names if n.rsplit(".", 1)[1] in keep]
 
 
 def band_mm(spacing_mm: Sequence[float]) -> tuple[float, float]:

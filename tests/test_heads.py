@@ -495,3 +495,29 @@ def test_clinical_bootstrap_changes_only_the_reported_stability():
     for bad in (-1, 2.5, True):
         with pytest.raises(ModelError, match="clinical_bootstrap"):
             HeadsConfig(clinical_bootstrap=bad)
+
+
+def test_native_set_texture_reads_each_phases_heterogeneity_and_the_grid_descriptors():
+    """``native_set="texture"``: the fusion heads read the grid descriptors and, of the native ones, each phase's
+    sd, entropy and fine texture only (in the frame's order); "all" reads every one."""
+    from models import native_descriptor_names
+    from models.heads import CrossFit, add_native_descriptors
+
+    df, emb, _ = planted(n=300, d=6, seed=3)
+    rng = np.random.default_rng(1)
+    df["roi.a.tumour_mean"] = rng.normal(size=len(df))
+    phases = ("arterial", "portal")
+    df = add_native_descriptors(df, rng.normal(size=(len(df), 18)), phases)
+    tr = (df["split"] == "train").to_numpy()
+    cf = CrossFit(df.loc[tr, "patient_id"].to_numpy(), rng.normal(size=(int(tr.sum()), 3)),
+                  rng.normal(size=(3, emb.shape[1])), rng.normal(size=3))
+    cand = ["age", "afp", "bclc", "sex"]
+    got = {s: fit_heads(df, emb, cand, seed=0, crossfit=cf, fusion="native", native_spacing_mm=(5.0, 5.0, 8.0),
+                        native_set=s, heads=("clinical", "dltr_mlp"), clinical_bootstrap=0)["dltr_mlp"]
+           for s in ("all", "texture")}
+    texture = [f"roi.native.{p}.{d}" for p in phases for d in ("sd", "entropy", "fine")]
+    assert got["texture"].descriptors == ("roi.a.tumour_mean", *texture)
+    assert got["all"].descriptors == ("roi.a.tumour_mean", *["roi." + n for n in native_descriptor_names(phases)])
+    assert ["roi." + n for n in native_descriptor_names(phases, "texture")] == texture
+    with pytest.raises(ModelError, match="native_set"):
+        HeadsConfig(fusion="native", native_set="textures")

@@ -209,6 +209,7 @@ def test_native_fusion_agrees_between_batch_and_single_and_records_its_resolutio
     native = [c for c in fh.descriptors if c.startswith(NATIVE_PREFIX)]
     assert native == ["roi." + n for n in native_descriptor_names(phases)]
     assert fh.native_spacing_mm == (5.0, 5.0, 8.0) and meta["lineage"]["native_spacing_mm"] == [5.0, 5.0, 8.0]
+    assert meta["lineage"]["native_descriptors"] == native   # what it reads, recorded
     assert "5.0 x 5.0 x 8.0 mm" in meta["lineage"]["fusion"]
     batch = _batch(root, "dltr_mlp")
     external = patients_of(scoring_demo.cohort, "external")[:3]

@@ -23,7 +23,7 @@ from dltr.demo import StageLog
 
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
-HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap")
+HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap", "native_set")
 # the plain baseline's L2 penalties (C by 5-fold CV), shared by its clinical reference and the learnable ceiling
 BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 

@@ -73,6 +73,8 @@ def train_heads_cmd(
     native_spacing: str = typer.Option(None, "--native-spacing", help="With --fusion native: the voxel size (mm) "
                                        "the native descriptors are measured at, X,Y,Z, coarser than every site's "
                                        "(default 4.5,4.5,7)."),
+    native_set: str = typer.Option(None, "--native-set", help="With --fusion native: which native descriptors the "
+                                   "fusion heads read, 'all' (default) or 'texture' (each phase's heterogeneity)."),
     clinical_bootstrap: int = typer.Option(None, "--clinical-bootstrap", min=0, help="Bootstrap resamples of the "
                                            "clinical selection, whose inclusion frequencies report its stability "
                                            "(default 50; 0: none). No score depends on them."),
@@ -86,7 +88,7 @@ def train_heads_cmd(
     clin, lab = predictors(fs, clinical, labs)
     res = train_heads(fs, config_from(HeadsConfig(), feature_set=feature_set, clinical=clin, labs=lab, seed=seed,
                                       max_age_days=max_age_days, heads=_names(heads), fusion=fusion,
-                                      native_spacing_mm=_spacing(native_spacing),
+                                      native_spacing_mm=_spacing(native_spacing), native_set=native_set,
                                       clinical_bootstrap=clinical_bootstrap))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,

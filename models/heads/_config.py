@@ -34,7 +34,8 @@ class HeadsConfig:
     plus the clinical model's selected variables). The clinical and DLTR heads are the same under all three.
     ``native_spacing_mm``: the one voxel size (mm) of the native descriptors, coarser than every site's
     acquisition on each axis (each image is blurred to it and resampled; a site coarser still would be measured
-    at its own resolution), recorded in the fusion heads. ``clinical_bootstrap``: bootstrap resamples of the
+    at its own resolution), recorded in the fusion heads; ``native_set``: which of them the fusion heads read
+    (``models.NATIVE_SETS``: "all", or "texture", each phase's heterogeneity; opt-in). ``clinical_bootstrap``: bootstrap resamples of the
     clinical model's selection whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``;
     0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples))."""
 
@@ -48,6 +49,7 @@ class HeadsConfig:
     deep_rows: str = "refit"
     fusion: str = "descriptors"
     native_spacing_mm: tuple[float, float, float] = (4.5, 4.5, 7.0)
+    native_set: str = "all"
     clinical_bootstrap: int = 50
 
     def __post_init__(self) -> None:
@@ -63,6 +65,10 @@ class HeadsConfig:
                 object.__setattr__(self, name, tuple(v))
         if self.fusion not in FUSIONS:
             raise ModelError(f"fusion {self.fusion!r}: choose among {list(FUSIONS)}")
+        from models import NATIVE_SETS
+
+        if self.native_set not in NATIVE_SETS:
+            raise ModelError(f"native_set {self.native_set!r}: choose among {list(NATIVE_SETS)}")
         unknown = [h for h in self.heads if h not in HEADS]
         if unknown or not self.heads:
             raise ModelError(f"heads {list(self.heads)}: {unknown or 'none given'}; choose among {list(HEADS)}")

@@ -221,7 +221,7 @@ def _train_rows(df: pd.DataFrame) -> np.ndarray:
 def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed: int = 0,
               heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
               clinical_selection: str = "aic", fusion: str = "readout",
-              native_spacing_mm: tuple[float, ...] | None = None,
+              native_spacing_mm: tuple[float, ...] | None = None, native_set: str = "all",
               clinical_bootstrap: int = 50) -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
@@ -231,6 +231,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     measured ROI descriptors (``roi.*`` columns, ``with_descriptors``), then every declared predictor (a
     clinical block without selection, fitted on the training rows); "native" likewise, the frame's ``roi.*``
     columns then including the native descriptors measured at ``native_spacing_mm`` (``with_descriptors``).
+    ``native_set``: which native descriptors the fusion heads read (``HeadsConfig.native_set``).
     ``clinical_bootstrap``: the clinical selection's stability resamples (``HeadsConfig.clinical_bootstrap``)."""
     if fusion not in FUSIONS:
         raise ModelError(f"fusion {fusion!r}: choose among {list(FUSIONS)}")
@@ -252,6 +253,13 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
             raise ModelError(f"fusion={fusion!r}: the frame's measured ROI descriptors ({len(names)} roi.* columns, "
                              f"native ones: {native}) do not match; add them with models.heads.with_descriptors "
                              "(native_spacing_mm for fusion='native')")
+        if native and native_set != "all":
+            from models import native_descriptor_names
+
+            phases = [n[len(NATIVE_PREFIX):].split(".")[0] for n in names if n.endswith(".mean")
+                      and n.startswith(NATIVE_PREFIX)]
+            keep = {DESCRIPTOR_PREFIX + n for n in native_descriptor_names(phases, native_set)}
+            names = tuple(n for n in names if not n.startswith(NATIVE_PREFIX) or n in keep)
         every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names, "native_spacing_mm": native_spacing_mm if native else None}
@@ -389,7 +397,8 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
         df = with_descriptors(store, df, _card_of(lineage), native_mm)
     fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,
                        clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout",
-                       native_spacing_mm=native_mm, clinical_bootstrap=cfg.clinical_bootstrap)
+                       native_spacing_mm=native_mm, native_set=cfg.native_set,
+                       clinical_bootstrap=cfg.clinical_bootstrap)
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
     deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None
@@ -471,7 +480,8 @@ def _fusion_lineage(fh: FrameHead) -> dict[str, Any]:
     if fh.native_spacing_mm is None:
         return {"fusion": FUSION_LINEAGE}
     return {"fusion": FUSION_LINEAGE + NATIVE_LINEAGE.format(*fh.native_spacing_mm),
-            "native_spacing_mm": list(fh.native_spacing_mm)}
+            "native_spacing_mm": list(fh.native_spacing_mm),
+            "native_descriptors": [n for n in fh.descriptors if n.startswith(NATIVE_PREFIX)]}
 
 
 def _write(store, name: str, df: pd.DataFrame, lineage: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from features._cohort import predictor_columns, registered_cohort_config
 from features._frames import TrainingFrame, embedding_matrix, memory_frame, table_hash
 from features._multi import MultiFrame, multi_frame
 from features._registry import FeatureSetVersion
-from features._rows import PACKED, STORAGE_KEY, feature_schema, pack, unpack
+from features._rows import PACKED, STORAGE_KEY, feature_schema, pack, unpack, unpacked
 from features._store import FeatureStore
 from features._writer import FeatureWriter, version_id_of
 
@@ -38,5 +38,6 @@ __all__ = [
     "registered_cohort_config",
     "table_hash",
     "unpack",
+    "unpacked",
     "version_id_of",
 ]

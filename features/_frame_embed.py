@@ -18,14 +18,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import StoreError
-from features._rows import unpack
+from features._rows import unpacked
 
 
 def _matrix(col: pa.Array, dim: int, where: str) -> np.ndarray:
     """(rows, dim) float32 view of one chunk's embedding values (cast first if stored otherwise)."""
     want = pa.list_(pa.float32(), dim)
-    if pa.types.is_fixed_size_binary(col.type) and col.type.byte_width == 4 * dim:
-        col = unpack(col).chunk(0)  # a packed version (features._rows.PACKED): the same floats
+    col = unpacked(col)  # a packed version (features._rows.PACKED): the same floats
     if col.type != want:
         try:
             col = col.cast(want)  # list<float> / float64 children written by other tools

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from dltr.core.exceptions import StoreError
 from features._catalog import ident, literal
-from features._rows import unpack
+from features._rows import unpacked
 
 BASE_COLUMNS = ("patient_id", "center", "split", "tace_date", "label", "pfs_days", "pfs_event", "embedding")
 
@@ -63,8 +63,7 @@ def embedding_matrix(table: pa.Table, column: str = "embedding") -> np.ndarray:
     """(N, D) float32 view of a fixed-size-list column (or its packed form, ``features._rows.PACKED``)."""
     col = table.column(column)
     arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    if pa.types.is_fixed_size_binary(arr.type):
-        arr = unpack(arr).chunk(0)
+    arr = unpacked(arr)
     dim = arr.type.list_size
     flat = arr.flatten()  # respects the array's offset; zero-copy
     if flat.null_count:

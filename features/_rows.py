@@ -75,6 +75,14 @@ def unpack(col: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(out, pa.list_(pa.float32(), dim))
 
 
+def unpacked(col):
+    """``col`` (an Array or a ChunkedArray) as fixed-size lists of float32: unpacked if it is packed, else as is."""
+    if not pa.types.is_fixed_size_binary(col.type):
+        return col
+    out = unpack(col)
+    return out if isinstance(col, pa.ChunkedArray) else out.chunk(0)
+
+
 def _embedding_dim(col: pa.ChunkedArray, what: str) -> int:
     t = col.type
     if pa.types.is_fixed_size_list(t):
@@ -111,8 +119,8 @@ def conform(table: pa.Table, dim: int | None, what: str, packed: bool = False) -
                          f"declares {dim}; every row of a feature set has the same dimension")
     table = table.select(list(REQUIRED))
     emb = table.column("embedding")
-    if pa.types.is_fixed_size_binary(emb.type) and not packed:
-        table = table.set_column(5, "embedding", unpack(emb))
+    if not packed:
+        table = table.set_column(5, "embedding", unpacked(emb))
     elif packed and not pa.types.is_fixed_size_binary(emb.type):
         if not pa.types.is_fixed_size_list(emb.type):
             emb = emb.cast(pa.list_(pa.float32(), got))
@@ -142,9 +150,7 @@ def check_rows(table: pa.Table, what: str, *, seen: Iterable[str] = (),
             raise StoreError(f"{what}: row {i}: patient {p!r} duplicates row {first[p]} (duplicate key)")
         first[p] = i
     if table.num_rows:
-        col = table.column("embedding")
-        if pa.types.is_fixed_size_binary(col.type):
-            col = unpack(col)
+        col = unpacked(table.column("embedding"))
         dim = col.type.list_size
         emb = col.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, dim)
         finite = np.isfinite(emb).all(axis=1)

@@ -30,7 +30,7 @@ from features._frames import (
     table_hash,
 )
 from features._registry import FeatureSetVersion, Registry, now_iso
-from features._rows import check_rows, conform, embedding_dim, feature_schema, is_packed, unpack
+from features._rows import check_rows, conform, embedding_dim, feature_schema, is_packed, unpacked
 from features._session import CatalogSession
 from features._sql import on_catalog, run_read_only, run_write
 from features._writer import FeatureWriter, _existing, commit_version, version_id_of
@@ -185,9 +185,9 @@ class FeatureStore:
         if not files:
             raise StoreError(f"{v.ref}: registered but its files are missing under {self.root / v.path}")
         table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-        if "embedding" in table.column_names and pa.types.is_fixed_size_binary(table.schema.field("embedding").type):
+        if "embedding" in table.column_names:  # a packed version: the same floats
             table = table.set_column(table.column_names.index("embedding"), "embedding",
-                                     unpack(table.column("embedding")))  # a packed version: the same floats
+                                     unpacked(table.column("embedding")))
         schema = feature_schema(v.dim)
         return table.cast(pa.schema([schema.field(n) for n in table.column_names]))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "measure_native", "native_descriptor_names",
+__all__ = ["NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set", "measure_native", "native_descriptor_names",
            "native_descriptors"]
 
 NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine")
@@ -43,8 +43,13 @@ def native_descriptor_names(phases: Sequence[str], native_set: str = "all") -> l
     """Names of ``measure_native``'s values for these phases, in order (``native_set``: those of that subset,
     ``NATIVE_SETS``)."""
     names = [f"native.{p}.{d}" for p in phases for d in NATIVE_PER_PHASE] + ["native.log_volume", "native.sphericity"]
-    keep = NATIVE_SETS[native_set]
-    return [n for n in names if n.rsplit(".", 1)[1] in keep]
+    return [n for n in names if in_native_set(n, native_set)]
+
+
+def in_native_set(name: str, native_set: str) -> bool:
+    """Whether native descriptor ``name`` (``native.<phase>.<descriptor>``, with or without a prefix) is in
+    subset ``native_set`` (``NATIVE_SETS``)."""
+    return name.rsplit(".", 1)[1] in NATIVE_SETS[native_set]
 
 
 def band_mm(spacing_mm: Sequence[float]) -> tuple[float, float]:

@@ -253,13 +253,10 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
             raise ModelError(f"fusion={fusion!r}: the frame's measured ROI descriptors ({len(names)} roi.* columns, "
                              f"native ones: {native}) do not match; add them with models.heads.with_descriptors "
                              "(native_spacing_mm for fusion='native')")
-        if native and native_set != "all":
-            from models import native_descriptor_names
+        if native:
+            from models import in_native_set
 
-            phases = [n[len(NATIVE_PREFIX):].split(".")[0] for n in names if n.endswith(".mean")
-                      and n.startswith(NATIVE_PREFIX)]
-            keep = {DESCRIPTOR_PREFIX + n for n in native_descriptor_names(phases, native_set)}
-            names = tuple(n for n in names if not n.startswith(NATIVE_PREFIX) or n in keep)
+            names = tuple(n for n in names if not n.startswith(NATIVE_PREFIX) or in_native_set(n, native_set))
         every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names, "native_spacing_mm": native_spacing_mm if native else None}

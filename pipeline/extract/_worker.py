@@ -216,13 +216,11 @@ class EncodeWorker:
 def _from_tensors(batch: pa.Table) -> pa.Table:
     """Tensor-set rows (``embedding`` = the flattened encoder input) -> ``LoadWorker`` rows: nothing
     failed to load, and no volume bytes were read (``itemsize`` 0)."""
-    from features import unpack
+    from features import unpacked
 
     t0 = time.perf_counter()
     n = batch.num_rows
-    x = batch.column("embedding").combine_chunks()
-    if pa.types.is_fixed_size_binary(x.type):  # stored packed (features.PACKED): a view of the same bytes
-        x = unpack(x).chunk(0)
+    x = unpacked(batch.column("embedding").combine_chunks())  # stored packed (features.PACKED): the same bytes
     cols = {"patient_id": batch.column("patient_id"), "center": batch.column("center"),
             "phases": batch.column("phases"), "input_checksum": batch.column("input_checksum"),
             "itemsize": pa.array(np.zeros(n, np.int32)), "x": x, "roi_box": batch.column("roi_box"),

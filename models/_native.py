@@ -130,14 +130,16 @@ def native_descriptors(store_root: str | Path, patient_ids: Sequence[str], phase
     liver reference's reach and one coarse voxel), at ``spacing_mm``."""
     import zarr
 
-    from dltr.core.layout import StoreLayout
+    from dltr.core.layout import StoreLayout, VolumeAttrs
 
-    root = zarr.open_group(str(StoreLayout.of(store_root).volumes), mode="r")
+    layout = StoreLayout.of(store_root)
+    root = zarr.open_group(str(layout.volumes), mode="r")
     rows = []
     for pid in patient_ids:
         g = root[str(pid)]
-        sp = np.asarray(g.attrs["spacing"], float)
-        box, shape = g.attrs["bbox_vox"], g["mask"].shape
+        attrs = VolumeAttrs.of(g.attrs, layout.volume_group(str(pid)))
+        sp = np.asarray(attrs.spacing, float)
+        box, shape = attrs.bbox_vox, g["mask"].shape
         pad = np.ceil((band_mm(spacing_mm)[1] + float(np.max(spacing_mm))) / sp).astype(int)
         crop = tuple(slice(max(0, int(box[i]) - pad[i]), min(shape[i], int(box[i + 3]) + pad[i])) for i in range(3))
         rows.append(measure_native([g[p][crop] for p in phases], g["mask"][crop], sp, spacing_mm))

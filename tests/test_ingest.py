@@ -90,6 +90,37 @@ def test_studies_table_matches_store(store):
     assert {str(d) for d in t.column("study_date").to_pylist() if d} == {"2020-01-02"}
 
 
+@pytest.mark.parametrize("key", ["bbox_vox", "spacing"])
+def test_a_group_missing_an_attribute_is_named_by_every_reader(store, tmp_path, key):
+    """Every stage reads a patient group's attributes through ``VolumeAttrs``: one with ``key`` removed is
+    refused with the group's path and the attribute, not a bare KeyError."""
+    import json
+    import shutil
+
+    from dltr.core.exceptions import StoreError
+    from dltr.core.layout import StoreLayout, VolumeAttrs
+    from models import native_descriptors
+    from pipeline.loaders import RoiConfig, RoiReader
+
+    root = tmp_path / "store"
+    shutil.copytree(store[0], root)
+    pid = sorted(p.name for p in StoreLayout.of(root).volumes.iterdir() if p.is_dir())[0]
+    meta_path = StoreLayout.of(root).volume_attrs(pid)
+    meta = json.loads(meta_path.read_text())
+    kept = VolumeAttrs.of(meta["attributes"], pid)
+    assert list(kept.bbox_vox) == meta["attributes"]["bbox_vox"] and len(kept.spacing) == 3
+    del meta["attributes"][key]
+    meta_path.write_text(json.dumps(meta))
+    where = str(StoreLayout.of(root).volume_group(pid))
+    phases = tuple(kept.phases)
+    readers = [lambda: RoiReader(root, RoiConfig(phases=phases, grid=(8, 8, 4))).read(pid),
+               lambda: native_descriptors(root, [pid], phases, (2.0, 2.0, 2.0))]
+    for read in readers:
+        with pytest.raises(StoreError) as err:
+            read()
+        assert where in str(err.value) and repr(key) in str(err.value) and "re-run `dltr ingest`" in str(err.value)
+
+
 def test_dask_statistics_equal_numpy(store):
     root, _ = store
     stats = pq.read_table(root / "ingest" / "intensity_stats.parquet").to_pylist()

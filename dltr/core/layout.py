@@ -1,7 +1,8 @@
 """The store layout: the one module that spells a path inside a store folder.
 
 Every stage takes a store (a path, a ``StoreLayout`` or a ``FeatureStore``) and asks the layout
-where things live; no other module writes ``"volumes.zarr"`` or ``"tables/clinical.parquet"``.
+where things live; no other module writes ``"volumes.zarr"`` or ``"tables/clinical.parquet"``. The attributes
+ingest writes on a patient group are read and written through ``VolumeAttrs`` (typed, one error for a missing one).
 
 ::
 
@@ -20,9 +21,12 @@ where things live; no other module writes ``"volumes.zarr"`` or ``"tables/clinic
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dltr.core.exceptions import StoreError
 
 #: File names inside a folder the layout points at (an encoder checkpoint, a head version, a lock).
 ENCODER_WEIGHTS = "model.safetensors"
@@ -172,3 +176,110 @@ def encoder_weights(folder: str | Path) -> Path:
 def encoder_crossfit(folder: str | Path) -> Path:
     """The encoder's cross-fitting record (out-of-fold read-out scores of its training rows, refit read-out)."""
     return Path(folder) / ENCODER_CROSSFIT
+
+
+# The attributes ingest writes on a patient group ``volumes.zarr/<patient_id>`` (the key names live here).
+@dataclass(frozen=True)
+class VolumeAttrs:
+    """A patient group's attributes, typed: the one reader of what ``pipeline.ingest`` writes on
+    ``volumes.zarr/<patient_id>``. ``where`` names the group in errors; a missing attribute raises
+    ``StoreError`` naming the group, the attribute and the fix (re-run ingest).
+
+    ``VolumeAttrs.build(...)`` makes the mapping ingest writes, so writer and readers share the key names."""
+
+    where: str
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, attrs: Mapping[str, Any], where: str | Path) -> VolumeAttrs:
+        return cls(str(where), dict(attrs))
+
+    @classmethod
+    def read(cls, zarr_json: str | Path) -> VolumeAttrs:
+        """From a group's ``zarr.json`` (no zarr import; a missing or unreadable file raises ``StoreError``)."""
+        import json
+
+        p = Path(zarr_json)
+        try:
+            meta = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{p}: cannot read the group's metadata ({e}); re-run `dltr ingest`") from None
+        return cls(str(p.parent), meta.get("attributes", {}))
+
+    @staticmethod
+    def build(*, patient_id: str, center: str, phases: Sequence[str], bbox_vox: Sequence[int],
+              bbox_world: Sequence[float], spacing: Sequence[float], affine: Sequence[Sequence[float]],
+              ingest_config_hash: str, source_sha256: Mapping[str, str], input_sha256: str,
+              n_tumour_voxels: int) -> dict[str, Any]:
+        """The attribute mapping ingest writes (``source_sha256`` per phase plus ``"mask"``)."""
+        return {"patient_id": patient_id, "center": center, "phases": list(phases),
+                "bbox_vox": [int(v) for v in bbox_vox], "bbox_world": [float(v) for v in bbox_world],
+                "spacing": [float(v) for v in spacing], "affine": [[float(v) for v in row] for row in affine],
+                "ingest_config_hash": ingest_config_hash, "source_sha256": dict(source_sha256),
+                "input_sha256": input_sha256, "n_tumour_voxels": int(n_tumour_voxels)}
+
+    def _get(self, key: str) -> Any:
+        try:
+            return self.raw[key]
+        except KeyError:
+            raise StoreError(f"{self.where}: attribute {key!r} is missing (has {sorted(self.raw)}); the group was "
+                             "not written by this version's ingest - re-run `dltr ingest`") from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """An attribute that older stores or hand-built ones may lack."""
+        return self.raw.get(key, default)
+
+    @property
+    def patient_id(self) -> str:
+        return str(self._get("patient_id"))
+
+    @property
+    def center(self) -> str:
+        return str(self._get("center"))
+
+    @property
+    def phases(self) -> list[str]:
+        return [str(p) for p in self._get("phases")]
+
+    @property
+    def bbox_vox(self) -> tuple[int, int, int, int, int, int]:
+        """The tumour's voxel box: lower corner (inclusive) then upper corner (exclusive), axis order i, j, k."""
+        box = tuple(int(v) for v in self._get("bbox_vox"))
+        if len(box) != 6:
+            raise StoreError(f"{self.where}: bbox_vox {list(box)} has {len(box)} values, not 6; re-run `dltr ingest`")
+        return box  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel spacing in mm along the array's axes."""
+        sp = tuple(float(v) for v in self._get("spacing"))
+        if len(sp) != 3:
+            raise StoreError(f"{self.where}: spacing {list(sp)} has {len(sp)} values, not 3; re-run `dltr ingest`")
+        return sp  # type: ignore[return-value]
+
+    @property
+    def affine(self) -> list[list[float]]:
+        """Voxel index to world (mm, RAS) as a 4 x 4 nested list."""
+        return [[float(v) for v in row] for row in self._get("affine")]
+
+    @property
+    def source_sha256(self) -> dict[str, str]:
+        """The SHA-256 of each phase's source file, and of the mask's under ``"mask"``."""
+        return {str(k): str(v) for k, v in self._get("source_sha256").items()}
+
+    @property
+    def input_sha256(self) -> str:
+        """The hash of every input the group was written from (ingest's skip-if-unchanged key)."""
+        return str(self._get("input_sha256"))
+
+    @property
+    def ingest_config_hash(self) -> str:
+        return str(self._get("ingest_config_hash"))
+
+    @property
+    def n_tumour_voxels(self) -> int:
+        return int(self._get("n_tumour_voxels"))
+
+    @property
+    def bbox_world(self) -> list[float]:
+        return [float(v) for v in self._get("bbox_world")]

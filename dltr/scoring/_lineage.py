@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import ModelError, StoreError
-from dltr.core.layout import StoreLayout, encoder_card
+from dltr.core.layout import StoreLayout, VolumeAttrs, encoder_card
 from dltr.core.vocabulary import PRIMARY_HEAD, parse_ref
 
 __all__ = ["ScoringLineage", "resolve_lineage"]
@@ -74,7 +74,7 @@ def _volume_config_hash(store_root: Path, patient_id: str) -> str | None:
     p = StoreLayout.of(store_root).volume_attrs(patient_id)
     if not p.is_file():
         return None
-    return json.loads(p.read_text()).get("attributes", {}).get("ingest_config_hash")
+    return VolumeAttrs.read(p).get("ingest_config_hash")
 
 
 def resolve_lineage(store_root: str | Path, head: str = PRIMARY_HEAD) -> tuple[ScoringLineage, Any]:

@@ -8,7 +8,6 @@ statistics), ``encoder`` (torch, eval mode), ``head`` (point-in-time frame + hea
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dltr.core.exceptions import IngestError
-from dltr.core.layout import StoreLayout
+from dltr.core.layout import StoreLayout, VolumeAttrs
 from dltr.core.vocabulary import PRIMARY_HEAD
 
 from ._lineage import ScoringLineage, resolve_lineage, training_stats
@@ -201,8 +200,7 @@ class Scorer:
 def _input_checksum(tmp_store: Path, phases: list[str]) -> str:
     from pipeline.extract import input_checksum
 
-    attrs = json.loads((StoreLayout.of(tmp_store).volume_attrs(SCORING_KEY)).read_text())["attributes"]
-    sums = attrs["source_sha256"]
+    sums = VolumeAttrs.read(StoreLayout.of(tmp_store).volume_attrs(SCORING_KEY)).source_sha256
     return input_checksum({p: sums[p] for p in phases}, sums["mask"])
 
 

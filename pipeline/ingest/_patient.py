@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from dltr.cohort import mask_issue
+from dltr.core.exceptions import StoreError
 from dltr.core.hashing import content_hash, tree_sha256
-from dltr.core.layout import StoreLayout
+from dltr.core.layout import StoreLayout, VolumeAttrs
 
 from ._config import IngestConfig
 from ._dicom import series_files
@@ -181,11 +182,9 @@ def run_patient(task: PatientTask) -> PatientResult:
 
 
 def _stored_inputs(zarr_json: Path) -> str | None:
-    import json
-
     try:
-        return json.loads(zarr_json.read_text()).get("attributes", {}).get("input_sha256")
-    except (OSError, ValueError):
+        return VolumeAttrs.read(zarr_json).get("input_sha256")
+    except StoreError:  # no group yet, or one left unreadable: ingest (re)writes it
         return None
 
 
@@ -217,9 +216,10 @@ def _write(task, images, mask, mask_row, sums, inputs) -> int:
         arrays[r.phase] = (v.voxels, attrs)
     mattrs = _arr_attrs(task, mask, mask_row.mask, sums[mask_row.mask], _size_mb(task, mask_row.mask))
     arrays["mask"] = (mask.voxels, mattrs | {"n_tumour_voxels": n_tumour})
-    gattrs = {"patient_id": task.key, "center": task.center, "phases": [r.phase for r in task.rows],
-              "bbox_vox": box, "bbox_world": bbox_world(box, mask.affine), "spacing": list(mask.spacing),
-              "affine": mask.affine.tolist(), "ingest_config_hash": cfg.output_hash(),
-              "source_sha256": {r.phase: sums[r.image] for r in task.rows} | {"mask": sums[mask_row.mask]},
-              "input_sha256": inputs, "n_tumour_voxels": n_tumour}
+    gattrs = VolumeAttrs.build(
+        patient_id=task.key, center=task.center, phases=[r.phase for r in task.rows], bbox_vox=box,
+        bbox_world=bbox_world(box, mask.affine), spacing=mask.spacing, affine=mask.affine.tolist(),
+        ingest_config_hash=cfg.output_hash(),
+        source_sha256={r.phase: sums[r.image] for r in task.rows} | {"mask": sums[mask_row.mask]},
+        input_sha256=inputs, n_tumour_voxels=n_tumour)
     return write_patient(Path(task.store_root), task.key, arrays, gattrs, cfg)

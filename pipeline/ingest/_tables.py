@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow as pa
 
 from dltr.core.io import atomic_file
-from dltr.core.layout import StoreLayout
+from dltr.core.layout import StoreLayout, VolumeAttrs
 
 STUDIES_SCHEMA = pa.schema([
     ("patient_id", pa.string()), ("center", pa.string()), ("phase", pa.string()),
@@ -35,20 +35,21 @@ def studies_rows(store_root: Path, key: str) -> list[dict[str, Any]]:
     """One studies row per phase of a stored patient, from the Zarr attributes alone."""
     import zarr
 
-    g = zarr.open_group(StoreLayout.of(store_root).volume_group(key), mode="r")
-    ga = dict(g.attrs)
+    where = StoreLayout.of(store_root).volume_group(key)
+    g = zarr.open_group(where, mode="r")
+    ga = VolumeAttrs.of(g.attrs, where)
     rows = []
-    for phase in ga["phases"]:
+    for phase in ga.phases:
         arr = g[phase]
         a = dict(arr.attrs)
         date = a.get("study_date")
         rows.append({
-            "patient_id": ga["patient_id"], "center": ga["center"], "phase": phase,
+            "patient_id": ga.patient_id, "center": ga.center, "phase": phase,
             "volume_key": f"{key}/{phase}", "mask_key": f"{key}/mask", "shape": list(arr.shape),
-            "spacing": a["spacing"], "dtype": str(arr.dtype), "bbox_vox": ga["bbox_vox"],
-            "bbox_world": ga["bbox_world"], "n_tumour_voxels": ga["n_tumour_voxels"],
+            "spacing": a["spacing"], "dtype": str(arr.dtype), "bbox_vox": list(ga.bbox_vox),
+            "bbox_world": ga.bbox_world, "n_tumour_voxels": ga.n_tumour_voxels,
             "source_path": a["source_path"], "source_sha256": a["source_sha256"],
-            "mask_sha256": ga["source_sha256"]["mask"], "source_mb": a["source_mb"], "reader": a["reader"],
+            "mask_sha256": ga.source_sha256["mask"], "source_mb": a["source_mb"], "reader": a["reader"],
             "study_date": dt.date.fromisoformat(date) if date else None, "status": "ok",
         })
     return rows

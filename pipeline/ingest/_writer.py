@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from dltr.core.exceptions import StoreError
 from dltr.core.io import fsync_dir, fsync_tree
-from dltr.core.layout import StoreLayout
+from dltr.core.layout import StoreLayout, VolumeAttrs
 
 from ._config import IngestConfig
 
@@ -98,14 +99,12 @@ def clean_tmp(store_root: Path) -> None:
 def _old_group_key(p: Path) -> str | None:
     """The patient key of a replaced group ``<key>.old.<hex>``, else None. A temporary group of a
     patient whose key itself contains ``.old.`` is told apart by its own ``patient_id`` attribute."""
-    import json
-
     m = re.fullmatch(r"(.+)\.old\.[0-9a-f]{32}", p.name)
     if m is None or not p.is_dir():
         return None
     try:
-        attrs = json.loads((p / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError):
+        attrs = VolumeAttrs.read(p / "zarr.json")
+    except StoreError:
         return None
     return m.group(1) if attrs.get("patient_id") == m.group(1) else None
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dltr.core.exceptions import StoreError
-from dltr.core.layout import StoreLayout
+from dltr.core.layout import StoreLayout, VolumeAttrs
 from pipeline.loaders._chunks import BoxRead
 from pipeline.loaders._config import RoiConfig
 
@@ -257,11 +257,11 @@ class RoiReader:
         except KeyError:
             raise StoreError(
                 f"{StoreLayout.of(self.store_root).volumes}: patient {pid!r} is not in the volume store") from None
-        attrs = g.attrs
-        missing = [p for p in self.config.phases if p not in attrs.get("phases", [])]
+        attrs = VolumeAttrs.of(g.attrs, StoreLayout.of(self.store_root).volume_group(pid))
+        missing = [p for p in self.config.phases if p not in attrs.phases]
         if missing:
-            raise StoreError(f"{StoreLayout.of(self.store_root).volume_group(pid)}: phase(s) {missing} missing (has "
-                             f"{attrs.get('phases')}); ingest them or drop them from RoiConfig.phases")
+            raise StoreError(f"{attrs.where}: phase(s) {missing} missing (has {attrs.phases}); ingest them or drop "
+                             "them from RoiConfig.phases")
         names = list(self.config.phases) + (["mask"] if with_mask else [])
         arrays = await asyncio.gather(*(g.getitem(n) for n in names))
         shape = tuple(arrays[0].shape)
@@ -270,7 +270,7 @@ class RoiReader:
                 raise StoreError(f"{StoreLayout.of(self.store_root).volume_group(pid) / name}: shape {tuple(arr.shape)} "
                                  f"differs from {shape} of the other phases; re-run ingest")
         n = len(self.config.phases)  # the image arrays (the mask channel is read as the mask)
-        return _PatientMeta(attrs["bbox_vox"], attrs["spacing"], str(attrs.get("center", "")), shape,
+        return _PatientMeta(attrs.bbox_vox, attrs.spacing, str(attrs.get("center", "")), shape,
                             arrays[:n], arrays[n] if with_mask else None)
 
     def norm(self, center: str, patient_id: str) -> tuple[np.ndarray, np.ndarray]:

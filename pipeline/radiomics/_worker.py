@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dltr.core.layout import VolumeAttrs
 from pipeline.actors import StreamsBlocks
 from pipeline.radiomics._compute import extractor, patient_vector
 from pipeline.radiomics._settings import RadiomicsSettings
@@ -48,9 +49,10 @@ class RadiomicsWorker:
 
     def one(self, pid: str) -> tuple[np.ndarray, list[int]]:
         g = self._group(pid)
+        attrs = VolumeAttrs.of(g.attrs, f"{self.volumes}/{pid}")
         arrays = {p: g[p][...] for p in self.phases}
-        vec = patient_vector(self.ext, arrays, g["mask"][...], g.attrs["affine"], self.phases, self.names)
-        return vec, [int(v) for v in g.attrs["bbox_vox"]]
+        vec = patient_vector(self.ext, arrays, g["mask"][...], attrs.affine, self.phases, self.names)
+        return vec, list(attrs.bbox_vox)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from threadpoolctl import threadpool_limits

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from dltr.core.exceptions import ModelError
 from models.heads import (
     DLTRMLP,
+    MEMBER_SEED_STEP,
     ClinicalModel,
     DLTRHead,
     HeadRegistry,
@@ -223,6 +224,27 @@ def test_mlp_optimizer_equals_torch_adamw_bit_for_bit(weight_decay):
     assert ref[0].ne(ref[-1]).all()             # every parameter moved
     for q, m, v in zip(ropt.param_groups[0]["params"], gopt.exp_avg, gopt.exp_avg_sq, strict=True):  # same order
         assert torch.equal(ropt.state[q]["exp_avg"], m) and torch.equal(ropt.state[q]["exp_avg_sq"], v)
+
+
+def test_mlp_seed_ensemble_is_the_mean_logit_of_its_members(tmp_path):
+    """``n_members`` networks averaged on the logit scale: each member is the single network its own seed trains
+    (same chosen width, decay and epochs), the ensemble's logit is their mean, and the registry round trip keeps
+    every member."""
+    df, emb, _ = planted(n=300, d=12)
+    y = df["label"].to_numpy()
+    kw = {"tune": False, "epochs": 6, "hidden": (16,), "batch_size": 64}
+    ens = DLTRMLP(seed=5, n_members=3, **kw).fit(emb, y)
+    singles = [DLTRMLP(seed=5 + MEMBER_SEED_STEP * m, **kw).fit(emb, y).decision_function(emb) for m in range(3)]
+    assert not np.array_equal(singles[0], singles[1])          # the members differ
+    np.testing.assert_allclose(ens.decision_function(emb), np.mean(singles, axis=0), rtol=0, atol=1e-12)
+    assert np.array_equal(DLTRMLP(seed=5, n_members=1, **kw).fit(emb, y).decision_function(emb), singles[0])
+    reg = HeadRegistry(tmp_path)
+    v = reg.publish("dltr_mlp", ens, lineage={"feature_set": "dltr"}, hyperparameters={}, seed=5, metrics={},
+                    cutoff=0.5)
+    back, _ = reg.load("dltr_mlp", v)
+    assert np.array_equal(back.decision_function(emb), ens.decision_function(emb))
+    with pytest.raises(ModelError, match="n_members"):
+        DLTRMLP(n_members=0, **kw).fit(emb, y)
 
 
 def test_no_test_cohort_row_influences_training():

@@ -23,7 +23,7 @@ from dltr.demo import StageLog
 
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
-HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap", "native_set")
+HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap", "native_set", "mlp_members")
 # the plain baseline's L2 penalties (C by 5-fold CV), shared by its clinical reference and the learnable ceiling
 BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -214,8 +214,9 @@ def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dic
     from models.heads import HeadsConfig, train_heads
 
     knobs = {"fusion": "readout"} | knobs  # a run that leaves fusion out of its method ran the read-out
-    if "clinical_bootstrap" in knobs:
-        knobs["clinical_bootstrap"] = int(knobs["clinical_bootstrap"])
+    for k in ("clinical_bootstrap", "mlp_members"):
+        if k in knobs:
+            knobs[k] = int(knobs[k])
     res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed, **knobs))
     keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
     res.scores[keep].to_parquet(path, index=False)

@@ -37,7 +37,9 @@ class HeadsConfig:
     at its own resolution), recorded in the fusion heads; ``native_set``: which of them the fusion heads read
     (``models.NATIVE_SETS``: "all", or "texture", each phase's heterogeneity; opt-in). ``clinical_bootstrap``: bootstrap resamples of the
     clinical model's selection whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``;
-    0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples))."""
+    0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples)).
+    ``mlp_members``: DLTR_MLP's seed ensemble, the number of final networks averaged on the logit scale
+    (``DLTRMLP.n_members``; 1 = one network)."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -51,11 +53,14 @@ class HeadsConfig:
     native_spacing_mm: tuple[float, float, float] = (4.5, 4.5, 7.0)
     native_set: str = "all"
     clinical_bootstrap: int = 50
+    mlp_members: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.clinical_bootstrap, bool) or not isinstance(self.clinical_bootstrap, int) \
                 or self.clinical_bootstrap < 0:
             raise ModelError(f"clinical_bootstrap {self.clinical_bootstrap!r}: a number of resamples >= 0 expected")
+        if isinstance(self.mlp_members, bool) or not isinstance(self.mlp_members, int) or self.mlp_members < 1:
+            raise ModelError(f"mlp_members {self.mlp_members!r}: a number of networks >= 1 expected")
         object.__setattr__(self, "native_spacing_mm", tuple(float(v) for v in self.native_spacing_mm))
         if len(self.native_spacing_mm) != 3 or min(self.native_spacing_mm) <= 0:
             raise ModelError(f"native_spacing_mm {self.native_spacing_mm}: three positive voxel sizes (mm) expected")

@@ -7,7 +7,10 @@ epoch; the final network trains on all training rows for the median best epoch. 
 (default) the width and weight decay are chosen the same way: each point of ``grid`` is scored by
 its mean fold validation AUC (inner CV on training rows only) and the best is refitted
 (``best_params_``, ``cv_table_``). ``epochs`` (with ``tune=False``) skips the early-stopping CV and
-trains for that many epochs: how the out-of-fold refits of a fitted head reuse its choices. Mini-batch
+trains for that many epochs: how the out-of-fold refits of a fitted head reuse its choices. ``n_members``
+final networks (the chosen width, weight decay and epoch count; seeds ``seed``, ``seed + 1000``, ...) are
+averaged on the logit scale: a seed ensemble, which removes the variance of one initialisation and one
+dropout/shuffle sequence without another search (1 = a single network, as before). Mini-batch
 Adam over a shuffled index (no per-sample Python loop), with at least ``min_steps`` steps per epoch:
 a 154-patient training split in one 256-row batch took one step per epoch, and early stopping ended
 it after three steps (training AUC 0.665, below the linear DLTR head's 0.847). CPU runs are
@@ -23,7 +26,10 @@ from dltr.core.exceptions import ModelError
 from ._linear import _check_xy, limited_threads
 from ._registry import estimator_from_state, estimator_state, head_state_class
 
-__all__ = ["AdamW", "DLTRMLP"]
+__all__ = ["AdamW", "DLTRMLP", "MEMBER_SEED_STEP"]
+
+#: seed offset between the members of a seed ensemble (``DLTRMLP.n_members``); far from the inner-CV folds' seeds
+MEMBER_SEED_STEP = 1000
 
 
 def _build(d_in: int, hidden: tuple[int, ...], dropout: float):
@@ -84,7 +90,7 @@ class DLTRMLP:
     def __init__(self, *, hidden: tuple[int, ...] = (64,), dropout: float = 0.3, weight_decay: float = 1e-2,
                  lr: float = 1e-3, batch_size: int = 256, min_steps: int = 8, max_epochs: int = 100,
                  patience: int = 6, n_folds: int = 3, n_threads: int = 1, seed: int = 0, tune: bool = True,
-                 epochs: int | None = None,
+                 epochs: int | None = None, n_members: int = 1,
                  grid: tuple[tuple[tuple[int, ...], float], ...] = (((16,), 1e-2), ((16,), 1e-1), ((64,), 1e-2),
                                                                    ((64,), 1e-1))):
         self.hidden = hidden
@@ -100,6 +106,7 @@ class DLTRMLP:
         self.seed = seed
         self.tune = tune
         self.epochs = epochs
+        self.n_members = n_members
         self.grid = grid
 
     def _train(self, Xt, yt, Xv, yv, epochs: int, seed: int, hidden=None, weight_decay=None):
@@ -149,6 +156,8 @@ class DLTRMLP:
         from sklearn.model_selection import StratifiedKFold
 
         X, y = _check_xy(X, y, "DLTRMLP")
+        if isinstance(self.n_members, bool) or not isinstance(self.n_members, int) or self.n_members < 1:
+            raise ModelError(f"DLTRMLP n_members {self.n_members!r}: a number of networks >= 1 expected")
         self.mean_ = X.mean(0)
         sd = X.std(0)
         self.scale_ = np.where(sd > 0, sd, 1.0)
@@ -179,8 +188,12 @@ class DLTRMLP:
         self.cv_auc_ = table[best]["cv_auc"]
         self.n_epochs_ = (int(np.median(epochs)) if epochs else
                           int(self.epochs) if self.epochs is not None else self.max_epochs)
-        net, _, _ = self._train(Z, t, None, None, max(1, self.n_epochs_), self.seed, *points[best])
-        self.state_ = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+        states = []
+        for m in range(self.n_members):
+            net, _, _ = self._train(Z, t, None, None, max(1, self.n_epochs_), self.seed + MEMBER_SEED_STEP * m,
+                                    *points[best])
+            states.append({k: v.detach().numpy().copy() for k, v in net.state_dict().items()})
+        self.state_, self.member_states_ = states[0], states[1:]
         self.n_features_in_ = X.shape[1]
         self._net = None
         return self
@@ -190,13 +203,16 @@ class DLTRMLP:
         d["_net"] = None                       # the torch module is rebuilt from state_
         return d
 
-    def _module(self):
+    def _modules(self) -> list:
         import torch
 
         if getattr(self, "_net", None) is None:
-            net = _build(self.n_features_in_, tuple(self.best_params_["hidden"]), self.dropout)
-            net.load_state_dict({k: torch.from_numpy(v) for k, v in self.state_.items()})
-            self._net = net.eval()
+            nets = []
+            for state in [self.state_, *getattr(self, "member_states_", [])]:
+                net = _build(self.n_features_in_, tuple(self.best_params_["hidden"]), self.dropout)
+                net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+                nets.append(net.eval())
+            self._net = nets
         return self._net
 
     def decision_function(self, X) -> np.ndarray:
@@ -209,7 +225,10 @@ class DLTRMLP:
             raise ModelError(f"DLTRMLP: X has shape {X.shape}, expected (n, {self.n_features_in_})")
         Z = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
         with limited_threads(self.n_threads), torch.no_grad():
-            return self._module()(Z).squeeze(1).double().numpy()
+            nets = self._modules()
+            if len(nets) == 1:
+                return nets[0](Z).squeeze(1).double().numpy()
+            return np.mean([net(Z).squeeze(1).double().numpy() for net in nets], axis=0)
 
     def predict_proba(self, X) -> np.ndarray:
         p1 = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
@@ -220,6 +239,7 @@ class DLTRMLP:
         return estimator_state(self, mean_=self.mean_.tolist(), scale_=self.scale_.tolist(),
                                cv_epochs_=list(self.cv_epochs_), cv_auc_=self.cv_auc_, n_epochs_=self.n_epochs_,
                                n_features_in_=self.n_features_in_, state_=dict(self.state_),
+                               member_states_=[dict(s) for s in getattr(self, "member_states_", [])],
                                best_params_={"hidden": list(self.best_params_["hidden"]),
                                              "weight_decay": self.best_params_["weight_decay"]},
                                cv_table_=list(self.cv_table_))
@@ -232,6 +252,7 @@ class DLTRMLP:
         head.cv_epochs_, head.cv_auc_ = list(state["cv_epochs_"]), float(state["cv_auc_"])
         head.n_epochs_, head.n_features_in_ = int(state["n_epochs_"]), int(state["n_features_in_"])
         head.state_ = {k: np.asarray(v) for k, v in state["state_"].items()}
+        head.member_states_ = [{k: np.asarray(v) for k, v in s.items()} for s in state.get("member_states_", [])]
         bp = state["best_params_"]
         head.best_params_ = {"hidden": tuple(int(h) for h in bp["hidden"]), "weight_decay": float(bp["weight_decay"])}
         head.cv_table_ = list(state["cv_table_"])

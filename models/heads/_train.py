@@ -222,7 +222,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
               heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
               clinical_selection: str = "aic", fusion: str = "readout",
               native_spacing_mm: tuple[float, ...] | None = None, native_set: str = "all",
-              clinical_bootstrap: int = 50) -> dict[str, FrameHead]:
+              clinical_bootstrap: int = 50, mlp_members: int = 1) -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
@@ -232,7 +232,8 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     clinical block without selection, fitted on the training rows); "native" likewise, the frame's ``roi.*``
     columns then including the native descriptors measured at ``native_spacing_mm`` (``with_descriptors``).
     ``native_set``: which native descriptors the fusion heads read (``HeadsConfig.native_set``).
-    ``clinical_bootstrap``: the clinical selection's stability resamples (``HeadsConfig.clinical_bootstrap``)."""
+    ``clinical_bootstrap``: the clinical selection's stability resamples (``HeadsConfig.clinical_bootstrap``).
+    ``mlp_members``: DLTR_MLP's seed ensemble (``HeadsConfig.mlp_members``)."""
     if fusion not in FUSIONS:
         raise ModelError(f"fusion {fusion!r}: choose among {list(FUSIONS)}")
     tr = _train_rows(df)
@@ -260,7 +261,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
         every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names, "native_spacing_mm": native_spacing_mm if native else None}
-    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed), fused),
+    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed, n_members=mlp_members), fused),
               "xgb_fusion": (XGBFusionHead(seed=seed), fused)}
     deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]
     for name in heads:
@@ -395,7 +396,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,
                        clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout",
                        native_spacing_mm=native_mm, native_set=cfg.native_set,
-                       clinical_bootstrap=cfg.clinical_bootstrap)
+                       clinical_bootstrap=cfg.clinical_bootstrap, mlp_members=cfg.mlp_members)
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
     deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None

@@ -38,8 +38,13 @@ class Timing:
     def max(self) -> float:
         return max(self.values)
 
-    def to_dict(self) -> dict[str, float]:
-        return {"median": self.median, "min": self.min, "max": self.max, "n": len(self.values)}
+    def to_dict(self) -> dict[str, Any]:
+        return {"median": self.median, "min": self.min, "max": self.max, "n": len(self.values),
+                "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Timing:
+        return cls(tuple(float(v) for v in d["values"]))
 
     def rate(self, work: float) -> Timing:
         """Seconds -> work per second (each repetition separately)."""
@@ -96,6 +101,17 @@ class Figure:
         }
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Figure:
+        """The figure ``to_dict`` wrote (the derived ratio and fraction are recomputed, not read)."""
+        def timing(key: str) -> Timing | None:
+            return Timing.from_dict(d[key]) if d.get(key) is not None else None
+
+        return cls(suite=d["suite"], workload=d["workload"], unit=d["unit"], ours=Timing.from_dict(d["ours"]),
+                   baseline=timing("baseline"), baseline_name=d["baseline_name"], ceiling=timing("ceiling"),
+                   ceiling_name=d["ceiling_name"], higher_is_better=bool(d["higher_is_better"]),
+                   notes=dict(d["notes"]))
+
     def finite(self) -> bool:
         vals = list(self.ours.values)
         for t in (self.baseline, self.ceiling):
@@ -137,6 +153,41 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _run_in_process(name: str, ctx: BenchContext) -> list[Figure]:
+    """Suite ``name`` in a fresh interpreter (``python -m benchmarks.harness REQUEST``); its figures come back
+    as JSON. A suite that fails raises ``DltrError`` naming it and its exit status (its output went to ours)."""
+    import subprocess
+    import sys
+
+    from dltr.core.exceptions import DltrError
+
+    ctx.work.mkdir(parents=True, exist_ok=True)
+    request, answer = ctx.work / "suite-request.json", ctx.work / "suite-figures.json"
+    answer.unlink(missing_ok=True)
+    request.write_text(json.dumps({"suite": name, "answer": str(answer), "work": str(ctx.work), "quick": ctx.quick,
+                                   "scale": ctx.scale, "repeats": ctx.repeats, "seed": ctx.seed,
+                                   "options": ctx.options}, default=str))
+    root = str(Path(__file__).resolve().parents[1])   # the folder holding this package, first on the child's path
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    rc = subprocess.run([sys.executable, "-m", "benchmarks.harness", str(request)], env=env,
+                        check=False).returncode
+    if rc != 0 or not answer.is_file():
+        raise DltrError(f"benchmark suite {name!r} failed in its own process (exit status {rc}); its output is "
+                        f"above; re-run it alone with `dltr bench --only {name}`")
+    return [Figure.from_dict(d) for d in json.loads(answer.read_text())]
+
+
+def _suite_process(request_path: str) -> None:
+    """The child side of ``_run_in_process``: run one suite, write its figures."""
+    from dltr.core.io import atomic_write_text
+
+    req = json.loads(Path(request_path).read_text())
+    ctx = BenchContext(work=Path(req["work"]), quick=req["quick"], scale=req["scale"], repeats=req["repeats"],
+                       seed=req["seed"], options=req["options"])
+    figs = importlib.import_module(f"benchmarks.suites.{req['suite']}").run(ctx)
+    atomic_write_text(Path(req["answer"]), json.dumps([f.to_dict() for f in figs], default=str))
 
 
 def growth_exponent(sizes: list[float], times: list[float]) -> float:
@@ -203,9 +254,15 @@ def render_markdown(figures: list[Figure], info: dict[str, Any]) -> str:
 
 def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
                scale: float = 1.0, seed: int = 0, log: Callable[[str], None] = print,
-               options: dict[str, Any] | None = None, repeats: int | None = None) -> list[Figure]:
+               options: dict[str, Any] | None = None, repeats: int | None = None,
+               isolate: bool | None = None) -> list[Figure]:
     """Run the suites (all, or ``only``), write results.json and results.md under ``out``; ``repeats`` timed
-    runs per measurement (default 3 with ``quick``, else 5)."""
+    runs per measurement (default 3 with ``quick``, else 5).
+
+    ``isolate`` (default: when more than one suite runs) runs each suite in a fresh Python process, as asv does:
+    a suite's figures then do not depend on which suites ran before it in the same driver (session 12: the
+    extraction suite's forward pass ran 1.2x slower after the ingest, loader and encoder suites than alone, and
+    the genes suite's peak RSS read the store suite's high-water mark)."""
     from dltr.core.io import atomic_write_text
 
     out = Path(out)
@@ -221,7 +278,15 @@ def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
     ctx.work.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []
     status: dict[str, str] = {}
+    isolate = len(names) > 1 if isolate is None else isolate
     for name in names:
+        if isolate:
+            log(f"[bench] {name} (own process) ...")
+            t0 = time.perf_counter()
+            figs = _run_in_process(name, dataclasses.replace(ctx, work=ctx.work / name))
+            status[name] = f"ok ({time.perf_counter() - t0:.1f} s, own process)"
+            figures.extend(figs)
+            continue
         try:
             mod = importlib.import_module(f"benchmarks.suites.{name}")
         except ModuleNotFoundError as e:
@@ -241,3 +306,9 @@ def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
          "figures": [f.to_dict() for f in figures]}, indent=2))
     atomic_write_text(out / "results.md", render_markdown(figures, info))
     return figures
+
+
+if __name__ == "__main__":
+    import sys
+
+    _suite_process(sys.argv[1])

@@ -37,3 +37,24 @@ def test_quick_bench_suite_produces_its_figures(suite, tmp_path, request):
             assert math.isclose(f["ratio"], a / b if f["higher_is_better"] else b / a, rel_tol=1e-9)
     md = (out / "results.md").read_text()
     assert md.count("\n|") - 2 == len(res["figures"])
+
+
+def test_isolated_suites_run_in_their_own_interpreter(tmp_path, monkeypatch):
+    """With more than one suite (or ``isolate=True``) each suite runs in a fresh process, so that its figures do
+    not depend on the suites before it: a suite module broken in this process still runs there, and its figures
+    come back through JSON unchanged (the ratio recomputed from the same values)."""
+    import benchmarks.suites.encoder as encoder
+    from benchmarks.harness import Figure, run_suites
+
+    def broken(ctx):
+        raise RuntimeError("the parent's copy of the suite ran")
+
+    monkeypatch.setattr(encoder, "run", broken)
+    with pytest.raises(RuntimeError, match="parent's copy"):
+        run_suites(tmp_path / "inline", quick=True, only=["encoder"], repeats=2, isolate=False)
+    figs = run_suites(tmp_path / "own", quick=True, only=["encoder"], repeats=2, isolate=True, log=lambda m: None)
+    res = json.loads((tmp_path / "own" / "results.json").read_text())
+    assert res["suites"]["encoder"].endswith("own process)") and {f.suite for f in figs} == {"encoder"}
+    for f, d in zip(figs, res["figures"], strict=True):
+        assert Figure.from_dict(d) == f and len(f.ours.values) == 2
+        assert d["ours"]["values"] == list(f.ours.values) and d["ours"]["median"] == f.ours.median

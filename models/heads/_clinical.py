@@ -37,6 +37,10 @@ from dltr.core.exceptions import ApproximationWarning, ModelError
 
 from ._registry import estimator_from_state, estimator_state, head_state_class
 
+#: bootstrap resamples of the selection whose inclusion frequencies report its stability (the one default;
+#: ``HeadsConfig.clinical_bootstrap`` and ``fit_heads`` read it)
+CLINICAL_BOOTSTRAP = 50
+
 __all__ = ["ClinicalDesign", "ClinicalModel", "LogisticFit", "fit_logistic"]
 
 
@@ -235,7 +239,7 @@ class ClinicalModel:
     """
 
     def __init__(self, *, screen_p: float = 0.25, selection: str = "aic", keep_p: float = 0.05,
-                 firth: bool = True, n_bootstrap: int = 50, seed: int = 0, inference: bool = True):
+                 firth: bool = True, n_bootstrap: int = CLINICAL_BOOTSTRAP, seed: int = 0, inference: bool = True):
         self.screen_p = screen_p
         self.selection = selection
         self.keep_p = keep_p

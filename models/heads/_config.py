@@ -10,6 +10,8 @@ from dltr.core.exceptions import ModelError
 from dltr.core.hashing import from_dict_checked
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET, HEADS
 
+from ._clinical import CLINICAL_BOOTSTRAP
+
 #: the fusion heads' inputs (``HeadsConfig.fusion``)
 FUSIONS = ("readout", "descriptors", "native")
 #: those of them whose fusion heads read measured ROI descriptors (and the encoder's cross-fitting record)
@@ -52,7 +54,7 @@ class HeadsConfig:
     fusion: str = "descriptors"
     native_spacing_mm: tuple[float, float, float] = (4.5, 4.5, 7.0)
     native_set: str = "all"
-    clinical_bootstrap: int = 50
+    clinical_bootstrap: int = CLINICAL_BOOTSTRAP
     mlp_members: int = 1
 
     def __post_init__(self) -> None:

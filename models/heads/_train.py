@@ -18,7 +18,7 @@ from dltr.core.exceptions import ModelError
 from dltr.core.layout import StoreLayout, encoder_crossfit
 from dltr.core.vocabulary import HEADS, parse_ref
 
-from ._clinical import ClinicalModel
+from ._clinical import CLINICAL_BOOTSTRAP, ClinicalModel
 from ._config import FUSIONS, MEASURED_FUSIONS, HeadsConfig
 from ._linear import DLTRHead
 from ._mlp import DLTRMLP
@@ -222,7 +222,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
               heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
               clinical_selection: str = "aic", fusion: str = "readout",
               native_spacing_mm: tuple[float, ...] | None = None, native_set: str = "all",
-              clinical_bootstrap: int = 50, mlp_members: int = 1) -> dict[str, FrameHead]:
+              clinical_bootstrap: int = CLINICAL_BOOTSTRAP, mlp_members: int = 1) -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees

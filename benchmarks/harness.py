@@ -166,9 +166,8 @@ def _run_in_process(name: str, ctx: BenchContext) -> list[Figure]:
     ctx.work.mkdir(parents=True, exist_ok=True)
     request, answer = ctx.work / "suite-request.json", ctx.work / "suite-figures.json"
     answer.unlink(missing_ok=True)
-    request.write_text(json.dumps({"suite": name, "answer": str(answer), "work": str(ctx.work), "quick": ctx.quick,
-                                   "scale": ctx.scale, "repeats": ctx.repeats, "seed": ctx.seed,
-                                   "options": ctx.options}, default=str))
+    context = {f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)}
+    request.write_text(json.dumps({"suite": name, "answer": str(answer), "context": context}, default=str))
     root = str(Path(__file__).resolve().parents[1])   # the folder holding this package, first on the child's path
     env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     rc = subprocess.run([sys.executable, "-m", "benchmarks.harness", str(request)], env=env,
@@ -184,8 +183,7 @@ def _suite_process(request_path: str) -> None:
     from dltr.core.io import atomic_write_text
 
     req = json.loads(Path(request_path).read_text())
-    ctx = BenchContext(work=Path(req["work"]), quick=req["quick"], scale=req["scale"], repeats=req["repeats"],
-                       seed=req["seed"], options=req["options"])
+    ctx = BenchContext(**(req["context"] | {"work": Path(req["context"]["work"])}))
     figs = importlib.import_module(f"benchmarks.suites.{req['suite']}").run(ctx)
     atomic_write_text(Path(req["answer"]), json.dumps([f.to_dict() for f in figs], default=str))
 
@@ -279,14 +277,8 @@ def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
     figures: list[Figure] = []
     status: dict[str, str] = {}
     isolate = len(names) > 1 if isolate is None else isolate
+    where = ", own process" if isolate else ""
     for name in names:
-        if isolate:
-            log(f"[bench] {name} (own process) ...")
-            t0 = time.perf_counter()
-            figs = _run_in_process(name, dataclasses.replace(ctx, work=ctx.work / name))
-            status[name] = f"ok ({time.perf_counter() - t0:.1f} s, own process)"
-            figures.extend(figs)
-            continue
         try:
             mod = importlib.import_module(f"benchmarks.suites.{name}")
         except ModuleNotFoundError as e:
@@ -295,10 +287,11 @@ def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
                 log(f"[bench] {name}: no suite yet")
                 continue
             raise
-        log(f"[bench] {name} ...")
+        log(f"[bench] {name}{' (own process)' if isolate else ''} ...")
         t0 = time.perf_counter()
-        figs = mod.run(dataclasses.replace(ctx, work=ctx.work / name))
-        status[name] = f"ok ({time.perf_counter() - t0:.1f} s)"
+        suite_ctx = dataclasses.replace(ctx, work=ctx.work / name)
+        figs = _run_in_process(name, suite_ctx) if isolate else mod.run(suite_ctx)
+        status[name] = f"ok ({time.perf_counter() - t0:.1f} s{where})"
         figures.extend(figs)
     info = machine_info()
     atomic_write_text(out / "results.json", json.dumps(

@@ -225,6 +225,13 @@ class VolumeAttrs:
             raise StoreError(f"{self.where}: attribute {key!r} is missing (has {sorted(self.raw)}); the group was "
                              "not written by this version's ingest - re-run `dltr ingest`") from None
 
+    def _values(self, key: str, n: int, cast: type) -> tuple[Any, ...]:
+        """Attribute ``key`` as a tuple of ``n`` values of type ``cast``."""
+        vals = tuple(cast(v) for v in self._get(key))
+        if len(vals) != n:
+            raise StoreError(f"{self.where}: {key} {list(vals)} has {len(vals)} values, not {n}; re-run `dltr ingest`")
+        return vals
+
     def get(self, key: str, default: Any = None) -> Any:
         """An attribute that older stores or hand-built ones may lack."""
         return self.raw.get(key, default)
@@ -244,18 +251,12 @@ class VolumeAttrs:
     @property
     def bbox_vox(self) -> tuple[int, int, int, int, int, int]:
         """The tumour's voxel box: lower corner (inclusive) then upper corner (exclusive), axis order i, j, k."""
-        box = tuple(int(v) for v in self._get("bbox_vox"))
-        if len(box) != 6:
-            raise StoreError(f"{self.where}: bbox_vox {list(box)} has {len(box)} values, not 6; re-run `dltr ingest`")
-        return box  # type: ignore[return-value]
+        return self._values("bbox_vox", 6, int)  # type: ignore[return-value]
 
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel spacing in mm along the array's axes."""
-        sp = tuple(float(v) for v in self._get("spacing"))
-        if len(sp) != 3:
-            raise StoreError(f"{self.where}: spacing {list(sp)} has {len(sp)} values, not 3; re-run `dltr ingest`")
-        return sp  # type: ignore[return-value]
+        return self._values("spacing", 3, float)  # type: ignore[return-value]
 
     @property
     def affine(self) -> list[list[float]]:

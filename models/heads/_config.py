@@ -18,6 +18,11 @@ FUSIONS = ("readout", "descriptors", "native")
 MEASURED_FUSIONS = ("descriptors", "native")
 
 
+def _check_count(name: str, value: Any, what: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ModelError(f"{name} {value!r}: a number of {what} >= {least} expected")
+
+
 @dataclass(frozen=True)
 class HeadsConfig:
     """``feature_set``: NAME or NAME@VERSION; ``clinical`` / ``labs``: candidate predictors (None = the
@@ -58,11 +63,8 @@ class HeadsConfig:
     mlp_members: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.clinical_bootstrap, bool) or not isinstance(self.clinical_bootstrap, int) \
-                or self.clinical_bootstrap < 0:
-            raise ModelError(f"clinical_bootstrap {self.clinical_bootstrap!r}: a number of resamples >= 0 expected")
-        if isinstance(self.mlp_members, bool) or not isinstance(self.mlp_members, int) or self.mlp_members < 1:
-            raise ModelError(f"mlp_members {self.mlp_members!r}: a number of networks >= 1 expected")
+        _check_count("clinical_bootstrap", self.clinical_bootstrap, "resamples", 0)
+        _check_count("mlp_members", self.mlp_members, "networks", 1)
         object.__setattr__(self, "native_spacing_mm", tuple(float(v) for v in self.native_spacing_mm))
         if len(self.native_spacing_mm) != 3 or min(self.native_spacing_mm) <= 0:
             raise ModelError(f"native_spacing_mm {self.native_spacing_mm}: three positive voxel sizes (mm) expected")

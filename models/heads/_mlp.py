@@ -195,25 +195,25 @@ class DLTRMLP:
             states.append({k: v.detach().numpy().copy() for k, v in net.state_dict().items()})
         self.state_, self.member_states_ = states[0], states[1:]
         self.n_features_in_ = X.shape[1]
-        self._net = None
+        self._nets = None
         return self
 
     def __getstate__(self):
         d = dict(self.__dict__)
-        d["_net"] = None                       # the torch module is rebuilt from state_
+        d["_nets"] = None                      # the torch modules are rebuilt from state_ and member_states_
         return d
 
     def _modules(self) -> list:
         import torch
 
-        if getattr(self, "_net", None) is None:
+        if getattr(self, "_nets", None) is None:
             nets = []
-            for state in [self.state_, *getattr(self, "member_states_", [])]:
+            for state in [self.state_, *self.member_states_]:
                 net = _build(self.n_features_in_, tuple(self.best_params_["hidden"]), self.dropout)
                 net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
                 nets.append(net.eval())
-            self._net = nets
-        return self._net
+            self._nets = nets
+        return self._nets
 
     def decision_function(self, X) -> np.ndarray:
         import torch
@@ -225,10 +225,8 @@ class DLTRMLP:
             raise ModelError(f"DLTRMLP: X has shape {X.shape}, expected (n, {self.n_features_in_})")
         Z = torch.from_numpy(((X - self.mean_) / self.scale_).astype(np.float32))
         with limited_threads(self.n_threads), torch.no_grad():
-            nets = self._modules()
-            if len(nets) == 1:
-                return nets[0](Z).squeeze(1).double().numpy()
-            return np.mean([net(Z).squeeze(1).double().numpy() for net in nets], axis=0)
+            # the mean of one logit vector is that vector bit for bit: n_members=1 scores as a single network
+            return np.mean([net(Z).squeeze(1).double().numpy() for net in self._modules()], axis=0)
 
     def predict_proba(self, X) -> np.ndarray:
         p1 = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
@@ -239,7 +237,7 @@ class DLTRMLP:
         return estimator_state(self, mean_=self.mean_.tolist(), scale_=self.scale_.tolist(),
                                cv_epochs_=list(self.cv_epochs_), cv_auc_=self.cv_auc_, n_epochs_=self.n_epochs_,
                                n_features_in_=self.n_features_in_, state_=dict(self.state_),
-                               member_states_=[dict(s) for s in getattr(self, "member_states_", [])],
+                               member_states_=[dict(s) for s in self.member_states_],
                                best_params_={"hidden": list(self.best_params_["hidden"]),
                                              "weight_decay": self.best_params_["weight_decay"]},
                                cv_table_=list(self.cv_table_))
@@ -256,7 +254,7 @@ class DLTRMLP:
         bp = state["best_params_"]
         head.best_params_ = {"hidden": tuple(int(h) for h in bp["hidden"]), "weight_decay": float(bp["weight_decay"])}
         head.cv_table_ = list(state["cv_table_"])
-        head._net = None
+        head._nets = None
         return head
 
 

@@ -95,6 +95,35 @@ def test_frame_lineage_zero_copy_and_reproducible_sql(store):
     assert table_hash(again.combine_chunks()) == frame.lineage["row_hash"]
 
 
+def test_frame_embeddings_from_the_stored_array_equal_the_parquet_column(store):
+    """Each partition's embedding.npy holds its Parquet rows' floats in file order; the frame built from
+    the arrays equals the one built from Parquet alone (a version written before the arrays existed),
+    and an array that does not match its Parquet file is refused, naming it."""
+    import pyarrow.parquet as pq
+
+    v = store.resolve("dltr")
+    files = sorted((store.root / v.path).glob("center=*/*.parquet"))
+    assert len(files) == len(v.centers) > 1
+    for f in files:
+        x = np.load(f.parent / "embedding.npy", allow_pickle=False)
+        want = embedding_matrix(pq.read_table(f, columns=["embedding"]).combine_chunks())
+        assert x.dtype == np.dtype("<f4") and np.array_equal(x.view(np.uint32), want.view(np.uint32))
+    with_arrays = store.training_frame("dltr", clinical=["age"], labs=["afp"])
+    for f in files:
+        (f.parent / "embedding.npy").unlink()
+    from_parquet = store.training_frame("dltr", clinical=["age"], labs=["afp"])
+    assert from_parquet.table.equals(with_arrays.table)
+    assert from_parquet.row_hash == with_arrays.row_hash
+    bad = files[0].parent / "embedding.npy"
+    n = pq.read_metadata(files[0]).num_rows
+    np.save(bad, np.zeros((n, v.dim + 1), np.float32))
+    with pytest.raises(StoreError, match=f"{bad}.*expected float32 \\({n}, {v.dim}\\)"):
+        store.training_frame("dltr")
+    bad.write_bytes(b"not an array")
+    with pytest.raises(StoreError, match="is not a readable .npy array"):
+        store.training_frame("dltr")
+
+
 def test_planted_synthetic_cohort(tmp_path, tiny_cohort):
     tiny = tiny_cohort
     s = FeatureStore(tmp_path / "s")

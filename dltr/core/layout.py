@@ -12,7 +12,8 @@ ingest writes on a patient group are read and written through ``VolumeAttrs`` (t
              intensity_stats.parquet, run.json,    the writer lock and the temporary folder
              .writer.lock, .tmp/
       tables/<name>.parquet                        cohort and result tables (features.FeatureStore)
-      features/<name>/<version>/center=<c>/        feature-set versions; _staging/<version>/ while written
+      features/<name>/<version>/center=<c>/        feature-set versions (part-00000.parquet, embedding.npy);
+                                                   _staging/<version>/ while written
       registry.json, catalog.duckdb                the registry (the commit) and the SQL catalog
       encoders/<card_hash>/model.safetensors, model_card.json
       heads/<name>/<version>/head.json + the head's state files
@@ -38,6 +39,8 @@ HEAD_TENSORS = "state.safetensors"  # a head's array state (the MLP's weights)
 LOCK_NAME = ".writer.lock"
 STAGING = "_staging"
 VERSION_ENTRY = "version.json"
+PARTITION_FILE = "part-00000.parquet"  # one per center=<c>/ folder of a feature-set version
+EMBEDDING_MATRIX = "embedding.npy"     # beside it: the same rows' embeddings as one float32 (N, D) array
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ def peak_rss_mb() -> float:
 
 
 def _run_in_process(name: str, ctx: BenchContext) -> list[Figure]:
-    """Suite ``name`` in a fresh interpreter (``python -m benchmarks.harness REQUEST``); its figures come back
+    """Suite ``name`` in a fresh interpreter (``python -m benchmarks REQUEST``); its figures come back
     as JSON. A suite that fails raises ``DltrError`` naming it and its exit status (its output went to ours)."""
     import subprocess
     import sys
@@ -170,7 +170,7 @@ def _run_in_process(name: str, ctx: BenchContext) -> list[Figure]:
     request.write_text(json.dumps({"suite": name, "answer": str(answer), "context": context}, default=str))
     root = str(Path(__file__).resolve().parents[1])   # the folder holding this package, first on the child's path
     env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    rc = subprocess.run([sys.executable, "-m", "benchmarks.harness", str(request)], env=env,
+    rc = subprocess.run([sys.executable, "-m", "benchmarks", str(request)], env=env,
                         check=False).returncode
     if rc != 0 or not answer.is_file():
         raise DltrError(f"benchmark suite {name!r} failed in its own process (exit status {rc}); its output is "
@@ -178,8 +178,8 @@ def _run_in_process(name: str, ctx: BenchContext) -> list[Figure]:
     return [Figure.from_dict(d) for d in json.loads(answer.read_text())]
 
 
-def _suite_process(request_path: str) -> None:
-    """The child side of ``_run_in_process``: run one suite, write its figures."""
+def run_suite_request(request_path: str) -> None:
+    """The child side of ``_run_in_process`` (``benchmarks/__main__.py``): run one suite, write its figures."""
     from dltr.core.io import atomic_write_text
 
     req = json.loads(Path(request_path).read_text())
@@ -299,9 +299,3 @@ def run_suites(out: Path, *, quick: bool = False, only: list[str] | None = None,
          "figures": [f.to_dict() for f in figures]}, indent=2))
     atomic_write_text(out / "results.md", render_markdown(figures, info))
     return figures
-
-
-if __name__ == "__main__":
-    import sys
-
-    _suite_process(sys.argv[1])

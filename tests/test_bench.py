@@ -39,10 +39,11 @@ def test_quick_bench_suite_produces_its_figures(suite, tmp_path, request):
     assert md.count("\n|") - 2 == len(res["figures"])
 
 
-def test_isolated_suites_run_in_their_own_interpreter(tmp_path, monkeypatch):
+def test_isolated_suites_run_in_their_own_interpreter(tmp_path, monkeypatch, capfd):
     """With more than one suite (or ``isolate=True``) each suite runs in a fresh process, so that its figures do
     not depend on the suites before it: a suite module broken in this process still runs there, and its figures
-    come back through JSON unchanged (the ratio recomputed from the same values)."""
+    come back through JSON unchanged (the ratio recomputed from the same values); the child imports the
+    harness once (no runpy warning about a module already in sys.modules)."""
     import benchmarks.suites.encoder as encoder
     from benchmarks.harness import Figure, run_suites
 
@@ -52,7 +53,9 @@ def test_isolated_suites_run_in_their_own_interpreter(tmp_path, monkeypatch):
     monkeypatch.setattr(encoder, "run", broken)
     with pytest.raises(RuntimeError, match="parent's copy"):
         run_suites(tmp_path / "inline", quick=True, only=["encoder"], repeats=2, isolate=False)
+    capfd.readouterr()
     figs = run_suites(tmp_path / "own", quick=True, only=["encoder"], repeats=2, isolate=True, log=lambda m: None)
+    assert "RuntimeWarning" not in capfd.readouterr().err
     res = json.loads((tmp_path / "own" / "results.json").read_text())
     assert res["suites"]["encoder"].endswith("own process)") and {f.suite for f in figs} == {"encoder"}
     for f, d in zip(figs, res["figures"], strict=True):

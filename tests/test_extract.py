@@ -168,6 +168,34 @@ def test_ray_run_equals_local_reference_and_reruns_are_noops(ray_cluster, base_s
     _assert_rows_equal(old_part, rows, atol=0.0)
 
 
+def test_a_part_holds_the_batches_of_one_staging_interval(ray_cluster, base_store, tmp_path, monkeypatch):
+    """``stage_every_s=0``: one staged part per batch; a long interval: the first batch at once, the rest in one
+    part when the stream ends. The published version is the same either way, bit for bit."""
+    from features import FeatureWriter
+
+    parts: list[int] = []
+    write = FeatureWriter.write
+
+    def counted(self, table):
+        parts.append(table.num_rows)
+        return write(self, table)
+
+    monkeypatch.setattr(FeatureWriter, "write", counted)
+    roots = {}
+    for key, every in (("each", 0.0), ("once", 3600.0)):
+        (tmp_path / key).mkdir()
+        roots[key] = _copy(base_store, tmp_path / key)
+        parts.clear()
+        rep = extract_features(roots[key], config=ExtractConfig(workers=1, batch_size=2, stage_every_s=every))
+        assert (rep.status, rep.n_computed) == ("published", 10)
+        roots[key] = (roots[key], rep.version_id, list(parts))
+    assert roots["each"][2] == [2, 2, 2, 2, 2]
+    assert roots["once"][2] == [2, 8]
+    assert roots["each"][1] == roots["once"][1]
+    _assert_rows_equal(FeatureStore(roots["once"][0]).read("dltr", roots["once"][1]),
+                       FeatureStore(roots["each"][0]).read("dltr", roots["each"][1]), atol=0.0)
+
+
 @pytest.mark.slow
 def test_unreadable_study_goes_to_errors_and_rest_is_complete(ray_cluster, base_store, local_rows, tmp_path):
     root = _copy(base_store, tmp_path)
@@ -208,7 +236,8 @@ def test_sigkill_driver_mid_run_then_resume(ray_cluster, base_store, tmp_path):
     ref_rows, ref_version = extract_local(base_store, batch_size=1), _expected_version(base_store)[0]
     staging = root / "features" / "dltr" / "_staging" / ref_version
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "DLTR_EXTRACT_CRASH_ONCE"}
-    cmd = [sys.executable, "-m", "dltr", "extract", "--store", str(root), "--workers", "1", "--batch-size", "1"]
+    cmd = [sys.executable, "-m", "dltr", "extract", "--store", str(root), "--workers", "1", "--batch-size", "1",
+           "--stage-every", "0"]  # a part per batch: the run is killed after its second
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

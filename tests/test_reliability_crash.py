@@ -161,7 +161,7 @@ open(out, "w").write(json.dumps({"seen": seen, "errors": errors}))
 
 def _extract(root: Path, *pre: str, timeout: float = 400) -> subprocess.CompletedProcess:
     cmd = [sys.executable, *pre, "-m", "dltr", "extract", "--store", str(root), "--workers", "1",
-           "--batch-size", "2", "--json"]
+           "--batch-size", "2", "--stage-every", "0", "--json"]  # a part per batch
     p = subprocess.Popen(cmd, cwd=REPO, env=_env(), start_new_session=True, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:

@@ -85,8 +85,10 @@ def _ceiling(encoder_dir: Path, grid, batch: int, threads: int, repeats: int, gp
     repeat timing ``volumes`` volumes (rounded up to whole batches, at least 4)."""
     import torch
 
+    from dltr.core.memory import retain_freed_memory
     from models import load_encoder
 
+    retain_freed_memory()  # as the extraction actors do: the ceiling never pays page faults for its buffers
     torch.set_num_threads(threads)
     m, _ = load_encoder(encoder_dir)
     x = torch.randn(batch, 3, *grid)

@@ -20,7 +20,9 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(None, "--workers", help="Actors, each with a DALI pipeline and an encoder (default 1)."),
         gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", help="GPUs per actor (default 0: CPU only)."),
         cpus_per_worker: float = typer.Option(None, "--cpus-per-worker", help="CPUs per actor (torch threads; default 1)."),
-        batch_size: int = typer.Option(None, "--batch-size", help="Patients per batch (and per staged part; default 8)."),
+        batch_size: int = typer.Option(None, "--batch-size", help="Patients per batch (default 8)."),
+        stage_every: float = typer.Option(None, "--stage-every", help="Seconds between staged parts, from which a "
+                                          "killed run resumes (0: every batch is a part)."),
         rois: str = typer.Option(None, "--rois", help="Encoder inputs from: reuse (materialised ROI tensors where "
                                  "current, else the volumes; default), materialise (write the tensor set first, "
                                  "then read it), volumes (always decode and resample)."),
@@ -44,7 +46,7 @@ def register(app: typer.Typer) -> None:
             os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)   # Ray's own variables
         cfg = config_from(ExtractConfig(), name=name, address=address, workers=workers,
                           gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, batch_size=batch_size,
-                          rois=rois, allow_partial=allow_partial or None)
+                          stage_every_s=stage_every, rois=rois, allow_partial=allow_partial or None)
         with Bars() as bars:
             report = extract_features(store, encoder, cfg, progress=lambda n, total: bars.advance("extract", n, total))
         if as_json:

@@ -48,17 +48,23 @@ def _version_id(v: Any) -> str:
 class _Sink:
     """Driver side of the stream: staged writes, errors, progress, per-worker figures.
 
-    Each batch's rows are staged (one fsynced Parquet part) on a writer thread, so the driver keeps
-    pulling result batches from Ray while a part is written; ``drain`` waits for the last write and
-    raises the first write error."""
+    Rows are staged (fsynced Parquet parts) on a writer thread, so the driver keeps pulling result batches
+    from Ray while a part is written. A part holds the batches that arrived since the last one, staged once
+    ``stage_every_s`` have passed since it (``ExtractConfig.stage_every_s``; 0: each batch is a part): at
+    hundreds of volumes a second, one 8-row part per batch took 0.4 ms of the driver's CPU per volume beside
+    a forward pass of 1.6-2 ms. ``drain`` waits for the writes, stages what is left and raises the first
+    write error."""
 
-    def __init__(self, writer, scope: Scope, total: int, progress: Progress | None, skip: set[str]):
+    def __init__(self, writer, scope: Scope, total: int, progress: Progress | None, skip: set[str],
+                 stage_every_s: float = 0.0):
         from concurrent.futures import ThreadPoolExecutor
 
         self.writer, self.scope, self.total, self.progress = writer, scope, total, progress
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dltr-stage")
         self.tensors = None  # the roi_tensors writer when the run materialises the encoder inputs
         self._writes: list[Any] = []
+        self._pending: list[tuple[pa.Table, pa.Table | None]] = []  # arrived, not yet handed to a write
+        self.stage_every_s, self._staged_at = stage_every_s, float("-inf")
         self.write_s = 0.0
         self.seen = set(skip)
         self.errors: list[dict[str, Any]] = []
@@ -84,7 +90,10 @@ class _Sink:
         if ok.num_rows:
             self._writes = [f for f in self._writes if not f.done() or f.result()]  # raises a failed write
             x = tensor_rows_of(work) if self.tensors is not None and "x" in work.column_names else None
-            self._writes.append(self._pool.submit(self._write, ok, x))
+            self._pending.append((ok, x))
+            if now - self._staged_at >= self.stage_every_s:
+                self._staged_at = now
+                self._writes.append(self._pool.submit(self._stage, self._take_pending()))
         self.seen.update(work.column("patient_id").to_pylist())
         self.n_written += ok.num_rows
         self.errors += [{"patient_id": r["patient_id"], "center": r["center"], "stage": r["stage"],
@@ -94,18 +103,27 @@ class _Sink:
         if self.progress:
             self.progress(work.num_rows, self.total)
 
-    def _write(self, ok: pa.Table, x: pa.Table | None) -> None:
+    def _take_pending(self) -> list[tuple[pa.Table, pa.Table | None]]:
+        batches, self._pending = self._pending, []
+        return batches
+
+    def _stage(self, batches: list[tuple[pa.Table, pa.Table | None]]) -> None:
+        """Stage ``batches`` (rows, and encoder inputs when the run materialises them) as one part."""
+        if not batches:
+            return
         t0 = time.perf_counter()
-        self.writer.write(ok)
-        if x is not None and x.num_rows:
-            self.tensors.write(x)
+        self.writer.write(pa.concat_tables([ok for ok, _ in batches]))
+        xs = [x for _, x in batches if x is not None and x.num_rows]
+        if xs:
+            self.tensors.write(pa.concat_tables(xs))
         self.write_s += time.perf_counter() - t0
 
     def drain(self) -> None:
-        """Wait for every staged write; the first failure is raised."""
+        """Wait for every staged write and stage the rows still pending; the first failure is raised."""
         try:
             for f in self._writes:
                 f.result()
+            self._stage(self._take_pending())  # the rows that arrived since the last part
         finally:
             self._writes = []
             self._pool.shutdown(wait=True)
@@ -227,7 +245,7 @@ def _run(store, store_root, scope: Scope, cfg: ExtractConfig, writer, report: Ex
     done = set(writer.done_keys()) if report.n_reused else done
     pending = scope.table.filter(pc.invert(pc.is_in(scope.table.column("patient_id"), pa.array(sorted(done),
                                                                                               pa.string()))))
-    sink = _Sink(writer, scope, pending.num_rows, progress, done)
+    sink = _Sink(writer, scope, pending.num_rows, progress, done, cfg.stage_every_s)
     hit = current_tensors(store, scope, cfg, pending)
     if cfg.rois == "materialise" and cfg.gpus_per_worker == 0 and pending.num_rows:
         t0 = time.perf_counter()

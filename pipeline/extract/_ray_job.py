@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
+from dltr.core.memory import retain_freed_memory
 from pipeline.actors import StreamsBlocks, ahead, blocks_of, run_actors
 from pipeline.extract._config import ExtractConfig
 from pipeline.extract._worker import EmbedWorker, EncodeWorker, LoadWorker
@@ -19,17 +20,22 @@ class _VolumeEncoder:
 
     def __init__(self, store_root: str, encoder_dir: str, batch_size: int, dali_threads: int, torch_threads: int,
                  keep_x: bool):
+        retain_freed_memory()  # the actor's process is ours: no page faults for each forward's buffers
         self.load = LoadWorker(store_root, encoder_dir, batch_size, dali_threads=dali_threads)
         self.enc = EncodeWorker(encoder_dir, torch_threads=torch_threads, keep_x=keep_x)
 
     def stream(self, table: pa.Table, size: int, part: int, parts: int) -> Iterator[pa.Table]:
         loaded = ahead((self.enc.inputs(self.load(b)) for b in blocks_of(table, size, part, parts)), 2)
-        yield from ahead((self.enc.encode(x) for x in loaded), 4)
+        yield from ahead((self.enc.encode(x) for x in loaded), 4, gather=True)
 
 
 class _VolumeEmbedder(StreamsBlocks, EmbedWorker):
     """One worker loading and encoding in line (``ExtractConfig.pipelined=False``, and every GPU worker: DALI
     hands the encoder a GPU tensor)."""
+
+    def __init__(self, *args, **kwargs):
+        retain_freed_memory()
+        super().__init__(*args, **kwargs)
 
 
 def run_ray(pending: pa.Table, store_root: str, encoder_dir: str, cfg: ExtractConfig,

@@ -10,6 +10,7 @@ concurrency 2, else 32 requests at concurrency 4).
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import statistics
 import threading
@@ -162,6 +163,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     heads_s = time.perf_counter() - t0
     batch_total = stages["ingest"]["seconds"] + stages["extract features"]["seconds"] + heads_s
     batch_pp = batch_total / n_all
+    shutil.rmtree(ctx.work / "serve-patients", ignore_errors=True)  # a previous run's folders (same --out)
     folders = [_one(cohort, p, ctx.work / "serve-patients" / p) for p in pids]
     scorer = Scorer(store, "dltr_mlp", work_dir=ctx.work / "serve-tmp")
     scorer.score_folder(folders[0])  # warm-up: imports, DALI, torch kernels

@@ -56,7 +56,7 @@ class _Sink:
     write error."""
 
     def __init__(self, writer, scope: Scope, total: int, progress: Progress | None, skip: set[str],
-                 stage_every_s: float = 0.0):
+                 stage_every_s: float):
         from concurrent.futures import ThreadPoolExecutor
 
         self.writer, self.scope, self.total, self.progress = writer, scope, total, progress

@@ -181,19 +181,20 @@ def test_a_part_holds_the_batches_of_one_staging_interval(ray_cluster, base_stor
         return write(self, table)
 
     monkeypatch.setattr(FeatureWriter, "write", counted)
-    roots = {}
+    runs = {}  # key -> (store, version id, rows of each staged part)
     for key, every in (("each", 0.0), ("once", 3600.0)):
         (tmp_path / key).mkdir()
-        roots[key] = _copy(base_store, tmp_path / key)
+        root = _copy(base_store, tmp_path / key)
         parts.clear()
-        rep = extract_features(roots[key], config=ExtractConfig(workers=1, batch_size=2, stage_every_s=every))
+        rep = extract_features(root, config=ExtractConfig(workers=1, batch_size=2, stage_every_s=every))
         assert (rep.status, rep.n_computed) == ("published", 10)
-        roots[key] = (roots[key], rep.version_id, list(parts))
-    assert roots["each"][2] == [2, 2, 2, 2, 2]
-    assert roots["once"][2] == [2, 8]
-    assert roots["each"][1] == roots["once"][1]
-    _assert_rows_equal(FeatureStore(roots["once"][0]).read("dltr", roots["once"][1]),
-                       FeatureStore(roots["each"][0]).read("dltr", roots["each"][1]), atol=0.0)
+        runs[key] = (root, rep.version_id, list(parts))
+    (each_root, each_id, each_parts), (once_root, once_id, once_parts) = runs["each"], runs["once"]
+    assert each_parts == [2, 2, 2, 2, 2]
+    assert once_parts == [2, 8]
+    assert each_id == once_id
+    _assert_rows_equal(FeatureStore(once_root).read("dltr", once_id), FeatureStore(each_root).read("dltr", each_id),
+                       atol=0.0)
 
 
 @pytest.mark.slow

@@ -74,6 +74,16 @@ def test_report_holds_every_section_with_numbers(demo):
     assert fusion.startswith("descriptors") == (HeadsConfig().fusion == "descriptors")
     assert ("ROI descriptors measured on each patient's own encoder input" in secs["Model comparison"]) \
         == fusion.startswith("descriptors")
+    # ... and what it learnt from: the mRECIST grades of the store's labelled training rows (the default), or the label
+    from models.heads import grade_positions
+
+    fh, meta = HeadRegistry(res.out / "store").load("dltr_mlp")
+    ordinal = meta["lineage"]["outcome"].startswith("mRECIST")
+    assert ordinal == HeadsConfig().ordinal == fh.estimator.ordinal
+    clin = FeatureStore(res.out / "store").table("clinical").to_pandas()
+    train = clin[(clin["split"] == "train") & clin["response"].notna()]
+    assert not ordinal or fh.estimator.grades_.tolist() == sorted(set(grade_positions(train["response"]).tolist()))
+    assert ("trained on the four mRECIST grades" in secs["Model comparison"]) == ordinal
     # Survival: a log-rank P per external center, each a probability.
     surv = _md_table(secs["Progression-free survival"], "PFS by DLTR_MLP")
     ext_rows = surv[surv["evaluation_group"].str.startswith("external")]

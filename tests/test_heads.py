@@ -26,6 +26,7 @@ from models.heads import (
     XGBFusionHead,
     fit_heads,
     fit_logistic,
+    grade_positions,
     serialize_head,
 )
 
@@ -245,6 +246,92 @@ def test_mlp_seed_ensemble_is_the_mean_logit_of_its_members(tmp_path):
     assert np.array_equal(back.decision_function(emb), ens.decision_function(emb))
     with pytest.raises(ModelError, match="n_members"):
         DLTRMLP(n_members=0, **kw).fit(emb, y)
+
+
+def graded(n=600, seed=0, cuts=(-1.5, 0.0, 2.0)):
+    """Features and mRECIST grade positions (0 PD ... 3 CR) from a proportional-odds model with known cuts."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    eta = X @ np.array([1.5, -1.0, 0.5, 0.0])
+    return X, np.digitize(eta + rng.logistic(size=n), cuts), eta
+
+
+def test_ordinal_likelihood_is_the_proportional_odds_formula():
+    """The cumulative-logit loss against the formula written out in NumPy, its cuts ordered with the event cut at
+    0, and with two grades the binary cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    from models.heads._mlp import _cuts, _ordinal_nll
+
+    rng = np.random.default_rng(3)
+    z, rank = rng.normal(size=50), rng.integers(0, 4, 50)
+    gaps = torch.tensor([0.3, -0.7, 1.1])
+    for event_index in (1, 2, 3):
+        cuts = _cuts(gaps, event_index).numpy().astype(np.float64)
+        assert cuts[event_index - 1] == 0 and np.all(np.diff(cuts) > 0)
+        cum = np.column_stack([np.ones(50), expit(z[:, None] - cuts[None, :]), np.zeros(50)])
+        ref = -np.mean(np.log(cum[np.arange(50), rank] - cum[np.arange(50), rank + 1]))
+        got = float(_ordinal_nll(torch.tensor(z, dtype=torch.float32), torch.from_numpy(rank),
+                                 torch.tensor(cuts, dtype=torch.float32)))
+        assert got == pytest.approx(ref, rel=1e-5)
+    y = rng.integers(0, 2, 50)
+    two = _ordinal_nll(torch.tensor(z, dtype=torch.float32), torch.from_numpy(y), torch.zeros(1))
+    bce = F.binary_cross_entropy_with_logits(torch.tensor(z, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+    assert float(two) == pytest.approx(float(bce), rel=1e-6)
+
+
+def test_ordinal_mlp_learns_the_grade_ladder(tmp_path):
+    """DLTR_MLP with ``ordinal``: its cuts put the training rows' predicted grade shares where the observed ones are,
+    its score ranks the event P(grade >= PR) like the binary network's, it drops a grade no row has, and the
+    registry round trip keeps scores and cuts; grades on one side of the event only are refused."""
+    X, g, eta = graded()
+    m = DLTRMLP(ordinal=True, seed=0).fit(X, g)
+    assert m.grades_.tolist() == [0, 1, 2, 3] and m.event_index_ == 2 and m.cuts_[1] == 0
+    assert np.all(np.diff(m.cuts_) > 0.5)
+    z = m.decision_function(X)
+    cum = expit(z[:, None] - m.cuts_[None, :]).mean(0)               # predicted P(grade >= j), j = 1, 2, 3
+    np.testing.assert_allclose(cum, [(g >= j).mean() for j in (1, 2, 3)], atol=0.04)
+    assert roc_auc_score(g >= 2, z) > 0.85
+    assert abs(roc_auc_score(g >= 2, z) - roc_auc_score(g >= 2, DLTRMLP(seed=0).fit(X, (g >= 2).astype(int))
+                                                        .decision_function(X))) < 0.03
+    three = DLTRMLP(ordinal=True, seed=0).fit(X, np.where(g == 1, 0, g))   # no SD row: PD < PR < CR
+    assert three.grades_.tolist() == [0, 2, 3] and three.event_index_ == 1 and three.cuts_.shape == (2,)
+    reg = HeadRegistry(tmp_path)
+    v = reg.publish("dltr_mlp", m, lineage={"feature_set": "dltr"}, hyperparameters={}, seed=0, metrics={},
+                    cutoff=0.5)
+    back, _ = reg.load("dltr_mlp", v)
+    assert np.array_equal(back.decision_function(X), z) and np.array_equal(back.cuts_, m.cuts_)
+    with pytest.raises(ModelError, match="below and from event_from"):
+        DLTRMLP(ordinal=True).fit(X, np.where(g >= 2, g, 2))
+    with pytest.raises(ModelError, match="grade positions"):
+        DLTRMLP(ordinal=True).fit(X, g + 0.5)
+
+
+def test_ordinal_heads_read_the_grades_and_check_them_against_the_label():
+    """``fit_heads(ordinal=True)``: DLTR_MLP learns from the frame's mRECIST grades (a CR/PR swap inside the
+    responders changes it, the binary heads not); a frame without grades, a grade outside mRECIST or grades that
+    disagree with the binary label are refused with the reason."""
+    df, emb, _ = planted(n=400, d=12)
+    rng = np.random.default_rng(4)
+    y = df["label"].to_numpy()
+    df["response"] = np.where(y == 1, rng.choice(["CR", "PR"], len(y)), rng.choice(["SD", "PD"], len(y)))
+    assert grade_positions(["PD", "SD", "PR", "CR"]).tolist() == [0, 1, 2, 3]
+    a = fit_heads(df, emb, ["age", "afp"], seed=0, heads=("clinical", "dltr", "dltr_mlp"), ordinal=True)
+    swapped = df.assign(response=df["response"].map({"CR": "PR", "PR": "CR", "SD": "SD", "PD": "PD"}))
+    b = fit_heads(swapped, emb, ["age", "afp"], seed=0, heads=("clinical", "dltr", "dltr_mlp"), ordinal=True)
+    assert a["dltr_mlp"].estimator.ordinal and a["dltr_mlp"].estimator.grades_.tolist() == [0, 1, 2, 3]
+    assert serialize_head(a["dltr"]) == serialize_head(b["dltr"])
+    assert serialize_head(a["dltr_mlp"]) != serialize_head(b["dltr_mlp"])
+    with pytest.raises(ModelError, match="column 'response'"):
+        fit_heads(df.drop(columns="response"), emb, ["age", "afp"], seed=0, heads=("dltr_mlp",), ordinal=True)
+    bad = df.copy()
+    bad.loc[bad.index[bad["split"] == "train"][0], "response"] = "NE"
+    with pytest.raises(ModelError, match="'NE'"):
+        fit_heads(bad, emb, ["age", "afp"], seed=0, heads=("dltr_mlp",), ordinal=True)
+    flipped = df.assign(response=df["response"].map({"CR": "SD", "PR": "PR", "SD": "SD", "PD": "PD"}))
+    with pytest.raises(ModelError, match="disagree with its binary label"):
+        fit_heads(flipped, emb, ["age", "afp"], seed=0, heads=("dltr_mlp",), ordinal=True)
 
 
 def test_no_test_cohort_row_influences_training():

@@ -80,6 +80,8 @@ def train_heads_cmd(
                                            "(default 50; 0: none). No score depends on them."),
     mlp_members: int = typer.Option(None, "--mlp-members", min=1, help="DLTR_MLP's seed ensemble: final networks "
                                     "averaged on the logit scale (default 1)."),
+    ordinal: bool = typer.Option(None, "--ordinal/--binary", help="DLTR_MLP learns from the four mRECIST grades "
+                                 "(cumulative logit; the default) or from the binary objective response."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train the clinical, DLTR, DLTR_MLP and XGBoost heads (or those of --heads) on the training split and
@@ -91,7 +93,8 @@ def train_heads_cmd(
     res = train_heads(fs, config_from(HeadsConfig(), feature_set=feature_set, clinical=clin, labs=lab, seed=seed,
                                       max_age_days=max_age_days, heads=_names(heads), fusion=fusion,
                                       native_spacing_mm=_spacing(native_spacing), native_set=native_set,
-                                      clinical_bootstrap=clinical_bootstrap, mlp_members=mlp_members))
+                                      clinical_bootstrap=clinical_bootstrap, mlp_members=mlp_members,
+                                      ordinal=ordinal))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,
                    "clinical_selected": (res.clinical_summary["variable"].drop_duplicates().tolist()[1:]

@@ -25,6 +25,11 @@ MULTI_HEADS: dict[str, str] = {RADIOMICS: "Radiomics", RADIOMICS_CLINICAL: "Radi
 #: The head the survival stratification and the report's headline use.
 PRIMARY_HEAD = DLTR_MLP
 
+#: mRECIST grades of the response to the first TACE, worst to best; objective response (the binary ``label``) is a
+#: grade from ``RESPONDER_GRADE`` on (CR or PR). Heads that learn from the grades code them as positions here.
+MRECIST_GRADES = ("PD", "SD", "PR", "CR")
+RESPONDER_GRADE = MRECIST_GRADES.index("PR")
+
 #: Evaluation groups (the ``split`` column's values map onto the first three).
 TRAINING, INTERNAL, EXTERNAL = "training", "internal", "external"
 SPLIT_TO_GROUP = {"train": TRAINING, "internal": INTERNAL, "external": EXTERNAL}

@@ -61,10 +61,11 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
              "calibration_slope", "calibration_intercept"]].copy()
     cut = cut[[c for c in cut.columns if c in m.columns or c in ("model",)]]
     tables.append(("Metrics at the cutoff fixed on the training split (Youden), and calibration", cut))
-    hi = t.get("_head_inputs", pd.DataFrame(columns=["head", "fusion", "native"]))
+    hi = t.get("_head_inputs", pd.DataFrame(columns=["head", "fusion", "native", "ordinal"]))
     mlp = hi[hi["head"] == DLTR_MLP]
     measured = bool(mlp["fusion"].str.startswith("descriptors").any())
     native = bool(mlp["native"].astype(bool).any())
+    ordinal = bool(mlp["ordinal"].astype(bool).any()) if "ordinal" in mlp else False
     inputs = ("the encoder's response logit (out of fold for training patients), ROI descriptors measured on each "
               "patient's own encoder input (tumour, ring, core and rim intensities relative to the surrounding "
               "liver)" + (", tumour descriptors measured on the ingested volumes brought to one resolution "
@@ -72,7 +73,9 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
               + " and every declared clinical predictor" if measured
               else "deep features plus the selected clinical factors")
     text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "
-            f"encoder's deep features. DLTR_MLP: a multilayer perceptron on {inputs}. XGBoost fusion: "
+            f"encoder's deep features. DLTR_MLP: a multilayer perceptron on {inputs}"
+            + (", trained on the four mRECIST grades (cumulative logit: PD < SD < PR < CR) and scoring the "
+               "probability of objective response (CR or PR)" if ordinal else "") + ". XGBoost fusion: "
             "gradient-boosted trees on the same inputs as DLTR_MLP.")
     if set(m["head"]) & set(MULTI_HEADS):
         text += (" Radiomics, Radiomics+clinical, Deep+radiomics+clinical: LASSO logistic regression on IBSI radiomics "

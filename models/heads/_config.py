@@ -46,7 +46,10 @@ class HeadsConfig:
     clinical model's selection whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``;
     0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples)).
     ``mlp_members``: DLTR_MLP's seed ensemble, the number of final networks averaged on the logit scale
-    (``DLTRMLP.n_members``; 1 = one network)."""
+    (``DLTRMLP.n_members``; 1 = one network). ``ordinal`` (default, adopted on the validity benchmark,
+    BENCHMARKS.md): DLTR_MLP learns from the four mRECIST grades of the training rows (``DLTRMLP.ordinal``, the
+    cumulative-logit likelihood) instead of the binary objective response; its score is still the probability
+    of objective response (CR or PR). False: the binary label, as before."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -61,6 +64,7 @@ class HeadsConfig:
     native_set: str = "all"
     clinical_bootstrap: int = CLINICAL_BOOTSTRAP
     mlp_members: int = 1
+    ordinal: bool = True
 
     def __post_init__(self) -> None:
         _check_count("clinical_bootstrap", self.clinical_bootstrap, "resamples", 0)

@@ -48,13 +48,19 @@ def limited_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(torch_prev)
 
 
-def _check_xy(X, y, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_x(X, y, name: str, what: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+    """X as finite float64 rows, one per entry of ``y`` (its ``what``), and ``y`` as an array."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     if X.ndim != 2 or X.shape[0] != y.shape[0]:
-        raise ModelError(f"{name}.fit: X has shape {X.shape} but y has {y.shape[0]} labels")
+        raise ModelError(f"{name}.fit: X has shape {X.shape} but y has {y.shape[0]} {what}")
     if not np.isfinite(X).all():
         raise ModelError(f"{name}.fit: X holds NaN/inf values; impute them first")
+    return X, y
+
+
+def _check_xy(X, y, name: str) -> tuple[np.ndarray, np.ndarray]:
+    X, y = _check_x(X, y, name)
     if not np.isin(y, (0, 1)).all() or np.unique(y).size < 2:
         raise ModelError(f"{name}.fit: y must hold both classes 0 and 1, got {np.unique(y).tolist()}")
     return X, y.astype(np.int64)

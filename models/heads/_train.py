@@ -16,7 +16,7 @@ import pandas as pd
 
 from dltr.core.exceptions import ModelError
 from dltr.core.layout import StoreLayout, encoder_crossfit
-from dltr.core.vocabulary import HEADS, parse_ref
+from dltr.core.vocabulary import HEADS, MRECIST_GRADES, RESPONDER_GRADE, parse_ref
 
 from ._clinical import CLINICAL_BOOTSTRAP, ClinicalModel
 from ._config import FUSIONS, MEASURED_FUSIONS, HeadsConfig
@@ -26,7 +26,7 @@ from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
 __all__ = ["DESCRIPTOR_PREFIX", "DISPLAY_NAMES", "NATIVE_PREFIX", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult",
-           "add_descriptors", "add_native_descriptors", "declared_predictors", "fit_heads", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
+           "add_descriptors", "add_native_descriptors", "declared_predictors", "fit_heads", "grade_positions", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
 
 HEAD_NAMES = tuple(HEADS)
 DISPLAY_NAMES = HEADS
@@ -222,7 +222,8 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
               heads: tuple[str, ...] = HEAD_NAMES, crossfit: CrossFit | None = None,
               clinical_selection: str = "aic", fusion: str = "readout",
               native_spacing_mm: tuple[float, ...] | None = None, native_set: str = "all",
-              clinical_bootstrap: int = CLINICAL_BOOTSTRAP, mlp_members: int = 1) -> dict[str, FrameHead]:
+              clinical_bootstrap: int = CLINICAL_BOOTSTRAP, mlp_members: int = 1,
+              ordinal: bool = False) -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
@@ -233,7 +234,8 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     columns then including the native descriptors measured at ``native_spacing_mm`` (``with_descriptors``).
     ``native_set``: which native descriptors the fusion heads read (``HeadsConfig.native_set``).
     ``clinical_bootstrap``: the clinical selection's stability resamples (``HeadsConfig.clinical_bootstrap``).
-    ``mlp_members``: DLTR_MLP's seed ensemble (``HeadsConfig.mlp_members``)."""
+    ``mlp_members``: DLTR_MLP's seed ensemble (``HeadsConfig.mlp_members``). ``ordinal``: DLTR_MLP learns from
+    the mRECIST grades of the frame's ``response`` column (``HeadsConfig.ordinal``, ``grade_positions``)."""
     if fusion not in FUSIONS:
         raise ModelError(f"fusion {fusion!r}: choose among {list(FUSIONS)}")
     tr = _train_rows(df)
@@ -261,7 +263,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
         every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names, "native_spacing_mm": native_spacing_mm if native else None}
-    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed, n_members=mlp_members), fused),
+    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed, n_members=mlp_members, ordinal=ordinal), fused),
               "xgb_fusion": (XGBFusionHead(seed=seed), fused)}
     deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]
     for name in heads:
@@ -269,9 +271,34 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
             continue
         est, kw = makers[name]
         fh = FrameHead(name=name, estimator=est, uses_embedding=True, **kw)
-        est.fit(fh.inputs(df.loc[tr], emb[tr], deep), y)
+        est.fit(fh.inputs(df.loc[tr], emb[tr], deep), learning_target(est, df.loc[tr], y))
         out[name] = fh
     return {k: out[k] for k in heads}
+
+
+def grade_positions(response) -> np.ndarray:
+    """mRECIST grades (``CR``/``PR``/``SD``/``PD``) as positions in ``MRECIST_GRADES`` (0 PD ... 3 CR)."""
+    pos = {g: i for i, g in enumerate(MRECIST_GRADES)}
+    values = pd.Series(response, dtype="object")
+    bad = values[~values.isin(list(pos))]
+    if len(bad):
+        raise ModelError(f"response {bad.iloc[0]!r} (row {bad.index[0]}): an ordinal head needs an mRECIST grade "
+                         f"({'/'.join(reversed(MRECIST_GRADES))}) on every labelled training row")
+    return values.map(pos).to_numpy(np.int64)
+
+
+def learning_target(est: Any, rows: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    """What ``est`` learns from on these labelled rows: their mRECIST grade positions for an ordinal estimator,
+    else the binary label ``y``."""
+    if not getattr(est, "ordinal", False):
+        return y
+    if "response" not in rows:
+        raise ModelError("an ordinal head needs the frame's mRECIST grades (column 'response'); train it with "
+                         "models.heads.train_heads, which adds them, or set HeadsConfig.ordinal=False")
+    grades = grade_positions(rows["response"].reset_index(drop=True))
+    if not np.array_equal(grades >= RESPONDER_GRADE, np.asarray(y, bool)):
+        raise ModelError("the frame's mRECIST grades disagree with its binary label (CR/PR = 1); rebuild the frame")
+    return grades
 
 
 #: frame columns of the measured ROI descriptors (``roi.<phase>.<descriptor>``, ``models.descriptor_names``)
@@ -351,7 +378,7 @@ def oof_head_scores(fh: FrameHead, df: pd.DataFrame, emb: np.ndarray, deep: np.n
             est.fit(X[fh.estimator.design_.variables()].iloc[trn].reset_index(drop=True), y[trn])
             out[val] = est.predict_proba(X.iloc[val])[:, 1]
         else:
-            out[val] = est.fit(X[trn], y[trn]).predict_proba(X[val])[:, 1]
+            out[val] = est.fit(X[trn], learning_target(est, df.iloc[trn], y[trn])).predict_proba(X[val])[:, 1]
     return out
 
 
@@ -393,10 +420,15 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                          "encoder, or train the heads with fusion='readout' (`dltr train-heads --fusion readout`)")
     if fusing:
         df = with_descriptors(store, df, _card_of(lineage), native_mm)
+    if cfg.ordinal:  # the outcome's grades (never a predictor: "response" is reserved), for the labelled rows
+        t = store.table("clinical").select(["patient_id", "response"]).to_pydict()
+        df = df.assign(response=df["patient_id"].astype(str).map(dict(zip(t["patient_id"], t["response"],
+                                                                             strict=True))))
     fitted = fit_heads(df, emb, candidates, seed=seed, heads=heads, crossfit=crossfit,
                        clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout",
                        native_spacing_mm=native_mm, native_set=cfg.native_set,
-                       clinical_bootstrap=cfg.clinical_bootstrap, mlp_members=cfg.mlp_members)
+                       clinical_bootstrap=cfg.clinical_bootstrap, mlp_members=cfg.mlp_members,
+                       ordinal=cfg.ordinal)
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
     deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None
@@ -424,6 +456,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                         "predictors_declared": declared, "crossfit": scheme, "deep_rows": cfg.deep_rows,
                         "clinical_selection": cfg.clinical_selection,
                         **_fusion_lineage(fh),
+                        "outcome": ORDINAL_OUTCOME if getattr(fh.estimator, "ordinal", False) else BINARY_OUTCOME,
                         "oof_training_rows": int((oof_rows & tr).sum()),
                         "clinical_selected": list(clin.selected_) if clin is not None else [],
                         "clinical_aliased": list(getattr(clin, "aliased_", [])) if clin is not None else []}
@@ -461,6 +494,10 @@ def _crossfit_for(store, lineage: dict[str, Any]) -> CrossFit | None:
     card = _card_of(lineage)
     return CrossFit.load(encoder_crossfit(StoreLayout.of(store).encoder(str(card)))) if card else None
 
+
+#: what a head learnt from (its lineage): the binary label, or the mRECIST grades of an ordinal DLTR_MLP
+BINARY_OUTCOME = "objective response (CR or PR = 1, SD or PD = 0)"
+ORDINAL_OUTCOME = ("mRECIST grades PD < SD < PR < CR (cumulative logit); scores P(CR or PR), the event cut fixed at 0")
 
 #: how a fusion head with measured descriptors reads a frame (its lineage)
 FUSION_LINEAGE = ("descriptors: the encoder's response logit (out of fold for training rows), the ROI descriptors "

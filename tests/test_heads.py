@@ -295,6 +295,10 @@ def test_ordinal_mlp_learns_the_grade_ladder(tmp_path):
     assert roc_auc_score(g >= 2, z) > 0.85
     assert abs(roc_auc_score(g >= 2, z) - roc_auc_score(g >= 2, DLTRMLP(seed=0).fit(X, (g >= 2).astype(int))
                                                         .decision_function(X))) < 0.03
+    two = DLTRMLP(ordinal=True, seed=0).fit(X, np.where(g >= 2, 2, 1))    # SD and PR only: the binary network
+    binary = DLTRMLP(seed=0).fit(X, (g >= 2).astype(int))
+    assert two.cuts_.tolist() == [0.0] and two.best_params_ == binary.best_params_
+    np.testing.assert_allclose(two.decision_function(X), binary.decision_function(X), atol=1e-5)
     three = DLTRMLP(ordinal=True, seed=0).fit(X, np.where(g == 1, 0, g))   # no SD row: PD < PR < CR
     assert three.grades_.tolist() == [0, 2, 3] and three.event_index_ == 1 and three.cuts_.shape == (2,)
     reg = HeadRegistry(tmp_path)
@@ -332,6 +336,26 @@ def test_ordinal_heads_read_the_grades_and_check_them_against_the_label():
     flipped = df.assign(response=df["response"].map({"CR": "SD", "PR": "PR", "SD": "SD", "PD": "PD"}))
     with pytest.raises(ModelError, match="disagree with its binary label"):
         fit_heads(flipped, emb, ["age", "afp"], seed=0, heads=("dltr_mlp",), ordinal=True)
+
+
+def test_linear_grid_point_starts_at_zero_and_ends_at_the_logistic_fit():
+    """``hidden=()``: a logistic regression trained by the MLP's loop. It starts at zero, so early stopping is
+    shrinkage towards zero (coefficient norm small after one epoch and growing with the epochs), and without weight
+    decay it converges to scikit-learn's unpenalised fit; ``HeadsConfig.mlp_linear`` puts it in the inner-CV grid."""
+    df, emb, _ = planted(n=400, d=6)
+    y = df["label"].to_numpy()
+    Z = (emb - emb.mean(0)) / emb.std(0)
+    norms = []
+    for epochs in (1, 5, 40):
+        m = DLTRMLP(hidden=(), weight_decay=0.0, tune=False, epochs=epochs, seed=2).fit(Z, y)
+        norms.append(np.linalg.norm(m.state_["0.weight"]))
+    assert norms[0] < 0.02 and norms[0] < norms[1] < norms[2]
+    m = DLTRMLP(hidden=(), weight_decay=0.0, tune=False, epochs=3000, lr=1e-3, seed=2).fit(Z, y)  # 8 steps an epoch
+    ref = LogisticRegression(C=np.inf, tol=1e-10, max_iter=10000).fit(Z, y)
+    np.testing.assert_allclose(m.decision_function(Z), ref.decision_function(Z), atol=1e-2)
+    heads = fit_heads(df, emb, ["age", "afp"], seed=0, heads=("clinical", "dltr_mlp"), mlp_linear=True)
+    grid = [tuple(r["hidden"]) for r in heads["dltr_mlp"].estimator.cv_table_]
+    assert grid == [(16,), (16,), (64,), (64,), (), ()]
 
 
 def test_no_test_cohort_row_influences_training():

@@ -23,7 +23,7 @@ from dltr.demo import StageLog
 
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
-HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap", "native_set", "mlp_members", "ordinal")
+HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap", "native_set", "mlp_members", "ordinal", "mlp_linear")
 # the plain baseline's L2 penalties (C by 5-fold CV), shared by its clinical reference and the learnable ceiling
 BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -48,6 +48,7 @@ class ValidityConfig:
     mask_channel: bool = True
     fusion: str = "descriptors"    # HeadsConfig.fusion: the fusion heads' inputs, "descriptors" or "readout"
     ordinal: bool = True           # HeadsConfig.ordinal: DLTR_MLP learns from the mRECIST grades, not the binary label
+    mlp_linear: bool = True        # HeadsConfig.mlp_linear: DLTR_MLP's inner CV may choose a linear network too
     extract_workers: int = 2
     ingest_workers: int = 2
     clinical_bootstrap: int | None = None   # HeadsConfig.clinical_bootstrap, None: its default (no score depends on it)
@@ -60,14 +61,15 @@ class ValidityConfig:
 
     def method(self) -> dict[str, Any]:
         """The knobs a method comparison changes (the name of a results file)."""
-        # mask_channel "true", fusion "descriptors" and ordinal "true" as the runs that set them with --set before
-        # they were the defaults wrote them, and left out when false / "readout", so that earlier runs' cached
+        # mask_channel "true", fusion "descriptors", ordinal and mlp_linear "true" as the runs that set them with
+        # --set before they were the defaults wrote them, and left out when false / "readout", so that earlier runs' cached
         # stages and results files keep their names
         return {"normalisation": self.normalisation, "candidates": list(self.candidates), "folds": self.folds,
                 "epochs": self.epochs, "width": self.width, "aux_weight": self.aux_weight,
                 **({"mask_channel": "true"} if self.mask_channel else {}),
                 **({"fusion": self.fusion} if self.fusion != "readout" else {}),
                 **({"ordinal": "true"} if self.ordinal else {}),
+                **({"mlp_linear": "true"} if self.mlp_linear else {}),
                 **({"clinical_bootstrap": self.clinical_bootstrap} if self.clinical_bootstrap is not None else {}),
                 **self.extra}
 
@@ -215,13 +217,15 @@ def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dic
     from features import FeatureStore
     from models.heads import HeadsConfig, train_heads
 
-    # a run that leaves fusion out of its method ran the read-out, one that leaves ordinal out the binary label
-    knobs = {"fusion": "readout", "ordinal": "false"} | knobs
+    # a run that leaves fusion out of its method ran the read-out, one that leaves ordinal out the binary label, one
+    # that leaves mlp_linear out the hidden-layer grid alone
+    knobs = {"fusion": "readout", "ordinal": "false", "mlp_linear": "false"} | knobs
     for k in ("clinical_bootstrap", "mlp_members"):
         if k in knobs:
             knobs[k] = int(knobs[k])
-    if "ordinal" in knobs:
-        knobs["ordinal"] = knobs["ordinal"].strip().lower() in ("1", "true", "yes")
+    for k in ("ordinal", "mlp_linear"):
+        if k in knobs:
+            knobs[k] = knobs[k].strip().lower() in ("1", "true", "yes")
     res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed, **knobs))
     keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
     res.scores[keep].to_parquet(path, index=False)

@@ -73,7 +73,7 @@ def config_from(ctx: BenchContext) -> ValidityConfig:
             given[k] = int(v)
         elif k == "aux_weight":
             given[k] = float(v)
-        elif k in ("mask_channel", "ordinal"):
+        elif k in ("mask_channel", "ordinal", "mlp_linear"):
             given[k] = _flag(k, v)
         elif k in ("normalisation", "fusion"):
             given[k] = _choice(k, v)

@@ -82,6 +82,8 @@ def train_heads_cmd(
                                     "averaged on the logit scale (default 1)."),
     ordinal: bool = typer.Option(None, "--ordinal/--binary", help="DLTR_MLP learns from the four mRECIST grades "
                                  "(cumulative logit; the default) or from the binary objective response."),
+    mlp_linear: bool = typer.Option(None, "--mlp-linear/--no-mlp-linear", help="DLTR_MLP's inner CV may also "
+                                    "choose a network without a hidden layer (a linear model started at zero)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train the clinical, DLTR, DLTR_MLP and XGBoost heads (or those of --heads) on the training split and
@@ -94,7 +96,7 @@ def train_heads_cmd(
                                       max_age_days=max_age_days, heads=_names(heads), fusion=fusion,
                                       native_spacing_mm=_spacing(native_spacing), native_set=native_set,
                                       clinical_bootstrap=clinical_bootstrap, mlp_members=mlp_members,
-                                      ordinal=ordinal))
+                                      ordinal=ordinal, mlp_linear=mlp_linear))
     if as_json:
         echo_json({"versions": res.versions, "metrics": res.metrics,
                    "clinical_selected": (res.clinical_summary["variable"].drop_duplicates().tolist()[1:]

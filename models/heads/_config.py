@@ -49,7 +49,10 @@ class HeadsConfig:
     (``DLTRMLP.n_members``; 1 = one network). ``ordinal`` (default, adopted on the validity benchmark,
     BENCHMARKS.md): DLTR_MLP learns from the four mRECIST grades of the training rows (``DLTRMLP.ordinal``, the
     cumulative-logit likelihood) instead of the binary objective response; its score is still the probability
-    of objective response (CR or PR). False: the binary label, as before."""
+    of objective response (CR or PR). False: the binary label, as before. ``mlp_linear`` (default, adopted on the
+    validity benchmark): DLTR_MLP's inner CV may also choose a network without a hidden layer (``LINEAR_GRID``: a
+    linear model on the same inputs, started at zero so that early stopping shrinks it towards zero) beside the
+    widths 16 and 64; False: the hidden-layer widths only, as before."""
 
     feature_set: str = DEFAULT_FEATURE_SET
     clinical: tuple[str, ...] | None = None
@@ -65,6 +68,7 @@ class HeadsConfig:
     clinical_bootstrap: int = CLINICAL_BOOTSTRAP
     mlp_members: int = 1
     ordinal: bool = True
+    mlp_linear: bool = True
 
     def __post_init__(self) -> None:
         _check_count("clinical_bootstrap", self.clinical_bootstrap, "resamples", 0)

@@ -6,7 +6,9 @@ of ``n_folds`` stratified folds trains with a validation-loss patience rule and 
 epoch; the final network trains on all training rows for the median best epoch. With ``tune``
 (default) the width and weight decay are chosen the same way: each point of ``grid`` is scored by
 its mean fold validation AUC (inner CV on training rows only) and the best is refitted
-(``best_params_``, ``cv_table_``). ``epochs`` (with ``tune=False``) skips the early-stopping CV and
+(``best_params_``, ``cv_table_``). A grid point without hidden layers (``hidden=()``, ``LINEAR_GRID``) is a linear
+model; its one layer starts at zero, so that its early stopping shrinks the coefficients towards zero (gradient
+descent from zero follows a path close to ridge regression's) rather than towards a random initial direction. ``epochs`` (with ``tune=False``) skips the early-stopping CV and
 trains for that many epochs: how the out-of-fold refits of a fitted head reuse its choices. ``n_members``
 final networks (the chosen width, weight decay and epoch count; seeds ``seed``, ``seed + 1000``, ...) are
 averaged on the logit scale: a seed ensemble, which removes the variance of one initialisation and one
@@ -36,7 +38,11 @@ from dltr.core.exceptions import ModelError
 from ._linear import _check_x, _check_xy, limited_threads
 from ._registry import estimator_from_state, estimator_state, head_state_class
 
-__all__ = ["AdamW", "DLTRMLP", "MEMBER_SEED_STEP"]
+__all__ = ["AdamW", "DLTRMLP", "LINEAR_GRID", "MEMBER_SEED_STEP"]
+
+#: grid points of a network without a hidden layer (a linear model) that the inner CV may choose beside the default
+#: widths (``HeadsConfig.mlp_linear``)
+LINEAR_GRID = (((), 1e-2), ((), 1e-1))
 
 #: seed offset between the members of a seed ensemble (``DLTRMLP.n_members``); far from the inner-CV folds' seeds
 MEMBER_SEED_STEP = 1000
@@ -49,7 +55,11 @@ def _build(d_in: int, hidden: tuple[int, ...], dropout: float):
     for h in hidden:
         layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
         d = h
-    layers.append(nn.Linear(d, 1))
+    out = nn.Linear(d, 1)
+    if not hidden:  # a linear model starts from zero, so that early stopping shrinks it towards zero (the ridge path
+        nn.init.zeros_(out.weight)  # of gradient descent), not towards a random direction
+        nn.init.zeros_(out.bias)
+    layers.append(out)
     return nn.Sequential(*layers)
 
 

@@ -21,7 +21,7 @@ from dltr.core.vocabulary import HEADS, MRECIST_GRADES, RESPONDER_GRADE, parse_r
 from ._clinical import CLINICAL_BOOTSTRAP, ClinicalModel
 from ._config import FUSIONS, MEASURED_FUSIONS, HeadsConfig
 from ._linear import DLTRHead
-from ._mlp import DLTRMLP
+from ._mlp import DLTRMLP, LINEAR_GRID
 from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
@@ -223,7 +223,7 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
               clinical_selection: str = "aic", fusion: str = "readout",
               native_spacing_mm: tuple[float, ...] | None = None, native_set: str = "all",
               clinical_bootstrap: int = CLINICAL_BOOTSTRAP, mlp_members: int = 1,
-              ordinal: bool = False) -> dict[str, FrameHead]:
+              ordinal: bool = False, mlp_linear: bool = False) -> dict[str, FrameHead]:
     """Fit the heads on the labelled training rows of a frame (pure: no store access).
 
     With ``crossfit`` the deep block of every training row is its out-of-fold read-out score: no head sees
@@ -263,7 +263,8 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
         every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names, "native_spacing_mm": native_spacing_mm if native else None}
-    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed, n_members=mlp_members, ordinal=ordinal), fused),
+    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed, n_members=mlp_members, ordinal=ordinal,
+                                  **({"grid": DLTRMLP().grid + LINEAR_GRID} if mlp_linear else {})), fused),
               "xgb_fusion": (XGBFusionHead(seed=seed), fused)}
     deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]
     for name in heads:
@@ -428,7 +429,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                        clinical_selection=cfg.clinical_selection, fusion=cfg.fusion if fusing else "readout",
                        native_spacing_mm=native_mm, native_set=cfg.native_set,
                        clinical_bootstrap=cfg.clinical_bootstrap, mlp_members=cfg.mlp_members,
-                       ordinal=cfg.ordinal)
+                       ordinal=cfg.ordinal, mlp_linear=cfg.mlp_linear)
     tr = _train_rows(df)
     ytr = df.loc[tr, "label"].astype(int).to_numpy()
     deep_all, oof_rows = ((None, np.zeros(len(df), bool)) if crossfit is None

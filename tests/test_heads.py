@@ -331,7 +331,8 @@ def test_ordinal_heads_read_the_grades_and_check_them_against_the_label():
         fit_heads(df.drop(columns="response"), emb, ["age", "afp"], seed=0, heads=("dltr_mlp",), ordinal=True)
     bad = df.copy()
     bad.loc[bad.index[bad["split"] == "train"][0], "response"] = "NE"
-    with pytest.raises(ModelError, match="'NE'"):
+    first = bad.loc[bad["split"] == "train", "patient_id"].iloc[0]
+    with pytest.raises(ModelError, match=rf"'NE' \(patient {first}\)"):
         fit_heads(bad, emb, ["age", "afp"], seed=0, heads=("dltr_mlp",), ordinal=True)
     flipped = df.assign(response=df["response"].map({"CR": "SD", "PR": "PR", "SD": "SD", "PD": "PD"}))
     with pytest.raises(ModelError, match="disagree with its binary label"):

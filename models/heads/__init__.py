@@ -9,7 +9,7 @@ from ._blocks import HeadBlocks, head_blocks
 from ._clinical import ClinicalDesign, ClinicalModel, LogisticFit, fit_logistic
 from ._config import FUSIONS, HeadsConfig
 from ._linear import DLTRHead
-from ._mlp import DLTRMLP, MEMBER_SEED_STEP
+from ._mlp import DLTRMLP, LINEAR_GRID, MEMBER_SEED_STEP
 from ._multi import MULTI_HEAD_SPECS, MultiFrameHead, MultiHeadsConfig, score_multi_heads, train_multi_heads
 from ._registry import HeadRegistry, from_kind, serialize_head
 from ._selected import SelectedLogistic
@@ -40,6 +40,7 @@ __all__ = [
     "NATIVE_PREFIX",
     "DISPLAY_NAMES",
     "DLTRMLP",
+    "LINEAR_GRID",
     "MEMBER_SEED_STEP",
     "HEAD_NAMES",
     "MULTI_HEAD_SPECS",

@@ -235,7 +235,8 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     ``native_set``: which native descriptors the fusion heads read (``HeadsConfig.native_set``).
     ``clinical_bootstrap``: the clinical selection's stability resamples (``HeadsConfig.clinical_bootstrap``).
     ``mlp_members``: DLTR_MLP's seed ensemble (``HeadsConfig.mlp_members``). ``ordinal``: DLTR_MLP learns from
-    the mRECIST grades of the frame's ``response`` column (``HeadsConfig.ordinal``, ``grade_positions``)."""
+    the mRECIST grades of the frame's ``response`` column (``HeadsConfig.ordinal``, ``grade_positions``);
+    ``mlp_linear``: its inner-CV grid holds ``LINEAR_GRID`` too (``HeadsConfig.mlp_linear``)."""
     if fusion not in FUSIONS:
         raise ModelError(f"fusion {fusion!r}: choose among {list(FUSIONS)}")
     tr = _train_rows(df)
@@ -263,8 +264,9 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
         every = ClinicalModel(selection="all", n_bootstrap=0, inference=False, seed=seed).fit(Xc, y)
         fused = {"clinical": every, "readout_weight": crossfit.weight[:1], "readout_bias": crossfit.bias[:1],
                  "descriptors": names, "native_spacing_mm": native_spacing_mm if native else None}
-    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (DLTRMLP(seed=seed, n_members=mlp_members, ordinal=ordinal,
-                                  **({"grid": DLTRMLP().grid + LINEAR_GRID} if mlp_linear else {})), fused),
+    mlp = DLTRMLP(seed=seed, n_members=mlp_members, ordinal=ordinal,
+                  **({"grid": DLTRMLP().grid + LINEAR_GRID} if mlp_linear else {}))
+    makers = {"dltr": (DLTRHead(seed=seed), {"clinical": None, **ro}), "dltr_mlp": (mlp, fused),
               "xgb_fusion": (XGBFusionHead(seed=seed), fused)}
     deep = None if crossfit is None else crossfit.deep(df.loc[tr, "patient_id"], emb[tr])[0]
     for name in heads:
@@ -277,14 +279,17 @@ def fit_heads(df: pd.DataFrame, emb: np.ndarray, candidates: list[str], *, seed:
     return {k: out[k] for k in heads}
 
 
-def grade_positions(response) -> np.ndarray:
-    """mRECIST grades (``CR``/``PR``/``SD``/``PD``) as positions in ``MRECIST_GRADES`` (0 PD ... 3 CR)."""
+def grade_positions(response, patient_ids=None) -> np.ndarray:
+    """mRECIST grades (``CR``/``PR``/``SD``/``PD``) as positions in ``MRECIST_GRADES`` (0 PD ... 3 CR); a value that
+    is not a grade is refused, naming its patient (``patient_ids``, else its position)."""
     pos = {g: i for i, g in enumerate(MRECIST_GRADES)}
-    values = pd.Series(response, dtype="object")
-    bad = values[~values.isin(list(pos))]
-    if len(bad):
-        raise ModelError(f"response {bad.iloc[0]!r} (row {bad.index[0]}): an ordinal head needs an mRECIST grade "
-                         f"({'/'.join(reversed(MRECIST_GRADES))}) on every labelled training row")
+    values = pd.Series(list(response), dtype="object")
+    bad = np.flatnonzero(~values.isin(list(pos)).to_numpy())
+    if bad.size:
+        who = f"patient {list(patient_ids)[bad[0]]}" if patient_ids is not None else f"row {bad[0]}"
+        raise ModelError(f"response {values.iloc[bad[0]]!r} ({who}): an ordinal head needs an mRECIST grade "
+                         f"({'/'.join(reversed(MRECIST_GRADES))}) on every labelled training row; fix the cohort's "
+                         "clinical.csv or train with HeadsConfig.ordinal=False (`--binary`)")
     return values.map(pos).to_numpy(np.int64)
 
 
@@ -296,7 +301,7 @@ def learning_target(est: Any, rows: pd.DataFrame, y: np.ndarray) -> np.ndarray:
     if "response" not in rows:
         raise ModelError("an ordinal head needs the frame's mRECIST grades (column 'response'); train it with "
                          "models.heads.train_heads, which adds them, or set HeadsConfig.ordinal=False")
-    grades = grade_positions(rows["response"].reset_index(drop=True))
+    grades = grade_positions(rows["response"], rows["patient_id"].astype(str))
     if not np.array_equal(grades >= RESPONDER_GRADE, np.asarray(y, bool)):
         raise ModelError("the frame's mRECIST grades disagree with its binary label (CR/PR = 1); rebuild the frame")
     return grades

@@ -84,6 +84,12 @@ def test_report_holds_every_section_with_numbers(demo):
     train = clin[(clin["split"] == "train") & clin["response"].notna()]
     assert not ordinal or fh.estimator.grades_.tolist() == sorted(set(grade_positions(train["response"]).tolist()))
     assert ("trained on the four mRECIST grades" in secs["Model comparison"]) == ordinal
+    # ... and the depth its inner CV chose (a linear network is no multilayer perceptron, and the text says so)
+    hidden = list(fh.estimator.best_params_["hidden"])
+    assert meta["lineage"]["inner_cv_choice"]["hidden"] == hidden
+    said = ("chose a network without a hidden layer" if not hidden
+            else f"chose 1 hidden layer of {hidden[0]} units" if len(hidden) == 1 else "hidden layers of")
+    assert said in secs["Model comparison"]
     # Survival: a log-rank P per external center, each a probability.
     surv = _md_table(secs["Progression-free survival"], "PFS by DLTR_MLP")
     ext_rows = surv[surv["evaluation_group"].str.startswith("external")]

@@ -61,7 +61,8 @@ def _tables(store_root: Path) -> dict[str, pd.DataFrame]:
 def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame:
     """head, head_version, fusion (the fusion inputs its lineage records, "" for the read-out), native (whether it
     reads native descriptors: its lineage records their voxel size), ordinal (whether it learnt from the mRECIST
-    grades: its lineage's outcome) of each evaluated head version, so that the report describes the heads it
+    grades: its lineage's outcome), hidden (the hidden-layer widths its inner CV chose, [] for a linear network, None
+    when not recorded) of each evaluated head version, so that the report describes the heads it
     shows."""
     from dltr.core.exceptions import ModelError
     from models.heads import HeadRegistry
@@ -76,8 +77,9 @@ def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame
                 lineage = {}
             rows.append({"head": head, "head_version": version, "fusion": str(lineage.get("fusion", "")),
                          "native": lineage.get("native_spacing_mm") is not None,
-                         "ordinal": str(lineage.get("outcome", "")).startswith("mRECIST")})
-    return pd.DataFrame(rows, columns=["head", "head_version", "fusion", "native", "ordinal"])
+                         "ordinal": str(lineage.get("outcome", "")).startswith("mRECIST"),
+                         "hidden": (lineage.get("inner_cv_choice") or {}).get("hidden")})
+    return pd.DataFrame(rows, columns=["head", "head_version", "fusion", "native", "ordinal", "hidden"])
 
 
 def build_report(store_root: str | Path, out: str | Path, *, truth_dir: str | Path | None = None,

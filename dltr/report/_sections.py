@@ -66,6 +66,11 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     measured = bool(mlp["fusion"].str.startswith("descriptors").any())
     native = bool(mlp["native"].astype(bool).any())
     ordinal = bool(mlp["ordinal"].astype(bool).any()) if "ordinal" in mlp else False
+    hidden = mlp["hidden"].iloc[0] if "hidden" in mlp and len(mlp) else None
+    depth = ("" if not isinstance(hidden, list) else
+             "; its inner cross-validation chose a network without a hidden layer (a linear model)" if not hidden else
+             f"; its inner cross-validation chose {len(hidden)} hidden layer{'s' * (len(hidden) > 1)} of "
+             f"{' / '.join(map(str, hidden))} units")
     inputs = ("the encoder's response logit (out of fold for training patients), ROI descriptors measured on each "
               "patient's own encoder input (tumour, ring, core and rim intensities relative to the surrounding "
               "liver)" + (", tumour descriptors measured on the ingested volumes brought to one resolution "
@@ -75,7 +80,7 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "
             f"encoder's deep features. DLTR_MLP: a multilayer perceptron on {inputs}"
             + (", trained on the four mRECIST grades (cumulative logit: PD < SD < PR < CR) and scoring the "
-               "probability of objective response (CR or PR)" if ordinal else "") + ". XGBoost fusion: "
+               "probability of objective response (CR or PR)" if ordinal else "") + depth + ". XGBoost fusion: "
             "gradient-boosted trees on the same inputs as DLTR_MLP.")
     if set(m["head"]) & set(MULTI_HEADS):
         text += (" Radiomics, Radiomics+clinical, Deep+radiomics+clinical: LASSO logistic regression on IBSI radiomics "

@@ -464,6 +464,9 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                         **_fusion_lineage(fh),
                         "outcome": ORDINAL_OUTCOME if getattr(fh.estimator, "ordinal", False) else BINARY_OUTCOME,
                         "oof_training_rows": int((oof_rows & tr).sum()),
+                        **({"inner_cv_choice": {k: list(v) if isinstance(v, tuple) else v
+                                                for k, v in fh.estimator.best_params_.items()}}
+                           if hasattr(fh.estimator, "best_params_") else {}),
                         "clinical_selected": list(clin.selected_) if clin is not None else [],
                         "clinical_aliased": list(getattr(clin, "aliased_", [])) if clin is not None else []}
         versions[name] = registry.publish(

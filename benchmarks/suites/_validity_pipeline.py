@@ -28,6 +28,16 @@ HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap"
 BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
+def flag(name: str, value: Any) -> bool:
+    """A yes/no ``--set`` value; anything else is refused rather than read as no."""
+    text = str(value).strip().lower()
+    if text not in ("1", "true", "yes", "0", "false", "no"):
+        from dltr.core.exceptions import DltrError
+
+        raise DltrError(f"validity: --set {name}={value!r}: give true or false")
+    return text in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class ValidityConfig:
     """What one benchmark run measures. Method knobs (``normalisation``, ``crossfit``, ``tune_heads``) are
@@ -224,8 +234,7 @@ def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dic
         if k in knobs:
             knobs[k] = int(knobs[k])
     for k in ("ordinal", "mlp_linear"):
-        if k in knobs:
-            knobs[k] = knobs[k].strip().lower() in ("1", "true", "yes")
+        knobs[k] = flag(k, knobs[k])
     res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed, **knobs))
     keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
     res.scores[keep].to_parquet(path, index=False)

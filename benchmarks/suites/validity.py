@@ -29,20 +29,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.harness import BenchContext, Figure, Timing
-from benchmarks.suites._validity_pipeline import ValidityConfig, run_seed
+from benchmarks.suites._validity_pipeline import ValidityConfig, flag, run_seed
 from benchmarks.suites._validity_radiomics import delong_summary, delong_vs_primary, render_delong
 
 RIVALS = ("clinical", "dltr", "plain_baseline")
-
-
-def _flag(name: str, value: Any) -> bool:
-    """A yes/no ``--set`` value; anything else is refused rather than read as no."""
-    text = str(value).strip().lower()
-    if text not in ("1", "true", "yes", "0", "false", "no"):
-        from dltr.core.exceptions import DltrError
-
-        raise DltrError(f"validity: --set {name}={value!r}: give true or false")
-    return text in ("1", "true", "yes")
 
 
 def _choice(name: str, value: Any) -> str:
@@ -74,7 +64,7 @@ def config_from(ctx: BenchContext) -> ValidityConfig:
         elif k == "aux_weight":
             given[k] = float(v)
         elif k in ("mask_channel", "ordinal", "mlp_linear"):
-            given[k] = _flag(k, v)
+            given[k] = flag(k, v)
         elif k in ("normalisation", "fusion"):
             given[k] = _choice(k, v)
         else:

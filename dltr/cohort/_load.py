@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dltr.core.exceptions import CohortError
+from dltr.core.vocabulary import RESPONDERS
 
 from ._dates import DATE, DATE_TIME, parse_dates
 from ._model import Cohort, CohortConfig
@@ -77,7 +78,7 @@ def _clinical(df: pd.DataFrame, config: CohortConfig) -> pd.DataFrame:
             out[c] = _numeric_or_text(df[c])
     derived = derive_split(out, config)
     out["split"] = out["split"].fillna(derived) if "split" in out else derived
-    label = out["response"].map({"CR": 1, "PR": 1, "SD": 0, "PD": 0}) if "response" in out else pd.NA
+    label = out["response"].map({g: int(g in RESPONDERS) for g in RESPONSES}) if "response" in out else pd.NA
     out["label"] = pd.array(label if "response" in out else [pd.NA] * len(out), dtype="Int8")
     return out.reset_index(drop=True)
 

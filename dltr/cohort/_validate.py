@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from dltr.core.exceptions import CohortError
+from dltr.core.vocabulary import MRECIST_GRADES
 
 from ._dates import DATE, DATE_TIME, FORMATS, parse_dates
 from ._model import CohortConfig, CohortIssue, ValidationReport
@@ -17,7 +18,7 @@ __all__ = ["validate_cohort", "read_table", "mask_issue", "REQUIRED"]
 PATIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUIRED = {"manifest.csv": ("patient_id", "phase", "image"), "clinical.csv": ("patient_id", "center", "tace_date"),
             "labs.csv": ("patient_id", "name", "value", "measured_at"), "expression.tsv": ("gene",)}
-RESPONSES = ("CR", "PR", "SD", "PD")
+RESPONSES = tuple(reversed(MRECIST_GRADES))  # CR, PR, SD, PD
 SPLITS = ("train", "internal", "external")
 _INJECTION = ("=", "+", "-", "@", "\t", "\r")
 _STRUCTURED = {"patient_id", "phase", "image", "mask", "study_date", "center", "tace_date", "response", "split",

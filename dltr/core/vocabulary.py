@@ -29,6 +29,7 @@ PRIMARY_HEAD = DLTR_MLP
 #: grade from ``RESPONDER_GRADE`` on (CR or PR). Heads that learn from the grades code them as positions here.
 MRECIST_GRADES = ("PD", "SD", "PR", "CR")
 RESPONDER_GRADE = MRECIST_GRADES.index("PR")
+RESPONDERS = MRECIST_GRADES[RESPONDER_GRADE:]
 
 #: Evaluation groups (the ``split`` column's values map onto the first three).
 TRAINING, INTERNAL, EXTERNAL = "training", "internal", "external"

@@ -20,6 +20,7 @@ from dltr.core.layout import StoreLayout
 from dltr.report._document import Section, render_html, render_markdown
 from dltr.report._radiomics import RADIOMICS_TABLES, radiomics_section
 from dltr.report._sections import (
+    HEAD_INPUT_COLUMNS,
     cohort_section,
     comparison_section,
     curves_section,
@@ -65,7 +66,7 @@ def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame
     when not recorded) of each evaluated head version, so that the report describes the heads it
     shows."""
     from dltr.core.exceptions import ModelError
-    from models.heads import HeadRegistry
+    from models.heads import ORDINAL_OUTCOME, HeadRegistry
 
     rows = []
     if metrics is not None and "head_version" in metrics:
@@ -77,9 +78,9 @@ def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame
                 lineage = {}
             rows.append({"head": head, "head_version": version, "fusion": str(lineage.get("fusion", "")),
                          "native": lineage.get("native_spacing_mm") is not None,
-                         "ordinal": str(lineage.get("outcome", "")).startswith("mRECIST"),
+                         "ordinal": lineage.get("outcome") == ORDINAL_OUTCOME,
                          "hidden": (lineage.get("inner_cv_choice") or {}).get("hidden")})
-    return pd.DataFrame(rows, columns=["head", "head_version", "fusion", "native", "ordinal", "hidden"])
+    return pd.DataFrame(rows, columns=list(HEAD_INPUT_COLUMNS))
 
 
 def build_report(store_root: str | Path, out: str | Path, *, truth_dir: str | Path | None = None,

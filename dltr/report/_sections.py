@@ -14,6 +14,9 @@ from dltr.core.layout import StoreLayout, encoder_card
 from dltr.core.vocabulary import CLINICAL, DLTR, DLTR_MLP, MULTI_HEADS, PRIMARY_HEAD, display_name, head_order
 from dltr.report._document import Section
 
+#: columns of the report's ``_head_inputs`` table: what each evaluated head's lineage says it read and learnt
+HEAD_INPUT_COLUMNS = ("head", "head_version", "fusion", "native", "ordinal", "hidden")
+
 
 def _auc_cell(r) -> str:
     if not np.isfinite(r["auc"]):
@@ -61,12 +64,12 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
              "calibration_slope", "calibration_intercept"]].copy()
     cut = cut[[c for c in cut.columns if c in m.columns or c in ("model",)]]
     tables.append(("Metrics at the cutoff fixed on the training split (Youden), and calibration", cut))
-    hi = t.get("_head_inputs", pd.DataFrame(columns=["head", "fusion", "native", "ordinal"]))
+    hi = t.get("_head_inputs", pd.DataFrame(columns=list(HEAD_INPUT_COLUMNS)))
     mlp = hi[hi["head"] == DLTR_MLP]
     measured = bool(mlp["fusion"].str.startswith("descriptors").any())
     native = bool(mlp["native"].astype(bool).any())
-    ordinal = bool(mlp["ordinal"].astype(bool).any()) if "ordinal" in mlp else False
-    hidden = mlp["hidden"].iloc[0] if "hidden" in mlp and len(mlp) else None
+    ordinal = bool(mlp["ordinal"].astype(bool).any())
+    hidden = mlp["hidden"].iloc[0] if len(mlp) else None
     depth = ("" if not isinstance(hidden, list) else
              "; its inner cross-validation chose a network without a hidden layer (a linear model)" if not hidden else
              f"; its inner cross-validation chose {len(hidden)} hidden layer{'s' * (len(hidden) > 1)} of "

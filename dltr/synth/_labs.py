@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dltr.core.vocabulary import RESPONDERS
+
 __all__ = ["draw_labs"]
 
 _UNITS = {"afp": "ng/mL", "albumin": "g/L", "bilirubin": "umol/L", "platelets": "10^9/L", "inr": ""}
@@ -33,7 +35,7 @@ def draw_labs(patients: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataF
         base = {"afp": float(p.afp), "albumin": round(alb, 1), "bilirubin": round(bili, 1),
                 "platelets": float(round(np.clip(rng.lognormal(np.log(140), 0.4), 30, 500))),
                 "inr": round(float(np.clip(rng.normal(1.15, 0.1), 0.9, 1.8)), 2)}
-        resp = p.response in ("CR", "PR")
+        resp = p.response in RESPONDERS
         visits = [(-int(rng.integers(35, 56)), 1.0), (-int(rng.integers(3, 11)), None),
                   (int(rng.integers(25, 36)), 0.4 if resp else 1.3), (int(rng.integers(80, 100)), 0.3 if resp else 1.8)]
         for day, factor in visits:

@@ -14,10 +14,12 @@ from ._multi import MULTI_HEAD_SPECS, MultiFrameHead, MultiHeadsConfig, score_mu
 from ._registry import HeadRegistry, from_kind, serialize_head
 from ._selected import SelectedLogistic
 from ._train import (
+    BINARY_OUTCOME,
     DESCRIPTOR_PREFIX,
     DISPLAY_NAMES,
     HEAD_NAMES,
     NATIVE_PREFIX,
+    ORDINAL_OUTCOME,
     CrossFit,
     FrameHead,
     HeadsResult,
@@ -38,6 +40,8 @@ __all__ = [
     "CrossFit",
     "DESCRIPTOR_PREFIX",
     "NATIVE_PREFIX",
+    "BINARY_OUTCOME",
+    "ORDINAL_OUTCOME",
     "DISPLAY_NAMES",
     "DLTRMLP",
     "LINEAR_GRID",

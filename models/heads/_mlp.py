@@ -180,8 +180,8 @@ class DLTRMLP:
         self.grid = grid
 
     def _train(self, Xt, yt, Xv, yv, epochs: int, seed: int, hidden=None, weight_decay=None):
-        """Train one network; returns (network, best_epoch, val losses); ``self._cuts`` holds an ordinal network's
-        learnt cuts."""
+        """Train one network; returns (network, best_epoch, val losses, cuts): an ordinal network's learnt cuts (logit
+        scale), None for a binary one."""
         import torch
         import torch.nn.functional as F
 
@@ -226,8 +226,18 @@ class DLTRMLP:
                     if bad >= self.patience:
                         break
             net.eval()
-            self._cuts = _cuts(gaps, self.event_index_).detach().numpy().astype(np.float64) if self.ordinal else None
-            return net, best_epoch, losses
+            cuts = _cuts(gaps, self.event_index_).detach().numpy().astype(np.float64) if self.ordinal else None
+            return net, best_epoch, losses, cuts
+
+    @property
+    def n_grades_(self) -> int:
+        """Grades on an ordinal network's ladder (``grades_``: those some training row had)."""
+        return int(self.grades_.size)
+
+    @property
+    def event_index_(self) -> int:
+        """Position on the ladder of the event's first grade (``event_from``)."""
+        return int((self.grades_ < self.event_from).sum())
 
     def fit(self, X, y) -> DLTRMLP:
         with limited_threads(self.n_threads):
@@ -243,8 +253,6 @@ class DLTRMLP:
         if self.ordinal:
             X, grades = _check_grades(X, y, self.event_from)
             self.grades_ = np.unique(grades)                       # the ladder: grades some training row has
-            self.n_grades_ = int(self.grades_.size)
-            self.event_index_ = int((self.grades_ < self.event_from).sum())
             rank = np.searchsorted(self.grades_, grades)
             y = (grades >= self.event_from).astype(np.int64)      # the binary event: folds and inner-CV AUC
             t = torch.from_numpy(rank.astype(np.int64))
@@ -265,7 +273,7 @@ class DLTRMLP:
                 skf = StratifiedKFold(n_folds, shuffle=True, random_state=self.seed)
                 for k, (tr, va) in enumerate(skf.split(np.zeros(len(y)), y)):
                     tr_i, va_i = torch.from_numpy(tr), torch.from_numpy(va)
-                    net, be, _ = self._train(Z[tr_i], t[tr_i], Z[va_i], t[va_i], self.max_epochs,
+                    net, be, _, _ = self._train(Z[tr_i], t[tr_i], Z[va_i], t[va_i], self.max_epochs,
                                              self.seed + 1 + k, hidden, wd)
                     epochs.append(be)
                     with torch.no_grad():
@@ -282,10 +290,10 @@ class DLTRMLP:
                           int(self.epochs) if self.epochs is not None else self.max_epochs)
         states, cuts = [], []
         for m in range(self.n_members):
-            net, _, _ = self._train(Z, t, None, None, max(1, self.n_epochs_), self.seed + MEMBER_SEED_STEP * m,
-                                    *points[best])
+            net, _, _, member_cuts = self._train(Z, t, None, None, max(1, self.n_epochs_),
+                                                 self.seed + MEMBER_SEED_STEP * m, *points[best])
             states.append({k: v.detach().numpy().copy() for k, v in net.state_dict().items()})
-            cuts.append(self._cuts)
+            cuts.append(member_cuts)
         self.state_, self.member_states_ = states[0], states[1:]
         if self.ordinal:
             self.cuts_ = np.mean(cuts, axis=0)       # the members' cuts (logit scale), a record: prediction needs none
@@ -353,7 +361,6 @@ class DLTRMLP:
         head.cv_table_ = list(state["cv_table_"])
         if head.ordinal:
             head.grades_, head.cuts_ = np.asarray(state["grades_"], np.int64), np.asarray(state["cuts_"], np.float64)
-            head.n_grades_, head.event_index_ = int(head.grades_.size), int((head.grades_ < head.event_from).sum())
         head._nets = None
         return head
 

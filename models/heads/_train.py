@@ -26,7 +26,7 @@ from ._registry import HeadRegistry, from_kind, head_state_class, state_kind
 from ._xgb import XGBFusionHead
 
 __all__ = ["DESCRIPTOR_PREFIX", "DISPLAY_NAMES", "NATIVE_PREFIX", "HEAD_NAMES", "CrossFit", "FrameHead", "HeadsResult",
-           "add_descriptors", "add_native_descriptors", "declared_predictors", "fit_heads", "grade_positions", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
+           "add_descriptors", "add_native_descriptors", "declared_predictors", "fit_heads", "grade_positions", "BINARY_OUTCOME", "ORDINAL_OUTCOME", "frame_arrays", "score_heads", "train_heads", "with_descriptors"]
 
 HEAD_NAMES = tuple(HEADS)
 DISPLAY_NAMES = HEADS

@@ -116,6 +116,14 @@ def training_rows(store_root: str | Path) -> tuple[list[str], np.ndarray]:
     return [p for p, _ in rows], labels
 
 
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The encoder's CV folds (train, validation positions) over the training rows in ``training_rows`` order:
+    stratified on the label, shuffled by ``seed``. Any measurement on "the encoder's folds" takes them from here."""
+    from sklearn.model_selection import StratifiedKFold
+
+    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+
+
 @contextlib.contextmanager
 def _deterministic(seed: int, threads: int):
     prev = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
@@ -250,8 +258,6 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
     ``progress(done, total)`` after each fold of each candidate and after the refit (a progress bar)."""
     import time
 
-    from sklearn.model_selection import StratifiedKFold
-
     cfg, store_root, log = config or EncoderTrainConfig(), Path(store_root), log or (lambda _m: None)
     t0 = time.perf_counter()
     ids, labels = training_rows(store_root)
@@ -269,7 +275,7 @@ def train_encoder(store_root: str | Path, config: EncoderTrainConfig | None = No
         seen.update(ids)
         aux, aux_info = _aux_targets(ids, x_all, got[2].cpu(), cfg) if cfg.aux_weight > 0 else ({}, None)
         trainer = _Trainer(store_root, cfg, device, seen, aux)
-        folds = list(StratifiedKFold(cfg.folds, shuffle=True, random_state=cfg.seed).split(ids, labels))
+        folds = cv_folds(labels, cfg.folds, cfg.seed)
         cands: dict[str, dict[str, Any]] = {}
         n_out = 1 + (len(descriptor_names(cfg.roi.phases)) if aux_info else 0)
         oof = {name: np.full((len(ids), n_out), np.nan, np.float32) for name in cfg.candidates}

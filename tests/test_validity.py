@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
@@ -118,6 +119,11 @@ def test_benchmark_statistics_against_direct_computation():
         assert row["beats_plain_baseline"] == pytest.approx((ps["dltr_mlp"] > ps["plain_baseline"]).mean())
         assert row["auc_sd"] == pytest.approx(ps["dltr_mlp"].std(ddof=1))
         assert row["auc_min"] == ps["dltr_mlp"].min()
+        assert row["seeds_at_floor"] == (ps["dltr_mlp"] >= 0.65).sum()
+        for rival in ("clinical", "plain_baseline"):
+            diff = ps["dltr_mlp"] - ps[rival]
+            ci = stats.ttest_1samp(diff, 0.0).confidence_interval(0.95)
+            assert row[f"minus_{rival}"] == pytest.approx((diff.mean(), ci.low, ci.high), abs=1e-12)
 
 
 def test_learnable_ceiling_reads_the_traits_and_never_the_outcome_model(tmp_path):
@@ -241,3 +247,50 @@ def test_tiny_pipeline_recomputed_from_scratch_is_bitwise_identical(tmp_path):
         m0, m1 = regs[0].meta(name), regs[1].meta(name)
         assert (m0["version"], m0["head_sha256"]) == (m1["version"], m1["head_sha256"])
     assert runs[0]["score"].notna().all() and set(runs[0]["head"]) >= {"dltr_mlp", "plain_baseline"}
+    _encoder_ceiling_is_the_image_oracle_on_the_encoders_folds(runs[0], stores[0], enc[0][0], cfg.folds)
+
+
+def _encoder_ceiling_is_the_image_oracle_on_the_encoders_folds(run, store, encoder_dir, folds):
+    """The encoder's CV ceiling is the truth's image-only score ``s_img`` scored on the folds the encoder was
+    validated on: recomputed here with scikit-learn's own splitter over the store's labelled training rows, and the
+    folds shown to be the encoder's (the out-of-fold response logit's AUC on each fold is the fold AUC its card
+    recorded)."""
+    import json
+
+    from sklearn.model_selection import StratifiedKFold
+
+    from dltr.core.layout import encoder_card, encoder_crossfit
+    from features import FeatureStore
+
+    clin = FeatureStore(store).table("clinical").to_pandas()
+    train = clin[(clin["split"] == "train") & clin["label"].notna()].sort_values("patient_id")
+    ids, y = train["patient_id"].astype(str).to_numpy(), train["label"].astype(int).to_numpy()
+    truth = pd.read_csv(store.parent / "synthetic" / "truth" / "patients.csv", dtype={"patient_id": str})
+    s_img = truth.set_index("patient_id").loc[ids, "s_img"].to_numpy()
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(ids, y))
+    expect = np.mean([roc_auc_score(y[va], s_img[va]) for _, va in splits])
+    assert run["encoder_cv_ceiling"].unique().tolist() == [pytest.approx(expect, abs=1e-12)]
+    card = json.loads(encoder_card(encoder_dir).read_text())
+    with np.load(encoder_crossfit(encoder_dir)) as cf:
+        assert cf["patient_id"].tolist() == ids.tolist()
+        oof = cf["oof"][:, 0]
+    recorded = card["candidates"][card["architecture"]["name"]]["folds"]
+    assert [roc_auc_score(y[va], oof[va]) for _, va in splits] == pytest.approx(recorded, abs=1e-6)
+
+
+def test_a_run_on_fewer_seeds_never_replaces_a_methods_results(tmp_path):
+    """The results of a method keep their name; a later run of the same method whose seeds do not cover the
+    stored ones writes beside them instead of over them."""
+    import json
+
+    from benchmarks.suites._validity_pipeline import ValidityConfig
+    from benchmarks.suites.validity import results_name
+
+    ten, two = ValidityConfig(seeds=tuple(range(10))), ValidityConfig(seeds=(0, 1))
+    name = results_name(tmp_path, ten)
+    assert name.startswith("validity-") and results_name(tmp_path, two) == name      # nothing stored yet
+    (tmp_path / f"{name}.json").write_text(json.dumps({"config": ten.to_dict()}))
+    assert results_name(tmp_path, ten) == name                                       # the same seeds: replaced
+    assert results_name(tmp_path, ValidityConfig(seeds=tuple(range(12)))) == name    # more seeds: replaced
+    beside = results_name(tmp_path, two)
+    assert beside.startswith(name + "-seeds-") and beside != results_name(tmp_path, ValidityConfig(seeds=(2, 3)))

@@ -2,7 +2,8 @@
 extract -> heads), each stage cached in ``SEED_DIR/stages.json`` (``dltr._stages.StageLog``) by the hash of
 its inputs, so that a method change re-runs only the stages it touches; plus the plain baseline.
 
-Only this benchmark reads the truth folder (``truth/patients.csv``: ``patient_id``, ``p_true``).
+Only this benchmark reads the truth folder (``truth/patients.csv``: ``patient_id``, ``p_true``; optionally the
+latent traits, for the learnable ceiling, and ``s_img``, the image-only part of the truth's logit, for the encoder's).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def run_seed(work: Path, cfg: ValidityConfig, seed: int, log: Callable[[str], No
     clin = FeatureStore(store_root).table("clinical").to_pandas()[["patient_id", "pfs_days", "pfs_event"]]
     out = scores.merge(clin, on="patient_id", how="left").merge(p_true, on="patient_id", how="left")
     out["encoder_cv_auc"] = float(enc.outputs["cv_auc"])
+    out["encoder_cv_ceiling"] = encoder_cv_ceiling(truth / "patients.csv", store_root, cfg.folds, seed)
     out["or_bounds_finite"] = bool(heads.outputs["or_bounds_finite"])
     log(f"[seed {seed}] clinical model (term: OR, 95 % CI, bootstrap inclusion): {heads.outputs['clinical_terms']}")
     return out.assign(seed=seed)
@@ -157,6 +159,25 @@ def learnable_ceiling(patients_csv: Path, scores: pd.DataFrame, seed: int) -> pd
     score = DLTRHead(Cs=BASELINE_CS, seed=seed).fit(X[tr], y).predict_proba(X)[:, 1]
     return d[["patient_id", "center", "split", "label"]].assign(head="trait_l2", score=score,
                                                                  cutoff=youden_cutoff(y, score[tr]))
+
+
+def encoder_cv_ceiling(patients_csv: Path, store_root: Path, folds: int, seed: int) -> float:
+    """The most the selected encoder's CV AUC can expect: the mean fold AUC, on the encoder's own CV folds
+    (``models.training.cv_folds`` over the same training rows), of the truth's image-only score ``s_img`` (the part
+    of the truth's logit that the images carry; the synthetic generator writes it). Whatever else of the outcome the
+    images do not show (the clinical part, the draw) no image model can learn, so an encoder's CV AUC is read against
+    this, per seed, not against a fixed number. NaN where the truth gives no ``s_img``."""
+    from analysis.roc import auc_score
+    from models.training import cv_folds, training_rows
+
+    t = pd.read_csv(patients_csv, dtype={"patient_id": str})
+    if "s_img" not in t.columns:
+        return float("nan")
+    ids, labels = training_rows(store_root)
+    s = t.set_index("patient_id")["s_img"].reindex(ids).to_numpy(np.float64)
+    if np.isnan(s).any():
+        return float("nan")
+    return float(np.mean([auc_score(labels[va], s[va]) for _, va in cv_folds(labels, folds, seed)]))
 
 
 def _key(d: Any) -> str:

@@ -10,8 +10,10 @@ cohort (or on one cohort folder given with its truth folder), and per seed x hea
 - beside the heads, the learnable ceiling ``trait_l2`` (``_validity_pipeline.learnable_ceiling``): an L2
   regression on the truth's latent traits, fitted on the training rows, where the truth holds traits.
 
-Across seeds: mean, sd and min of each, and the share of seeds in which DLTR_MLP beats Clinical, DLTR and
-the plain baseline on each external center. Results: ``validity.json`` / ``validity.md`` beside the
+Across seeds: mean, sd and min of each, the number of seeds at or above issue #16's floor (``FLOOR``), and for
+DLTR_MLP on each external center the share of seeds in which it beats Clinical, DLTR and the plain baseline and the
+mean paired difference to each with its 95 % t-interval. Per seed also the selected encoder's CV AUC beside the
+image-only oracle on the same folds (``_validity_pipeline.encoder_cv_ceiling``, where the truth gives ``s_img``). Results: ``validity.json`` / ``validity.md`` beside the
 harness's results, and one harness figure per head and external center (ours = AUC per seed, baseline =
 the plain baseline, ceiling = the oracle). Options (``dltr bench --only validity``): ``--seeds 0,1,2``,
 ``--cohort DIR --truth DIR``, ``--set normalisation=zscore`` (any ``ValidityConfig`` field).
@@ -33,6 +35,8 @@ from benchmarks.suites._validity_pipeline import ValidityConfig, flag, run_seed
 from benchmarks.suites._validity_radiomics import delong_summary, delong_vs_primary, render_delong
 
 RIVALS = ("clinical", "dltr", "plain_baseline")
+#: issue #16's floor: no seed's external AUC below this (counted per head and group as ``seeds_at_floor``)
+FLOOR = 0.65
 
 
 def _choice(name: str, value: Any) -> str:
@@ -115,7 +119,9 @@ def seed_metrics(scores: pd.DataFrame) -> pd.DataFrame:
                 slope = calibration(y, g["score"].to_numpy()).slope
             rows.append({"seed": int(seed), "head": head, "group": group, "n": len(g), "auc": auc,
                          "oracle_auc": oracle, "gap": oracle - auc, "calibration_slope": slope,
-                         "logrank_p": _logrank(g), "encoder_cv_auc": float(g["encoder_cv_auc"].iloc[0])})
+                         "logrank_p": _logrank(g), "encoder_cv_auc": float(g["encoder_cv_auc"].iloc[0]),
+                         "encoder_cv_ceiling": (float(g["encoder_cv_ceiling"].iloc[0]) if "encoder_cv_ceiling" in g
+                                                else math.nan)})
     return pd.DataFrame(rows)
 
 
@@ -138,8 +144,24 @@ def summarise(per_seed: pd.DataFrame) -> pd.DataFrame:
                 if rival in w.columns:
                     both = w[["dltr_mlp", rival]].dropna()
                     row[f"beats_{rival}"] = float((both["dltr_mlp"] > both[rival]).mean()) if len(both) else math.nan
+                    row[f"minus_{rival}"] = paired_interval((both["dltr_mlp"] - both[rival]).to_numpy())
+        row["seeds_at_floor"] = int((g["auc"] >= FLOOR).sum())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paired_interval(diff: np.ndarray) -> tuple[float, float, float]:
+    """Mean of the per-seed paired differences and its 95 % t-interval (NaN bounds below 2 seeds): how far apart two
+    heads are on average, which the share of seeds one wins does not say (a true mean difference of one sd of the
+    per-seed differences wins 84 % of seeds; half an sd, 69 %)."""
+    from scipy import stats
+
+    diff = np.asarray(diff, np.float64)
+    mean = float(diff.mean()) if diff.size else math.nan
+    if diff.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, diff.size - 1) * diff.std(ddof=1) / math.sqrt(diff.size))
+    return mean, mean - half, mean + half
 
 
 def train_internal_gap(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -151,10 +173,11 @@ def train_internal_gap(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 
 def render(cfg: ValidityConfig, summary: pd.DataFrame, gaps: pd.DataFrame, enc_cv: list[float],
-           finite: list[bool]) -> str:
+           finite: list[bool], enc_ceiling: list[float] | None = None) -> str:
     lines = [f"# Validity benchmark ({cfg.profile if not cfg.cohort else cfg.cohort}, seeds {list(cfg.seeds)})",
              "", f"Method: `{json.dumps(cfg.method(), sort_keys=True)}`", "",
              f"Selected encoder's CV AUC in the training center per seed: {[round(v, 3) for v in enc_cv]}", "",
+             *_ceiling_lines(enc_cv, enc_ceiling or []),
              f"Every clinical odds ratio has finite, non-zero 95 % CI bounds, per seed: {finite}", "",
              "| head | group | seeds | AUC mean | sd | min | oracle | gap | slope | log-rank P (median) "
              "| beats Clinical | beats DLTR | beats plain |", "|" + "---|" * 13]
@@ -163,6 +186,15 @@ def render(cfg: ValidityConfig, summary: pd.DataFrame, gaps: pd.DataFrame, enc_c
         lines.append(f"| {r.head} | {r.group} | {r.seeds} | {r.auc_mean:.3f} | {r.auc_sd:.3f} | {r.auc_min:.3f} "
                      f"| {r.oracle_mean:.3f} | {r.gap_mean:.3f} | {r.slope_mean:.2f} | {r.logrank_p_median:.3g} | "
                      + " | ".join("-" if not np.isfinite(v) else f"{v:.0%}" for v in b) + " |")
+    mlp = summary[(summary["head"] == "dltr_mlp") & summary["group"].str.startswith("external")]
+    if "minus_plain_baseline" in summary and len(mlp):
+        lines += ["", "DLTR_MLP minus each rival, mean paired difference over seeds [95 % t-interval]: " + "; ".join(
+            f"{r.group}: " + ", ".join(f"{x} {_interval(getattr(r, f'minus_{x}'))}" for x in RIVALS)
+            for r in mlp.itertuples())]
+    floors = summary[summary["head"].isin(["dltr_mlp", "trait_l2"]) & summary["group"].str.startswith("external")]
+    if len(floors):
+        lines += ["", f"Seeds at or above {FLOOR} (DLTR_MLP; `trait_l2`, the learnable ceiling): " + ", ".join(
+            f"{r.head} {r.group} {r.seeds_at_floor} of {r.seeds}" for r in floors.itertuples())]
     if (summary["head"] == "trait_l2").any():
         lines += ["", "`trait_l2` is not a method: an L2 logistic regression on the truth's own latent traits, fitted on "
                   "the same training rows (the learnable ceiling: what perfectly measured traits give at this sample "
@@ -177,6 +209,24 @@ def render(cfg: ValidityConfig, summary: pd.DataFrame, gaps: pd.DataFrame, enc_c
     return "\n".join(lines) + "\n"
 
 
+def _interval(v: Any) -> str:
+    if not isinstance(v, tuple) or not np.isfinite(v[0]):
+        return "-"
+    return f"{v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]"
+
+
+def _ceiling_lines(enc_cv: list[float], ceiling: list[float]) -> list[str]:
+    """The encoder's CV AUC against the image-only oracle on the same folds (where the truth gives ``s_img``)."""
+    known = [(e, c) for e, c in zip(enc_cv, ceiling, strict=False) if np.isfinite(c)]
+    if not known:
+        return []
+    diff = np.array([e - c for e, c in known])
+    return [f"Image-only oracle on the encoder's own CV folds (the truth's `s_img`: the most an image model's CV AUC "
+            f"can expect) per seed: {[round(c, 3) for c in ceiling]}; the encoder minus it: mean {diff.mean():+.3f}, "
+            f"sd {diff.std(ddof=1) if len(diff) > 1 else math.nan:.3f}; seeds whose ceiling is below 0.65: "
+            f"{sum(c < 0.65 for _, c in known)} of {len(known)}", ""]
+
+
 def run(ctx: BenchContext) -> list[Figure]:
     from dltr.core.io import atomic_write_text
     from pipeline.actors import kept_ray
@@ -188,18 +238,39 @@ def run(ctx: BenchContext) -> list[Figure]:
     per_seed = seed_metrics(scores)
     summary, gaps = summarise(per_seed), train_internal_gap(per_seed)
     enc_cv = scores.groupby("seed")["encoder_cv_auc"].first().tolist()
+    enc_ceiling = scores.groupby("seed")["encoder_cv_ceiling"].first().tolist()
     finite = scores.groupby("seed")["or_bounds_finite"].first().tolist()
-    tag = f"validity-{_tag(cfg)}"
+    tag = results_name(ctx.work, cfg)
     delong = delong_vs_primary(scores, _groups)  # every head against DLTR_MLP, per seed and group
     per_seed.to_csv(ctx.work / f"{tag}-per-seed.csv", index=False)
-    atomic_write_text(ctx.work / f"{tag}.md", render(cfg, summary, gaps, enc_cv, finite)
+    atomic_write_text(ctx.work / f"{tag}.md", render(cfg, summary, gaps, enc_cv, finite, enc_ceiling)
                       + render_delong(delong_summary(delong)))
     atomic_write_text(ctx.work / f"{tag}.json", json.dumps(
         {"config": cfg.to_dict(), "summary": summary.to_dict("records"), "per_seed": per_seed.to_dict("records"),
          "train_minus_internal": gaps.to_dict("records"), "encoder_cv_auc": enc_cv,
+         "encoder_cv_ceiling": enc_ceiling,
          "clinical_or_bounds_finite": finite, "delong_vs_dltr_mlp": delong.to_dict("records"),
          "delong_vs_dltr_mlp_summary": delong_summary(delong).to_dict("records")}, indent=2, default=float))
     return _figures(per_seed, summary)
+
+
+def results_name(work, cfg: ValidityConfig) -> str:
+    """``validity-<method hash>``; where that method's results already hold seeds this run lacks, the run's seeds
+    are added to the name (``-seeds-<hash>``) so that a run on fewer or other seeds never replaces them."""
+    from dltr.core.hashing import content_hash
+
+    tag = f"validity-{_tag(cfg)}"
+    earlier = work / f"{tag}.json"
+    if earlier.is_file():
+        try:
+            seeds = set(json.loads(earlier.read_text())["config"]["seeds"])
+        except (ValueError, KeyError, TypeError):
+            seeds = set()
+        if not seeds <= set(cfg.seeds):
+            tag += f"-seeds-{content_hash(sorted(cfg.seeds))[:6]}"
+            print(f"validity: {earlier.name} holds seeds {sorted(seeds - set(cfg.seeds))} that this run lacks; "
+                  f"writing {tag}.* beside it")
+    return tag
 
 
 def _tag(cfg: ValidityConfig) -> str:

@@ -10,7 +10,10 @@ thresholded at one half; the field of view kept, so the voxel size is ``spacing_
 rounding of the field of view), the practice for
 multi-center radiomics (IBSI: resample to one voxel size; the blur makes the effective resolutions equal, not
 only the grids). Per image and label-free: nothing is fitted on any row, and a patient from a new center is
-measured as the training patients were.
+measured as the training patients were. An image coarser than the declared resolution on some axis (beyond
+``COARSER_TOLERANCE``) cannot be brought to it, and measured at its own voxels it would read unlike the others
+(BENCHMARKS.md, session 10: measured at each site's own voxels, the coarsest center lost 0.20 AUC), so ``native_descriptors`` refuses it,
+naming the patients and the fix, rather than score it silently wrong.
 
 Per phase, on ``r = x / m - 1`` with ``m`` the median of the liver 0-10 mm outside the tumour (the relative
 signal of ``RoiConfig.normalisation="ratio"``): the tumour's mean, standard deviation and entropy (40 bins on
@@ -27,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set", "measure_native", "native_descriptor_names",
+from dltr.core.exceptions import ModelError
+
+__all__ = ["COARSER_TOLERANCE", "NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set", "measure_native", "native_descriptor_names",
            "native_descriptors"]
 
 NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine")
@@ -37,6 +42,8 @@ NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine
 #: being measured well there already
 NATIVE_SETS = {"all": NATIVE_PER_PHASE + ("log_volume", "sphericity"), "texture": ("sd", "entropy", "fine")}
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+#: relative slack on a voxel size before an image counts as coarser than the declared resolution (header rounding)
+COARSER_TOLERANCE = 0.01
 
 
 def native_descriptor_names(phases: Sequence[str], native_set: str = "all") -> list[str]:
@@ -134,13 +141,24 @@ def native_descriptors(store_root: str | Path, patient_ids: Sequence[str], phase
 
     layout = StoreLayout.of(store_root)
     root = zarr.open_group(str(layout.volumes), mode="r")
-    rows = []
+    target = np.asarray(spacing_mm, float)
+    rows, coarser = [], []
     for pid in patient_ids:
         g = root[str(pid)]
         attrs = VolumeAttrs.of(g.attrs, layout.volume_group(str(pid)))
         sp = np.asarray(attrs.spacing, float)
+        if (sp > target * (1.0 + COARSER_TOLERANCE)).any():
+            coarser.append(f"{pid} ({' x '.join(f'{v:g}' for v in sp)} mm)")
+            continue
         box, shape = attrs.bbox_vox, g["mask"].shape
         pad = np.ceil((band_mm(spacing_mm)[1] + float(np.max(spacing_mm))) / sp).astype(int)
         crop = tuple(slice(max(0, int(box[i]) - pad[i]), min(shape[i], int(box[i + 3]) + pad[i])) for i in range(3))
         rows.append(measure_native([g[p][crop] for p in phases], g["mask"][crop], sp, spacing_mm))
+    if coarser:
+        raise ModelError(f"{layout.volumes}: {len(coarser)} patient(s) acquired coarser than the native descriptors' "
+                         f"resolution {' x '.join(f'{v:g}' for v in target)} mm, first {', '.join(coarser[:3])}: "
+                         "they are measured at one declared resolution coarser than every site's, and a coarser image "
+                         "would be measured unlike the others; declare a resolution at least as coarse "
+                         "(HeadsConfig.native_spacing_mm, `dltr train-heads --native-spacing X,Y,Z`) or use "
+                         "fusion='descriptors' (`--fusion descriptors`)")
     return np.asarray(rows, np.float64).reshape(len(rows), len(native_descriptor_names(phases)))

@@ -68,12 +68,18 @@ def test_report_holds_every_section_with_numbers(demo):
             ref = metrics[(metrics["head"] == head) & (metrics["evaluation_group"] == c)]["auc"].item()
             assert abs(ref - auc) < 5e-4
     # the text describes the DLTR_MLP that was trained: its lineage's fusion inputs (the demo trains the default)
+    from dltr.synth import TINY_NATIVE_SPACING_MM
     from models.heads import HeadRegistry, HeadsConfig
 
-    fusion = HeadRegistry(res.out / "store").meta("dltr_mlp")["lineage"].get("fusion", "")
-    assert fusion.startswith("descriptors") == (HeadsConfig().fusion == "descriptors")
+    lineage = HeadRegistry(res.out / "store").meta("dltr_mlp")["lineage"]
+    fusion, native = lineage.get("fusion", ""), "native_spacing_mm" in lineage
+    assert fusion.startswith("descriptors") == (HeadsConfig().fusion in ("descriptors", "native"))
+    assert native == (HeadsConfig().fusion == "native")
+    assert not native or lineage["native_spacing_mm"] == list(TINY_NATIVE_SPACING_MM)  # what the tiny demo declares
     assert ("ROI descriptors measured on each patient's own encoder input" in secs["Model comparison"]) \
         == fusion.startswith("descriptors")
+    assert ("tumour descriptors measured on the ingested volumes brought to one resolution"
+            in secs["Model comparison"]) == native
     # ... and what it learnt from: the mRECIST grades of the store's labelled training rows (the default), or the label
     from models.heads import grade_positions
 

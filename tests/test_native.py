@@ -84,3 +84,34 @@ def test_native_columns_are_named_once_in_the_frame():
     assert df["patient_id"].tolist() == ["a", "b", "c"]
     with pytest.raises(ModelError, match="already holds native descriptors"):
         add_native_descriptors(df, values, phases)
+
+
+def test_an_image_coarser_than_the_declared_resolution_is_refused_by_name(tmp_path):
+    """Native descriptors are measured at one declared resolution coarser than every image; an image coarser still on
+    some axis cannot be brought to it, so the store's measurement refuses it, naming the patient, its voxel and the
+    fix, instead of measuring it unlike the others. Header rounding (within ``COARSER_TOLERANCE``) is accepted."""
+    import zarr
+    from kit.roi_store import PHASES, roi_store
+
+    from dltr.core.exceptions import ModelError
+    from dltr.core.layout import StoreLayout
+    from models import COARSER_TOLERANCE, native_descriptors
+
+    root = roi_store(tmp_path / "store", n_patients=6, seed=3)
+    vols = zarr.open_group(str(StoreLayout.of(root).volumes), mode="r")
+    ids = sorted(vols.group_keys())
+    spacing = {p: np.asarray(vols[p].attrs["spacing"], float) for p in ids}
+    coarsest = np.max(list(spacing.values()), axis=0)
+    every = native_descriptors(root, ids, PHASES, tuple(coarsest * (1 + COARSER_TOLERANCE / 2)))  # rounding: accepted
+    assert every.shape == (len(ids), len(native_descriptor_names(PHASES))) and np.isfinite(every).all()
+    slices = sorted({float(s[2]) for s in spacing.values()})
+    assert len(slices) > 1     # the kit's slices differ, so a target between them splits the patients
+    target = (float(coarsest[0]), float(coarsest[1]), slices[-2])
+    thick = [p for p in ids if spacing[p][2] > target[2] * (1 + COARSER_TOLERANCE)]
+    with pytest.raises(ModelError) as err:
+        native_descriptors(root, ids, PHASES, target)
+    msg = str(err.value)
+    assert f"{len(thick)} patient(s)" in msg and thick[0] in msg and f"{spacing[thick[0]][2]:g} mm" in msg
+    assert "--native-spacing" in msg and "descriptors" in msg
+    thin = [p for p in ids if p not in thick]
+    assert np.array_equal(native_descriptors(root, thin, PHASES, target).shape, (len(thin), every.shape[1]))

@@ -200,7 +200,7 @@ def test_native_fusion_agrees_between_batch_and_single_and_records_its_resolutio
     root = tmp_path / "store"
     shutil.copytree(scoring_demo.store, root)
     store = FeatureStore(root)
-    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="native", native_spacing_mm=(5.0, 5.0, 8.0), seed=0,
+    train_heads(store, HeadsConfig(heads=("dltr_mlp",), fusion="native", native_spacing_mm=(9.0, 9.0, 13.0), seed=0,
                                          clinical_bootstrap=10))
     fh, meta = HeadRegistry(root).load("dltr_mlp")
     scorer = Scorer(root, "dltr_mlp", work_dir=tmp_path / "work")
@@ -208,9 +208,9 @@ def test_native_fusion_agrees_between_batch_and_single_and_records_its_resolutio
     phases = list(lin.preprocess["phases"])
     native = [c for c in fh.descriptors if c.startswith(NATIVE_PREFIX)]
     assert native == ["roi." + n for n in native_descriptor_names(phases)]
-    assert fh.native_spacing_mm == (5.0, 5.0, 8.0) and meta["lineage"]["native_spacing_mm"] == [5.0, 5.0, 8.0]
+    assert fh.native_spacing_mm == (9.0, 9.0, 13.0) and meta["lineage"]["native_spacing_mm"] == [9.0, 9.0, 13.0]
     assert meta["lineage"]["native_descriptors"] == native   # what it reads, recorded
-    assert "5.0 x 5.0 x 8.0 mm" in meta["lineage"]["fusion"]
+    assert "9.0 x 9.0 x 13.0 mm" in meta["lineage"]["fusion"]
     batch = _batch(root, "dltr_mlp")
     external = patients_of(scoring_demo.cohort, "external")[:3]
     for pid in external:

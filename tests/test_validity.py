@@ -184,8 +184,9 @@ def test_the_benchmark_default_is_the_encoders_and_earlier_runs_keep_their_names
 
 
 def test_the_benchmark_measures_the_default_normalisation_and_fusion():
-    """The suite's default method is the pipeline's ("ratio" input, fusion on measured descriptors); the runs made
-    before those defaults keep their names, and a knob value the pipeline lacks is refused before any stage."""
+    """The suite's default method is the pipeline's ("ratio" input, fusion on measured grid and native descriptors);
+    the runs made before those defaults keep their names, and a knob value the pipeline lacks is refused before any
+    stage."""
     import dataclasses
     from pathlib import Path
     from types import SimpleNamespace
@@ -198,13 +199,17 @@ def test_the_benchmark_measures_the_default_normalisation_and_fusion():
     from models.training import EncoderTrainConfig
 
     assert ValidityConfig().normalisation == EncoderTrainConfig().roi.normalisation == "ratio"
-    assert ValidityConfig().fusion == HeadsConfig().fusion == "descriptors"
+    assert ValidityConfig().fusion == HeadsConfig().fusion == "native"
+    assert ValidityConfig().native_spacing_mm is None      # the heads' own default resolution, left out of the name
+    assert "native_spacing_mm" not in ValidityConfig().method()
     assert encoder_config(Path("/nonexistent-store")).roi.normalisation == "ratio"
     assert encoder_config(Path("/nonexistent-store"), normalisation="image").roi.normalisation == "image"
     new = ValidityConfig().method()
     old = dataclasses.replace(ValidityConfig(), normalisation="image", fusion="readout").method()
     # as `--set normalisation=ratio --set fusion=descriptors` wrote them before they were the defaults
-    assert new == old | {"normalisation": "ratio", "fusion": "descriptors"} and "fusion" not in old
+    assert new == old | {"normalisation": "ratio", "fusion": "native"} and "fusion" not in old
+    earlier = dataclasses.replace(ValidityConfig(), fusion="descriptors").method()   # session 16's default
+    assert earlier == new | {"fusion": "descriptors"}
 
     def given(**opts):
         return config_from(SimpleNamespace(options=opts, quick=False, seed=0))
@@ -214,6 +219,9 @@ def test_the_benchmark_measures_the_default_normalisation_and_fusion():
         given(fusion="descriptor")
     with pytest.raises(DltrError, match="normalisation"):
         given(normalisation="ratios")
+    assert given(native_spacing_mm="5,5,8").native_spacing_mm == (5.0, 5.0, 8.0)
+    with pytest.raises(DltrError, match="native_spacing_mm"):
+        given(native_spacing_mm="5,5")
 
 
 @pytest.mark.slow

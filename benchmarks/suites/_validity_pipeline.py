@@ -21,10 +21,12 @@ import pandas as pd
 from benchmarks.suites._validity_radiomics import radiomics_scores
 from dltr.core.layout import StoreLayout
 from dltr.demo import StageLog
+from dltr.synth import TINY_NATIVE_SPACING_MM
 
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
-HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap", "native_set", "mlp_members", "ordinal", "mlp_linear")
+HEADS_KNOBS = ("clinical_selection", "deep_rows", "fusion", "clinical_bootstrap", "native_set", "native_spacing_mm",
+               "mlp_members", "ordinal", "mlp_linear")
 # the plain baseline's L2 penalties (C by 5-fold CV), shared by its clinical reference and the learnable ceiling
 BASELINE_CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -37,6 +39,23 @@ def flag(name: str, value: Any) -> bool:
 
         raise DltrError(f"validity: --set {name}={value!r}: give true or false")
     return text in ("1", "true", "yes")
+
+
+def spacing(value: Any) -> tuple[float, ...]:
+    """A voxel size given as ``X,Y,Z`` or as the text of a list or tuple of three numbers (mm)."""
+    import re
+
+    if isinstance(value, (tuple, list)):
+        return tuple(float(v) for v in value)
+    try:
+        out = tuple(float(v) for v in re.split(r"[\s,()\[\]]+", str(value)) if v)
+    except ValueError:
+        out = ()
+    if len(out) != 3:
+        from dltr.core.exceptions import DltrError
+
+        raise DltrError(f"validity: native_spacing_mm={value!r}: three voxel sizes in mm, X,Y,Z, e.g. 4.5,4.5,7")
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,7 +76,9 @@ class ValidityConfig:
     # image, prospective-safe) or "zscore" (transductive), and the mask as a channel
     normalisation: str = "ratio"
     mask_channel: bool = True
-    fusion: str = "descriptors"    # HeadsConfig.fusion: the fusion heads' inputs, "descriptors" or "readout"
+    fusion: str = "native"         # HeadsConfig.fusion: the fusion heads' inputs, "native", "descriptors" or "readout"
+    # HeadsConfig.native_spacing_mm (None: its default); the tiny profile's voxels are coarser than that default
+    native_spacing_mm: tuple[float, float, float] | None = None
     ordinal: bool = True           # HeadsConfig.ordinal: DLTR_MLP learns from the mRECIST grades, not the binary label
     mlp_linear: bool = True        # HeadsConfig.mlp_linear: DLTR_MLP's inner CV may choose a linear network too
     extract_workers: int = 2
@@ -67,7 +88,8 @@ class ValidityConfig:
 
     @classmethod
     def for_profile(cls, profile: str, **given: Any) -> ValidityConfig:
-        base = {"tiny": {"epochs": 4, "folds": 2, "seeds": (0, 1), "clinical_bootstrap": 10}}.get(profile, {})
+        base = {"tiny": {"epochs": 4, "folds": 2, "seeds": (0, 1), "clinical_bootstrap": 10,
+                         "native_spacing_mm": TINY_NATIVE_SPACING_MM}}.get(profile, {})
         return cls(profile=profile, **(base | {k: v for k, v in given.items() if v is not None}))
 
     def method(self) -> dict[str, Any]:
@@ -82,11 +104,14 @@ class ValidityConfig:
                 **({"ordinal": "true"} if self.ordinal else {}),
                 **({"mlp_linear": "true"} if self.mlp_linear else {}),
                 **({"clinical_bootstrap": self.clinical_bootstrap} if self.clinical_bootstrap is not None else {}),
+                **({"native_spacing_mm": list(self.native_spacing_mm)} if self.native_spacing_mm is not None else {}),
                 **self.extra}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["seeds"], d["candidates"] = list(self.seeds), list(self.candidates)
+        if self.native_spacing_mm is not None:
+            d["native_spacing_mm"] = list(self.native_spacing_mm)
         return d
 
 
@@ -256,6 +281,8 @@ def _heads(store_root: Path, feature_set: str, seed: int, path: Path, knobs: dic
             knobs[k] = int(knobs[k])
     for k in ("ordinal", "mlp_linear"):
         knobs[k] = flag(k, knobs[k])
+    if "native_spacing_mm" in knobs:
+        knobs["native_spacing_mm"] = spacing(knobs["native_spacing_mm"])
     res = train_heads(FeatureStore(store_root), HeadsConfig(feature_set=feature_set, seed=seed, **knobs))
     keep = ["patient_id", "center", "split", "head", "score", "cutoff", "label"]
     res.scores[keep].to_parquet(path, index=False)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.harness import BenchContext, Figure, Timing
-from benchmarks.suites._validity_pipeline import ValidityConfig, flag, run_seed
+from benchmarks.suites._validity_pipeline import ValidityConfig, flag, run_seed, spacing
 from benchmarks.suites._validity_radiomics import delong_summary, delong_vs_primary, render_delong
 
 RIVALS = ("clinical", "dltr", "plain_baseline")
@@ -71,6 +71,8 @@ def config_from(ctx: BenchContext) -> ValidityConfig:
             given[k] = flag(k, v)
         elif k in ("normalisation", "fusion"):
             given[k] = _choice(k, v)
+        elif k == "native_spacing_mm":
+            given[k] = spacing(v)
         else:
             given[k] = v
     if given.get("cohort") and not given.get("truth"):

@@ -65,14 +65,14 @@ def train_heads_cmd(
     max_age_days: int = typer.Option(None, "--max-age-days", help="Oldest lab value (days before TACE) to use."),
     heads: str = typer.Option(None, "--heads", help="Heads to train, comma-separated (default: clinical, dltr, "
                               "dltr_mlp, xgb_fusion); the others keep their registered versions."),
-    fusion: str = typer.Option(None, "--fusion", help="Inputs of DLTR_MLP and XGBoost: 'descriptors' (default: the "
+    fusion: str = typer.Option(None, "--fusion", help="Inputs of DLTR_MLP and XGBoost: 'native' (default: the "
                                "encoder's response logit, the ROI descriptors measured on each patient's input, "
-                               "every declared predictor), 'native' (those plus tumour descriptors measured on the "
-                               "volumes at one resolution, --native-spacing) or 'readout' (the encoder's read-out "
-                               "and the clinical model's selection)."),
+                               "tumour descriptors measured on the volumes at one resolution, --native-spacing, and "
+                               "every declared predictor), 'descriptors' (the same without the native ones) or "
+                               "'readout' (the encoder's read-out and the clinical model's selection)."),
     native_spacing: str = typer.Option(None, "--native-spacing", help="With --fusion native: the voxel size (mm) "
-                                       "the native descriptors are measured at, X,Y,Z, coarser than every site's "
-                                       "(default 4.5,4.5,7)."),
+                                       "the native descriptors are measured at, X,Y,Z, at least as coarse as every "
+                                       "site's acquisition; a coarser image is refused by name (default 4.5,4.5,7)."),
     native_set: str = typer.Option(None, "--native-set", help="With --fusion native: which native descriptors the "
                                    "fusion heads read, 'all' (default) or 'texture' (each phase's heterogeneity)."),
     clinical_bootstrap: int = typer.Option(None, "--clinical-bootstrap", min=0, help="Bootstrap resamples of the "

@@ -24,6 +24,7 @@ from dltr.core.hashing import content_hash
 from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET, PRIMARY_HEAD, format_ref
 from dltr.demo._stages import StageLog
+from dltr.synth import TINY_NATIVE_SPACING_MM
 
 _SHARED_HALLMARK = Path(__file__).resolve().parents[3] / "shared/data/genesets/h.all.v7.0.symbols.gmt"
 
@@ -51,6 +52,8 @@ class DemoConfig:
     extract_workers: int = 2
     radiomics: bool = True  # radiomics features and the multi-set heads beside DLTR_MLP (dltr.demo._stages)
     clinical_bootstrap: int | None = None  # HeadsConfig.clinical_bootstrap (None: its default)
+    # HeadsConfig.native_spacing_mm (None: its default); the tiny profile declares one coarser than its voxels
+    native_spacing_mm: tuple[float, float, float] | None = None
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
     #: keyed pseudonyms through every stage (ingest and the cohort tables); never stored or hashed
@@ -61,7 +64,8 @@ class DemoConfig:
         """Defaults sized so the demo profile runs in minutes on 2 CPU cores, the tiny one in about one."""
         # tiny: 10 stability resamples of the clinical selection (no score depends on them; 50 were 40 % of the
         # tiny heads stage)
-        base = {"tiny": {"epochs": 4, "folds": 2, "clinical_bootstrap": 10}}.get(profile, {})
+        base = {"tiny": {"epochs": 4, "folds": 2, "clinical_bootstrap": 10,
+                         "native_spacing_mm": TINY_NATIVE_SPACING_MM}}.get(profile, {})
         return cls(profile=profile, **(base | {k: v for k, v in overrides.items() if v is not None}))
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,12 +218,15 @@ def _run_demo(out: Path, cfg: DemoConfig, log: Callable[[str], None],
         store = FeatureStore(store_root)
         clinical, labs = predictor_columns(store) or (None, None)   # cohort.toml's predictors
         boot = {} if cfg.clinical_bootstrap is None else {"clinical_bootstrap": cfg.clinical_bootstrap}
+        if cfg.native_spacing_mm is not None:
+            boot["native_spacing_mm"] = tuple(cfg.native_spacing_mm)
         res = train_heads(store, HeadsConfig(feature_set=feature_set, clinical=clinical, labs=labs, seed=cfg.seed,
                                              **boot))
         evaluate(store, EvaluateConfig(seed=cfg.seed))
         return {"heads": res.versions}, {}
 
-    records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed, synth_hash], heads_stage))
+    records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed, synth_hash, cfg.native_spacing_mm],
+                              heads_stage))
     heads_record = records[-1]
 
     def survival_stage():

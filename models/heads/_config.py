@@ -32,16 +32,18 @@ class HeadsConfig:
     "all" = every declared predictor); ``deep_rows``: the deep block of non-training rows, "refit" (the refit
     encoder's read-out of the stored embedding) or "fold_ensemble" (the CV fold encoders' mean read-out, needs
     an encoder trained with ``fold_ensemble=True``; rows outside its record get the refit read-out);
-    ``fusion``: the inputs of the fusion heads (DLTR_MLP, XGBoost), "descriptors" (default: the encoder's response
+    ``fusion``: the inputs of the fusion heads (DLTR_MLP, XGBoost), "descriptors" (the encoder's response
     logit, the ROI descriptors *measured* on each patient's own encoder input, ``models.measure_descriptors``,
-    and every declared predictor; needs the encoder's cross-fitting record; adopted on the 10-seed validity
-    benchmark, BENCHMARKS.md), "native" (those inputs plus tumour descriptors measured on the ingested volumes
-    brought to one resolution, ``native_spacing_mm``: ``models.native_descriptors``; opt-in, see BENCHMARKS.md)
+    and every declared predictor; needs the encoder's cross-fitting record), "native" (default since session 17,
+    adopted on the 10-seed validity benchmark, BENCHMARKS.md: those inputs plus tumour descriptors measured on the
+    ingested volumes brought to one resolution, ``native_spacing_mm``: ``models.native_descriptors``)
     or "readout" (the encoder's read-out, i.e. its response logit and its predictions of the ROI descriptors,
     plus the clinical model's selected variables). The clinical and DLTR heads are the same under all three.
-    ``native_spacing_mm``: the one voxel size (mm) of the native descriptors, coarser than every site's
-    acquisition on each axis (each image is blurred to it and resampled; a site coarser still would be measured
-    at its own resolution), recorded in the fusion heads; ``native_set``: which of them the fusion heads read
+    ``native_spacing_mm``: the one voxel size (mm) of the native descriptors, declared, coarser than every site's
+    acquisition on each axis (each image is blurred to it and resampled; an image coarser still is refused,
+    naming the patients, at training and at scoring: declare a coarser one or use "descriptors"). The default,
+    4.5 x 4.5 x 7 mm, is coarser than clinical liver MRI's usual 1-2 mm in-plane and 2-6 mm slices; recorded in
+    the fusion heads; ``native_set``: which of them the fusion heads read
     (``models.NATIVE_SETS``: "all", or "texture", each phase's heterogeneity; opt-in). ``clinical_bootstrap``: bootstrap resamples of the
     clinical model's selection whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``;
     0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples)).
@@ -62,7 +64,7 @@ class HeadsConfig:
     heads: tuple[str, ...] = tuple(HEADS)
     clinical_selection: str = "aic"
     deep_rows: str = "refit"
-    fusion: str = "descriptors"
+    fusion: str = "native"
     native_spacing_mm: tuple[float, float, float] = (4.5, 4.5, 7.0)
     native_set: str = "all"
     clinical_bootstrap: int = CLINICAL_BOOTSTRAP

@@ -114,7 +114,7 @@ def test_a_group_missing_an_attribute_is_named_by_every_reader(store, tmp_path, 
     where = str(StoreLayout.of(root).volume_group(pid))
     phases = tuple(kept.phases)
     readers = [lambda: RoiReader(root, RoiConfig(phases=phases, grid=(8, 8, 4))).read(pid),
-               lambda: native_descriptors(root, [pid], phases, (2.0, 2.0, 2.0))]
+               lambda: native_descriptors(root, [pid], phases, (5.0, 5.0, 5.0))]  # coarser than its voxels
     for read in readers:
         with pytest.raises(StoreError) as err:
             read()

@@ -12,8 +12,8 @@ multi-center radiomics (IBSI: resample to one voxel size; the blur makes the eff
 only the grids). Per image and label-free: nothing is fitted on any row, and a patient from a new center is
 measured as the training patients were. An image coarser than the declared resolution on some axis (beyond
 ``COARSER_TOLERANCE``) cannot be brought to it, and measured at its own voxels it would read unlike the others
-(BENCHMARKS.md, session 10: measured at each site's own voxels, the coarsest center lost 0.20 AUC), so ``native_descriptors`` refuses it,
-naming the patients and the fix, rather than score it silently wrong.
+(BENCHMARKS.md, session 10: measured at each site's own voxels, the coarsest center lost 0.20 AUC), so
+``native_descriptors`` refuses it, naming the patients and the fix, rather than score it silently wrong.
 
 Per phase, on ``r = x / m - 1`` with ``m`` the median of the liver 0-10 mm outside the tumour (the relative
 signal of ``RoiConfig.normalisation="ratio"``): the tumour's mean, standard deviation and entropy (40 bins on
@@ -32,8 +32,8 @@ import numpy as np
 
 from dltr.core.exceptions import ModelError
 
-__all__ = ["COARSER_TOLERANCE", "NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set", "measure_native", "native_descriptor_names",
-           "native_descriptors"]
+__all__ = ["COARSER_TOLERANCE", "NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set", "measure_native",
+           "native_descriptor_names", "native_descriptors"]
 
 NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine")
 #: named subsets of the native descriptors a fusion head may read (``HeadsConfig.native_set``), chosen without

@@ -13,10 +13,11 @@ cohort (or on one cohort folder given with its truth folder), and per seed x hea
 Across seeds: mean, sd and min of each, the number of seeds at or above issue #16's floor (``FLOOR``), and for
 DLTR_MLP on each external center the share of seeds in which it beats Clinical, DLTR and the plain baseline and the
 mean paired difference to each with its 95 % t-interval. Per seed also the selected encoder's CV AUC beside the
-image-only oracle on the same folds (``_validity_pipeline.encoder_cv_ceiling``, where the truth gives ``s_img``). Results: ``validity.json`` / ``validity.md`` beside the
-harness's results, and one harness figure per head and external center (ours = AUC per seed, baseline =
-the plain baseline, ceiling = the oracle). Options (``dltr bench --only validity``): ``--seeds 0,1,2``,
-``--cohort DIR --truth DIR``, ``--set normalisation=zscore`` (any ``ValidityConfig`` field).
+image-only oracle on the same folds (``_validity_pipeline.encoder_cv_ceiling``, where the truth gives ``s_img``).
+Results: ``validity.json`` / ``validity.md`` beside the harness's results, and one harness figure per head and
+external center (ours = AUC per seed, baseline = the plain baseline, ceiling = the oracle). Options (``dltr bench
+--only validity``): ``--seeds 0,1,2``, ``--cohort DIR --truth DIR``, ``--set normalisation=zscore`` (any
+``ValidityConfig`` field).
 """
 
 from __future__ import annotations
@@ -225,8 +226,8 @@ def _ceiling_lines(enc_cv: list[float], ceiling: list[float]) -> list[str]:
     diff = np.array([e - c for e, c in known])
     return [f"Image-only oracle on the encoder's own CV folds (the truth's `s_img`: the most an image model's CV AUC "
             f"can expect) per seed: {[round(c, 3) for c in ceiling]}; the encoder minus it: mean {diff.mean():+.3f}, "
-            f"sd {diff.std(ddof=1) if len(diff) > 1 else math.nan:.3f}; seeds whose ceiling is below 0.65: "
-            f"{sum(c < 0.65 for _, c in known)} of {len(known)}", ""]
+            f"sd {diff.std(ddof=1) if len(diff) > 1 else math.nan:.3f}; seeds whose ceiling is below {FLOOR}: "
+            f"{sum(c < FLOOR for _, c in known)} of {len(known)}", ""]
 
 
 def run(ctx: BenchContext) -> list[Figure]:

@@ -78,7 +78,8 @@ def test_report_holds_every_section_with_numbers(demo):
     assert not native or lineage["native_spacing_mm"] == list(TINY_NATIVE_SPACING_MM)  # what the tiny demo declares
     assert ("ROI descriptors measured on each patient's own encoder input" in secs["Model comparison"]) \
         == fusion.startswith("descriptors")
-    assert ("tumour descriptors measured on the ingested volumes brought to one resolution"
+    declared = " x ".join(f"{v:g}" for v in TINY_NATIVE_SPACING_MM) + " mm"        # "8 x 8 x 12 mm"
+    assert (f"tumour descriptors measured on the ingested volumes brought to one declared resolution, {declared}"
             in secs["Model comparison"]) == native
     # ... and what it learnt from: the mRECIST grades of the store's labelled training rows (the default), or the label
     from models.heads import grade_positions

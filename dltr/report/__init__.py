@@ -60,8 +60,8 @@ def _tables(store_root: Path) -> dict[str, pd.DataFrame]:
 
 
 def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame:
-    """head, head_version, fusion (the fusion inputs its lineage records, "" for the read-out), native (whether it
-    reads native descriptors: its lineage records their voxel size), ordinal (whether it learnt from the mRECIST
+    """head, head_version, fusion (the fusion inputs its lineage records, "" for the read-out), native (the voxel size
+    of its native descriptors as text, e.g. "4.5 x 4.5 x 7 mm", from its lineage; "" when it reads none), ordinal (whether it learnt from the mRECIST
     grades: its lineage's outcome), hidden (the hidden-layer widths its inner CV chose, [] for a linear network, None
     when not recorded) of each evaluated head version, so that the report describes the heads it
     shows."""
@@ -77,7 +77,8 @@ def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame
             except ModelError:  # a head trained outside the registry: described generically
                 lineage = {}
             rows.append({"head": head, "head_version": version, "fusion": str(lineage.get("fusion", "")),
-                         "native": lineage.get("native_spacing_mm") is not None,
+                         "native": ("" if lineage.get("native_spacing_mm") is None else
+                                    " x ".join(f"{float(v):g}" for v in lineage["native_spacing_mm"]) + " mm"),
                          "ordinal": lineage.get("outcome") == ORDINAL_OUTCOME,
                          "hidden": (lineage.get("inner_cv_choice") or {}).get("hidden")})
     return pd.DataFrame(rows, columns=list(HEAD_INPUT_COLUMNS))

@@ -67,7 +67,7 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
     hi = t.get("_head_inputs", pd.DataFrame(columns=list(HEAD_INPUT_COLUMNS)))
     mlp = hi[hi["head"] == DLTR_MLP]
     measured = bool(mlp["fusion"].str.startswith("descriptors").any())
-    native = bool(mlp["native"].astype(bool).any())
+    native = next((str(v) for v in mlp["native"] if isinstance(v, str) and v), "")   # their voxel size, as text
     ordinal = bool(mlp["ordinal"].astype(bool).any())
     hidden = mlp["hidden"].iloc[0] if len(mlp) else None
     depth = ("" if not isinstance(hidden, list) else
@@ -76,8 +76,9 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
              f"{' / '.join(map(str, hidden))} units")
     inputs = ("the encoder's response logit (out of fold for training patients), ROI descriptors measured on each "
               "patient's own encoder input (tumour, ring, core and rim intensities relative to the surrounding "
-              "liver)" + (", tumour descriptors measured on the ingested volumes brought to one resolution "
-                          "(relative intensities, texture, shape)" if native else "")
+              "liver)" + (", tumour descriptors measured on the ingested volumes brought to one declared resolution, "
+                          f"{native} (relative intensities, texture, shape; a patient imaged more coarsely is refused)"
+                          if native else "")
               + " and every declared clinical predictor" if measured
               else "deep features plus the selected clinical factors")
     text = ("Clinical: logistic regression on variables selected on the training split. DLTR: a linear head on the "

@@ -32,8 +32,8 @@ import numpy as np
 
 from dltr.core.exceptions import ModelError
 
-__all__ = ["COARSER_TOLERANCE", "NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set", "measure_native",
-           "native_descriptor_names", "native_descriptors"]
+__all__ = ["COARSER_TOLERANCE", "NATIVE_FLOOR_MM", "NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set",
+           "measure_native", "native_descriptor_names", "native_descriptors", "native_resolution", "stored_spacings"]
 
 NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine")
 #: named subsets of the native descriptors a fusion head may read (``HeadsConfig.native_set``), chosen without
@@ -44,6 +44,9 @@ NATIVE_SETS = {"all": NATIVE_PER_PHASE + ("log_volume", "sphericity"), "texture"
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 #: relative slack on a voxel size before an image counts as coarser than the declared resolution (header rounding)
 COARSER_TOLERANCE = 0.01
+#: the resolution (mm) the native descriptors are measured at when none is declared: coarser than clinical liver
+#: MRI's usual 1-2 mm in-plane and 2-6 mm slices; raised per axis to the coarsest stored image (``native_resolution``)
+NATIVE_FLOOR_MM = (4.5, 4.5, 7.0)
 
 
 def native_descriptor_names(phases: Sequence[str], native_set: str = "all") -> list[str]:
@@ -129,6 +132,37 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
     volume = float(m.sum()) * float(np.prod(voxel))
     out += [float(np.log(volume)), float(np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area)]
     return np.asarray(out, np.float64)
+
+
+def stored_spacings(store_root: str | Path, patient_ids: Sequence[str]) -> np.ndarray:
+    """(N, 3) voxel sizes (mm) of these patients' ingested volumes (their attributes; no image is read)."""
+    import zarr
+
+    from dltr.core.layout import StoreLayout, VolumeAttrs
+
+    layout = StoreLayout.of(store_root)
+    root = zarr.open_group(str(layout.volumes), mode="r")
+    return np.asarray([VolumeAttrs.of(root[str(p)].attrs, layout.volume_group(str(p))).spacing for p in patient_ids],
+                      np.float64).reshape(len(patient_ids), 3)
+
+
+def native_resolution(store_root: str | Path, patient_ids: Sequence[str],
+                      declared: Sequence[float] | None = None) -> tuple[tuple[float, float, float], str]:
+    """(resolution in mm, how it was set) for measuring these patients' native descriptors. A ``declared`` resolution
+    is kept as given (``native_descriptors`` then refuses an image coarser than it). Without one: ``NATIVE_FLOOR_MM``,
+    raised on each axis to the coarsest of these patients' voxels, so that every stored image can be brought to it;
+    the voxel sizes are acquisition metadata (no image content, no label), and the result is recorded with the head
+    so that a patient scored later is measured alike or refused."""
+    if declared is not None:
+        return tuple(float(v) for v in declared), "declared"
+    floor = np.asarray(NATIVE_FLOOR_MM, np.float64)
+    coarsest = stored_spacings(store_root, patient_ids).max(0) if len(patient_ids) else floor
+    used = np.maximum(floor, np.round(coarsest, 3))
+    if (used <= floor).all():
+        return tuple(float(v) for v in floor), f"default {' x '.join(f'{v:g}' for v in floor)} mm"
+    return (tuple(float(v) for v in used),
+            f"default {' x '.join(f'{v:g}' for v in floor)} mm raised to the coarsest stored voxel "
+            f"({' x '.join(f'{v:g}' for v in coarsest)} mm) of the {len(patient_ids)} patients measured")
 
 
 def native_descriptors(store_root: str | Path, patient_ids: Sequence[str], phases: Sequence[str],

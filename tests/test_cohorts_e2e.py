@@ -132,13 +132,14 @@ def test_train_heads_takes_cohort_toml_predictors_and_heads_are_chosen_by_versio
     v_demo, v_dltr = reg.latest("dltr_mlp"), reg.latest("dltr")
     args = ("train-heads", "--store", str(store), "--clinical", "age,afp", "--labs", "albumin", "--seed", "1",
             "--heads", "clinical,dltr_mlp", "--clinical-bootstrap", "10")
-    # the tiny cohort's voxels (up to 7.6 x 7.6 x 12 mm) are coarser than the native descriptors' default resolution:
-    # refused with the patients and the fix, and nothing published
-    code, out, err = _cli(*args)
+    # a declared resolution finer than the tiny cohort's voxels (up to 7.6 x 7.6 x 12 mm) is kept as declared, so
+    # the coarser patients are refused by name with the fix, and nothing is published
+    code, out, err = _cli(*args, "--native-spacing", "4.5,4.5,7")
     assert code != 0 and "coarser than the native descriptors' resolution 4.5 x 4.5 x 7 mm" in err, err
     assert "--native-spacing" in err and reg.latest("dltr_mlp") == v_demo
-    code, out, err = _cli(*args, "--native-spacing", "8,8,12")
+    code, out, err = _cli(*args)      # none declared: the default floor, raised to the coarsest stored voxel
     assert code == 0, err
+    assert reg.meta("dltr_mlp")["lineage"]["native_spacing_mm"][2] == pytest.approx(12.0, abs=1e-3)
     assert reg.meta("clinical")["hyperparameters"]["n_bootstrap"] == 10   # recorded with the head
     assert "nan" not in out.lower() and "CV AUC" in out       # the clinical head has no CV AUC: none printed
     assert "clinical   " in out and "CV AUC" not in next(ln for ln in out.splitlines() if ln.startswith("clinical"))

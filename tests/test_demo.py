@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,18 +69,25 @@ def test_report_holds_every_section_with_numbers(demo):
             ref = metrics[(metrics["head"] == head) & (metrics["evaluation_group"] == c)]["auc"].item()
             assert abs(ref - auc) < 5e-4
     # the text describes the DLTR_MLP that was trained: its lineage's fusion inputs (the demo trains the default)
-    from dltr.synth import TINY_NATIVE_SPACING_MM
+    from dltr.core.layout import StoreLayout
     from models.heads import HeadRegistry, HeadsConfig
 
     lineage = HeadRegistry(res.out / "store").meta("dltr_mlp")["lineage"]
     fusion, native = lineage.get("fusion", ""), "native_spacing_mm" in lineage
     assert fusion.startswith("descriptors") == (HeadsConfig().fusion in ("descriptors", "native"))
     assert native == (HeadsConfig().fusion == "native")
-    assert not native or lineage["native_spacing_mm"] == list(TINY_NATIVE_SPACING_MM)  # what the tiny demo declares
+    # with no resolution declared, the native descriptors' is the floor raised to the coarsest stored voxel (the tiny
+    # profile's up to 7.6 x 7.6 x 12 mm), read here from the volumes' own attributes
+    layout = StoreLayout.of(res.out / "store")
+    voxels = np.array([json.loads(layout.volume_attrs(p.name).read_text())["attributes"]["spacing"]
+                       for p in layout.volumes.iterdir() if p.is_dir()])
+    expect = np.maximum([4.5, 4.5, 7.0], voxels.max(0))
+    assert not native or np.allclose(lineage["native_spacing_mm"], expect, atol=1e-3) and expect[2] > 7.0
+    assert not native or "raised to the coarsest stored voxel" in lineage["native_spacing_source"]
     assert ("ROI descriptors measured on each patient's own encoder input" in secs["Model comparison"]) \
         == fusion.startswith("descriptors")
-    declared = " x ".join(f"{v:g}" for v in TINY_NATIVE_SPACING_MM) + " mm"        # "8 x 8 x 12 mm"
-    assert (f"tumour descriptors measured on the ingested volumes brought to one declared resolution, {declared}"
+    said = " x ".join(f"{v:g}" for v in lineage.get("native_spacing_mm", [])) + " mm"
+    assert (f"tumour descriptors measured on the ingested volumes brought to one resolution, {said}"
             in secs["Model comparison"]) == native
     # ... and what it learnt from: the mRECIST grades of the store's labelled training rows (the default), or the label
     from models.heads import grade_positions

@@ -115,3 +115,32 @@ def test_an_image_coarser_than_the_declared_resolution_is_refused_by_name(tmp_pa
     assert "--native-spacing" in msg and "descriptors" in msg
     thin = [p for p in ids if p not in thick]
     assert np.array_equal(native_descriptors(root, thin, PHASES, target).shape, (len(thin), every.shape[1]))
+
+
+def test_without_a_declared_resolution_the_floor_rises_to_the_coarsest_stored_voxel(tmp_path):
+    """``native_resolution``: a declared resolution is kept; none declared gives ``NATIVE_FLOOR_MM`` raised on each
+    axis to the coarsest voxel of the patients measured (read from their stored attributes), so that every stored
+    image can be measured, and says how it was set."""
+    import json
+
+    from kit.roi_store import PHASES, roi_store
+
+    from dltr.core.exceptions import ModelError
+    from dltr.core.layout import StoreLayout
+    from models import NATIVE_FLOOR_MM, native_descriptors, native_resolution
+
+    root = roi_store(tmp_path / "store", n_patients=6, seed=3)     # in-plane 0.7-1.1 mm, slices 2.5-5 mm
+    layout = StoreLayout.of(root)
+    ids = sorted(p.name for p in layout.volumes.iterdir() if p.is_dir())
+    assert native_resolution(root, ids, (9.0, 9.0, 9.0)) == ((9.0, 9.0, 9.0), "declared")
+    used, how = native_resolution(root, ids)
+    assert used == tuple(NATIVE_FLOOR_MM) and how.startswith("default") and "raised" not in how  # all finer
+    # one patient re-acquired with 10 mm slices and 6 mm pixels: the floor rises on those axes only
+    meta_path = layout.volume_attrs(ids[0])
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"]["spacing"] = [6.0, 0.8, 10.0]
+    meta_path.write_text(json.dumps(meta))
+    used, how = native_resolution(root, ids)
+    assert used == (6.0, NATIVE_FLOOR_MM[1], 10.0) and "raised to the coarsest stored voxel" in how
+    with pytest.raises(ModelError, match=f"first {ids[0]} \\(6 x 0.8 x 10 mm\\)"):   # the floor, declared, refuses it
+        native_descriptors(root, ids, PHASES, NATIVE_FLOOR_MM)

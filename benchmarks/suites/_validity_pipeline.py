@@ -21,7 +21,6 @@ import pandas as pd
 from benchmarks.suites._validity_radiomics import radiomics_scores
 from dltr.core.layout import StoreLayout
 from dltr.demo import StageLog
-from dltr.synth import TINY_NATIVE_SPACING_MM
 
 # ``--set`` knobs that reach only the heads stage (the encoder and extraction stay cached); ``aug_FIELD`` knobs
 # set ``AugmentConfig.FIELD`` of the encoder's training augmentation (e.g. ``aug_bias_field=0.3``)
@@ -77,8 +76,7 @@ class ValidityConfig:
     normalisation: str = "ratio"
     mask_channel: bool = True
     fusion: str = "native"         # HeadsConfig.fusion: the fusion heads' inputs, "native", "descriptors" or "readout"
-    # HeadsConfig.native_spacing_mm (None: its default); the tiny profile's voxels are coarser than that default
-    native_spacing_mm: tuple[float, float, float] | None = None
+    native_spacing_mm: tuple[float, float, float] | None = None   # HeadsConfig.native_spacing_mm (None: its default)
     ordinal: bool = True           # HeadsConfig.ordinal: DLTR_MLP learns from the mRECIST grades, not the binary label
     mlp_linear: bool = True        # HeadsConfig.mlp_linear: DLTR_MLP's inner CV may choose a linear network too
     extract_workers: int = 2
@@ -88,8 +86,7 @@ class ValidityConfig:
 
     @classmethod
     def for_profile(cls, profile: str, **given: Any) -> ValidityConfig:
-        base = {"tiny": {"epochs": 4, "folds": 2, "seeds": (0, 1), "clinical_bootstrap": 10,
-                         "native_spacing_mm": TINY_NATIVE_SPACING_MM}}.get(profile, {})
+        base = {"tiny": {"epochs": 4, "folds": 2, "seeds": (0, 1), "clinical_bootstrap": 10}}.get(profile, {})
         return cls(profile=profile, **(base | {k: v for k, v in given.items() if v is not None}))
 
     def method(self) -> dict[str, Any]:

@@ -71,8 +71,9 @@ def train_heads_cmd(
                                "every declared predictor), 'descriptors' (the same without the native ones) or "
                                "'readout' (the encoder's read-out and the clinical model's selection)."),
     native_spacing: str = typer.Option(None, "--native-spacing", help="With --fusion native: the voxel size (mm) "
-                                       "the native descriptors are measured at, X,Y,Z, at least as coarse as every "
-                                       "site's acquisition; a coarser image is refused by name (default 4.5,4.5,7)."),
+                                       "the native descriptors are measured at, X,Y,Z; a stored or scored image "
+                                       "coarser than it is refused by name (default: 4.5,4.5,7 raised to the "
+                                       "coarsest stored voxel)."),
     native_set: str = typer.Option(None, "--native-set", help="With --fusion native: which native descriptors the "
                                    "fusion heads read, 'all' (default) or 'texture' (each phase's heterogeneity)."),
     clinical_bootstrap: int = typer.Option(None, "--clinical-bootstrap", min=0, help="Bootstrap resamples of the "

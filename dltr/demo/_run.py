@@ -24,7 +24,6 @@ from dltr.core.hashing import content_hash
 from dltr.core.layout import StoreLayout
 from dltr.core.vocabulary import DEFAULT_FEATURE_SET, PRIMARY_HEAD, format_ref
 from dltr.demo._stages import StageLog
-from dltr.synth import TINY_NATIVE_SPACING_MM
 
 _SHARED_HALLMARK = Path(__file__).resolve().parents[3] / "shared/data/genesets/h.all.v7.0.symbols.gmt"
 
@@ -52,8 +51,7 @@ class DemoConfig:
     extract_workers: int = 2
     radiomics: bool = True  # radiomics features and the multi-set heads beside DLTR_MLP (dltr.demo._stages)
     clinical_bootstrap: int | None = None  # HeadsConfig.clinical_bootstrap (None: its default)
-    # HeadsConfig.native_spacing_mm (None: its default); the tiny profile declares one coarser than its voxels
-    native_spacing_mm: tuple[float, float, float] | None = None
+    native_spacing_mm: tuple[float, float, float] | None = None  # HeadsConfig.native_spacing_mm (None: its default)
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
     #: keyed pseudonyms through every stage (ingest and the cohort tables); never stored or hashed
@@ -64,8 +62,7 @@ class DemoConfig:
         """Defaults sized so the demo profile runs in minutes on 2 CPU cores, the tiny one in about one."""
         # tiny: 10 stability resamples of the clinical selection (no score depends on them; 50 were 40 % of the
         # tiny heads stage)
-        base = {"tiny": {"epochs": 4, "folds": 2, "clinical_bootstrap": 10,
-                         "native_spacing_mm": TINY_NATIVE_SPACING_MM}}.get(profile, {})
+        base = {"tiny": {"epochs": 4, "folds": 2, "clinical_bootstrap": 10}}.get(profile, {})
         return cls(profile=profile, **(base | {k: v for k, v in overrides.items() if v is not None}))
 
     def to_dict(self) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def comparison_section(t: dict[str, pd.DataFrame]) -> Section:
              f"{' / '.join(map(str, hidden))} units")
     inputs = ("the encoder's response logit (out of fold for training patients), ROI descriptors measured on each "
               "patient's own encoder input (tumour, ring, core and rim intensities relative to the surrounding "
-              "liver)" + (", tumour descriptors measured on the ingested volumes brought to one declared resolution, "
+              "liver)" + (", tumour descriptors measured on the ingested volumes brought to one resolution, "
                           f"{native} (relative intensities, texture, shape; a patient imaged more coarsely is refused)"
                           if native else "")
               + " and every declared clinical predictor" if measured

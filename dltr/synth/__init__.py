@@ -8,9 +8,9 @@ The response and PFS models are documented in :mod:`dltr.synth._clinical`.
 
 from ._anatomy import Study, center_affine, render_study
 from ._clinical import RESPONSE_MODEL, draw_patients, oracle_aucs
-from ._config import TINY_NATIVE_SPACING_MM, CenterSpec, SynthConfig
+from ._config import CenterSpec, SynthConfig
 from ._expression import read_gmt
 from ._writer import SynthResult, synthesize
 
-__all__ = ["RESPONSE_MODEL", "TINY_NATIVE_SPACING_MM", "CenterSpec", "Study", "SynthConfig", "SynthResult", "center_affine",
+__all__ = ["RESPONSE_MODEL", "CenterSpec", "Study", "SynthConfig", "SynthResult", "center_affine",
            "draw_patients", "oracle_aucs", "read_gmt", "render_study", "synthesize"]

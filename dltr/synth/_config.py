@@ -66,11 +66,6 @@ def _default_centers(counts: tuple[int, int, int], shapes: tuple) -> tuple[Cente
     )
 
 
-#: a resolution coarser than every voxel of the tiny profile's centers (up to 7.6 x 7.6 x 12 mm), which the tests'
-#: and the tiny demo's native descriptors declare (``HeadsConfig.native_spacing_mm``); the default profile's voxels
-#: (up to 4.2 x 4.2 x 7 mm) fit the heads' own default
-TINY_NATIVE_SPACING_MM = (8.0, 8.0, 12.0)
-
 _PROFILES: dict[str, dict[str, Any]] = {
     # A trains (70 %) and checks internally (30 %): 154 training patients. Resampling 60 training sets from
     # a large draw, the clinical model kept mostly planted factors in 88 % of 98-patient sets and in 100 %

@@ -39,11 +39,12 @@ class HeadsConfig:
     ingested volumes brought to one resolution, ``native_spacing_mm``: ``models.native_descriptors``)
     or "readout" (the encoder's read-out, i.e. its response logit and its predictions of the ROI descriptors,
     plus the clinical model's selected variables). The clinical and DLTR heads are the same under all three.
-    ``native_spacing_mm``: the one voxel size (mm) of the native descriptors, declared, coarser than every site's
-    acquisition on each axis (each image is blurred to it and resampled; an image coarser still is refused,
-    naming the patients, at training and at scoring: declare a coarser one or use "descriptors"). The default,
-    4.5 x 4.5 x 7 mm, is coarser than clinical liver MRI's usual 1-2 mm in-plane and 2-6 mm slices; recorded in
-    the fusion heads; ``native_set``: which of them the fusion heads read
+    ``native_spacing_mm``: the one voxel size (mm) the native descriptors are measured at (each image is blurred to
+    it and resampled), recorded in the fusion heads. None (default): ``models.NATIVE_FLOOR_MM``, 4.5 x 4.5 x 7 mm,
+    coarser than clinical liver MRI's usual 1-2 mm in-plane and 2-6 mm slices, raised on each axis to the coarsest
+    voxel of the frame's stored images (``models.native_resolution``; voxel sizes are acquisition metadata, and the
+    lineage says when the floor was raised). A declared one is kept as given, and a stored image coarser than it is
+    refused by name. Either way a patient scored later whose image is coarser than the head's resolution is refused; ``native_set``: which of them the fusion heads read
     (``models.NATIVE_SETS``: "all", or "texture", each phase's heterogeneity; opt-in). ``clinical_bootstrap``: bootstrap resamples of the
     clinical model's selection whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``;
     0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples)).
@@ -65,7 +66,7 @@ class HeadsConfig:
     clinical_selection: str = "aic"
     deep_rows: str = "refit"
     fusion: str = "native"
-    native_spacing_mm: tuple[float, float, float] = (4.5, 4.5, 7.0)
+    native_spacing_mm: tuple[float, float, float] | None = None
     native_set: str = "all"
     clinical_bootstrap: int = CLINICAL_BOOTSTRAP
     mlp_members: int = 1
@@ -75,9 +76,11 @@ class HeadsConfig:
     def __post_init__(self) -> None:
         _check_count("clinical_bootstrap", self.clinical_bootstrap, "resamples", 0)
         _check_count("mlp_members", self.mlp_members, "networks", 1)
-        object.__setattr__(self, "native_spacing_mm", tuple(float(v) for v in self.native_spacing_mm))
-        if len(self.native_spacing_mm) != 3 or min(self.native_spacing_mm) <= 0:
-            raise ModelError(f"native_spacing_mm {self.native_spacing_mm}: three positive voxel sizes (mm) expected")
+        if self.native_spacing_mm is not None:
+            object.__setattr__(self, "native_spacing_mm", tuple(float(v) for v in self.native_spacing_mm))
+            if len(self.native_spacing_mm) != 3 or min(self.native_spacing_mm) <= 0:
+                raise ModelError(f"native_spacing_mm {self.native_spacing_mm}: three positive voxel sizes (mm) "
+                                 "expected, or None for the default")
         for name in ("clinical", "labs", "heads"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, tuple):

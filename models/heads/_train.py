@@ -418,7 +418,12 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     lineage = _frame_lineage(frame, feature_set)
     crossfit = _crossfit_for(store, lineage)
     fusing = cfg.fusion in MEASURED_FUSIONS and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
-    native_mm = cfg.native_spacing_mm if cfg.fusion == "native" else None
+    native_mm, native_source = None, None
+    if cfg.fusion == "native":
+        from models import native_resolution
+
+        native_mm, native_source = native_resolution(store.root, df["patient_id"].astype(str).tolist(),
+                                                     cfg.native_spacing_mm)
     if fusing and crossfit is None:
         raise ModelError(f"feature set {feature_set!r}: fusion={cfg.fusion!r} (default 'descriptors') reads the "
                          "response logit from the cross-fitting record of the encoder that made the features, and "
@@ -462,6 +467,7 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
                         "predictors_declared": declared, "crossfit": scheme, "deep_rows": cfg.deep_rows,
                         "clinical_selection": cfg.clinical_selection,
                         **_fusion_lineage(fh),
+                        **({"native_spacing_source": native_source} if fh.native_spacing_mm is not None else {}),
                         "outcome": ORDINAL_OUTCOME if getattr(fh.estimator, "ordinal", False) else BINARY_OUTCOME,
                         "oof_training_rows": int((oof_rows & tr).sum()),
                         **({"inner_cv_choice": {k: list(v) if isinstance(v, tuple) else v

@@ -418,17 +418,17 @@ def train_heads(store, config: HeadsConfig | None = None) -> HeadsResult:
     lineage = _frame_lineage(frame, feature_set)
     crossfit = _crossfit_for(store, lineage)
     fusing = cfg.fusion in MEASURED_FUSIONS and bool({"dltr_mlp", "xgb_fusion"} & set(heads))
+    if fusing and crossfit is None:
+        raise ModelError(f"feature set {feature_set!r}: fusion={cfg.fusion!r} reads the "
+                         "response logit from the cross-fitting record of the encoder that made the features, and "
+                         "this feature set has none (not made by a `dltr train-encoder` encoder); retrain the "
+                         "encoder, or train the heads with fusion='readout' (`dltr train-heads --fusion readout`)")
     native_mm, native_source = None, None
-    if cfg.fusion == "native":
+    if fusing and cfg.fusion == "native":  # the resolution the stored images allow, or the declared one
         from models import native_resolution
 
         native_mm, native_source = native_resolution(store.root, df["patient_id"].astype(str).tolist(),
                                                      cfg.native_spacing_mm)
-    if fusing and crossfit is None:
-        raise ModelError(f"feature set {feature_set!r}: fusion={cfg.fusion!r} (default 'descriptors') reads the "
-                         "response logit from the cross-fitting record of the encoder that made the features, and "
-                         "this feature set has none (not made by a `dltr train-encoder` encoder); retrain the "
-                         "encoder, or train the heads with fusion='readout' (`dltr train-heads --fusion readout`)")
     if fusing:
         df = with_descriptors(store, df, _card_of(lineage), native_mm)
     if cfg.ordinal:  # the outcome's grades (never a predictor: "response" is reserved), for the labelled rows

@@ -226,3 +226,33 @@ def test_native_fusion_agrees_between_batch_and_single_and_records_its_resolutio
     moved = df[ext].copy()
     moved[native[:8]] += 1.0
     assert np.abs(fh.predict_proba_frame(moved, emb[ext]) - p0).min() > 1e-6
+
+
+def test_a_patient_imaged_more_coarsely_than_the_heads_resolution_is_refused_by_name(scoring_demo, tmp_path):
+    """The demo's DLTR_MLP measures native descriptors at the resolution recorded with it; a new patient whose voxels
+    are coarser than that cannot be measured alike, so scoring refuses the patient (naming the voxel size and the
+    fix) instead of returning a score from descriptors measured unlike the training patients'."""
+    import csv
+
+    import nibabel as nib
+
+    from models.heads import HeadRegistry
+
+    resolution = HeadRegistry(scoring_demo.store).meta("dltr_mlp")["lineage"]["native_spacing_mm"]
+    pid = next(p for p in patients_of(scoring_demo.cohort, "external") if "-B-" in p)   # a NIfTI center
+    folder = one_patient_cohort(scoring_demo.cohort, pid, tmp_path / pid)
+    with (folder / "manifest.csv").open() as f:
+        files = {r[k] for r in csv.DictReader(f) for k in ("image", "mask")}
+    scorer = Scorer(scoring_demo.store, "dltr_mlp", work_dir=tmp_path / "work")
+    assert 0.0 < scorer.score_folder(folder).probability < 1.0       # as acquired: scored
+    for rel in files:                                                 # every voxel twice as large, same field of view
+        img = nib.load(folder / rel)
+        aff = img.affine.copy()
+        aff[:3, :3] *= 2.0
+        data = np.asarray(img.dataobj)[::2, ::2, ::2]
+        nib.save(nib.Nifti1Image(data, aff, img.header), folder / rel)
+    with pytest.raises(DltrError) as err:
+        scorer.score_folder(folder)
+    msg = str(err.value)
+    assert "coarser than the native descriptors' resolution" in msg and "--native-spacing" in msg
+    assert " x ".join(f"{v:g}" for v in resolution) + " mm" in msg

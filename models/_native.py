@@ -10,7 +10,7 @@ thresholded at one half; the field of view kept, so the voxel size is ``spacing_
 rounding of the field of view), the practice for
 multi-center radiomics (IBSI: resample to one voxel size; the blur makes the effective resolutions equal, not
 only the grids). Per image and label-free: nothing is fitted on any row, and a patient from a new center is
-measured as the training patients were. An image coarser than the declared resolution on some axis (beyond
+measured as the training patients were. An image coarser than the resolution on some axis (beyond
 ``COARSER_TOLERANCE``) cannot be brought to it, and measured at its own voxels it would read unlike the others
 (BENCHMARKS.md, session 10: measured at each site's own voxels, the coarsest center lost 0.20 AUC), so
 ``native_descriptors`` refuses it, naming the patients and the fix, rather than score it silently wrong.
@@ -191,8 +191,8 @@ def native_descriptors(store_root: str | Path, patient_ids: Sequence[str], phase
     if coarser:
         raise ModelError(f"{layout.volumes}: {len(coarser)} patient(s) acquired coarser than the native descriptors' "
                          f"resolution {' x '.join(f'{v:g}' for v in target)} mm, first {', '.join(coarser[:3])}: "
-                         "they are measured at one declared resolution coarser than every site's, and a coarser image "
-                         "would be measured unlike the others; declare a resolution at least as coarse "
-                         "(HeadsConfig.native_spacing_mm, `dltr train-heads --native-spacing X,Y,Z`) or use "
-                         "fusion='descriptors' (`--fusion descriptors`)")
+                         "an image must be at least as fine as that resolution to be measured like the others; train "
+                         "the heads at one at least as coarse (`dltr train-heads --native-spacing X,Y,Z`, "
+                         "HeadsConfig.native_spacing_mm; undeclared, it rises to the stored images' coarsest voxel) "
+                         "or without these descriptors (`--fusion descriptors`)")
     return np.asarray(rows, np.float64).reshape(len(rows), len(native_descriptor_names(phases)))

@@ -61,10 +61,10 @@ def _tables(store_root: Path) -> dict[str, pd.DataFrame]:
 
 def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame:
     """head, head_version, fusion (the fusion inputs its lineage records, "" for the read-out), native (the voxel size
-    of its native descriptors as text, e.g. "4.5 x 4.5 x 7 mm", from its lineage; "" when it reads none), ordinal (whether it learnt from the mRECIST
-    grades: its lineage's outcome), hidden (the hidden-layer widths its inner CV chose, [] for a linear network, None
-    when not recorded) of each evaluated head version, so that the report describes the heads it
-    shows."""
+    of its native descriptors as text, e.g. "4.5 x 4.5 x 7 mm", from its lineage; "" when it reads none), ordinal
+    (whether it learnt from the mRECIST grades: its lineage's outcome), hidden (the hidden-layer widths its inner CV
+    chose, [] for a linear network, None when not recorded) of each evaluated head version, so that the report
+    describes the heads it shows."""
     from dltr.core.exceptions import ModelError
     from models.heads import ORDINAL_OUTCOME, HeadRegistry
 

@@ -44,10 +44,10 @@ class HeadsConfig:
     coarser than clinical liver MRI's usual 1-2 mm in-plane and 2-6 mm slices, raised on each axis to the coarsest
     voxel of the frame's stored images (``models.native_resolution``; voxel sizes are acquisition metadata, and the
     lineage says when the floor was raised). A declared one is kept as given, and a stored image coarser than it is
-    refused by name. Either way a patient scored later whose image is coarser than the head's resolution is refused; ``native_set``: which of them the fusion heads read
-    (``models.NATIVE_SETS``: "all", or "texture", each phase's heterogeneity; opt-in). ``clinical_bootstrap``: bootstrap resamples of the
-    clinical model's selection whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``;
-    0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples)).
+    refused by name. Either way a patient scored later whose image is coarser than the head's resolution is
+    refused. ``native_set``: which of them the fusion heads read (``models.NATIVE_SETS``: "all", or "texture", each
+    phase's heterogeneity; opt-in). ``clinical_bootstrap``: bootstrap resamples of the clinical model's selection
+    whose inclusion frequencies report its stability (``ClinicalModel.n_bootstrap``; 0 reports none). They change no score, only the frequencies' precision (sd at most 0.5 / sqrt(resamples)).
     ``mlp_members``: DLTR_MLP's seed ensemble, the number of final networks averaged on the logit scale
     (``DLTRMLP.n_members``; 1 = one network). ``ordinal`` (default, adopted on the validity benchmark,
     BENCHMARKS.md): DLTR_MLP learns from the four mRECIST grades of the training rows (``DLTRMLP.ordinal``, the

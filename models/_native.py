@@ -151,8 +151,9 @@ def native_resolution(store_root: str | Path, patient_ids: Sequence[str],
     """(resolution in mm, how it was set) for measuring these patients' native descriptors. A ``declared`` resolution
     is kept as given (``native_descriptors`` then refuses an image coarser than it). Without one: ``NATIVE_FLOOR_MM``,
     raised on each axis to the coarsest of these patients' voxels, so that every stored image can be brought to it;
-    the voxel sizes are acquisition metadata (no image content, no label), and the result is recorded with the head
-    so that a patient scored later is measured alike or refused."""
+    the voxel sizes are acquisition metadata (no image content, no label), but they include the evaluation centers',
+    so the text says so when the floor was raised, and the head's lineage and the report carry it; a patient scored
+    later is measured alike or refused."""
     if declared is not None:
         return tuple(float(v) for v in declared), "declared"
     floor = np.asarray(NATIVE_FLOOR_MM, np.float64)
@@ -162,7 +163,8 @@ def native_resolution(store_root: str | Path, patient_ids: Sequence[str],
         return tuple(float(v) for v in floor), f"default {' x '.join(f'{v:g}' for v in floor)} mm"
     return (tuple(float(v) for v in used),
             f"default {' x '.join(f'{v:g}' for v in floor)} mm raised to the coarsest stored voxel "
-            f"({' x '.join(f'{v:g}' for v in coarsest)} mm) of the {len(patient_ids)} patients measured")
+            f"({' x '.join(f'{v:g}' for v in coarsest)} mm) of the {len(patient_ids)} patients measured: acquisition "
+            "metadata of every center, evaluation centers included")
 
 
 def native_descriptors(store_root: str | Path, patient_ids: Sequence[str], phases: Sequence[str],

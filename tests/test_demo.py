@@ -84,6 +84,7 @@ def test_report_holds_every_section_with_numbers(demo):
     expect = np.maximum([4.5, 4.5, 7.0], voxels.max(0))
     assert not native or np.allclose(lineage["native_spacing_mm"], expect, atol=1e-3) and expect[2] > 7.0
     assert not native or "raised to the coarsest stored voxel" in lineage["native_spacing_source"]
+    assert not native or "evaluation centers included" in secs["Model comparison"]   # named in the report too
     assert ("ROI descriptors measured on each patient's own encoder input" in secs["Model comparison"]) \
         == fusion.startswith("descriptors")
     said = " x ".join(f"{v:g}" for v in lineage.get("native_spacing_mm", [])) + " mm"

@@ -59,6 +59,16 @@ def _tables(store_root: Path) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _native_resolution(lineage: dict[str, Any]) -> str:
+    """The voxel size of a head's native descriptors as text, with how it was set when the default floor was raised
+    to the stored images' coarsest voxel (which reads every center's acquisition metadata); "" when it reads none."""
+    if lineage.get("native_spacing_mm") is None:
+        return ""
+    text = " x ".join(f"{float(v):g}" for v in lineage["native_spacing_mm"]) + " mm"
+    source = str(lineage.get("native_spacing_source", ""))
+    return f"{text} ({source})" if "raised" in source else text
+
+
 def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame:
     """head, head_version, fusion (the fusion inputs its lineage records, "" for the read-out), native (the voxel size
     of its native descriptors as text, e.g. "4.5 x 4.5 x 7 mm", from its lineage; "" when it reads none), ordinal
@@ -77,8 +87,7 @@ def _head_inputs(store_root: Path, metrics: pd.DataFrame | None) -> pd.DataFrame
             except ModelError:  # a head trained outside the registry: described generically
                 lineage = {}
             rows.append({"head": head, "head_version": version, "fusion": str(lineage.get("fusion", "")),
-                         "native": ("" if lineage.get("native_spacing_mm") is None else
-                                    " x ".join(f"{float(v):g}" for v in lineage["native_spacing_mm"]) + " mm"),
+                         "native": _native_resolution(lineage),
                          "ordinal": lineage.get("outcome") == ORDINAL_OUTCOME,
                          "hidden": (lineage.get("inner_cv_choice") or {}).get("hidden")})
     return pd.DataFrame(rows, columns=list(HEAD_INPUT_COLUMNS))

@@ -98,8 +98,15 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
     sp, target = np.asarray(spacing, float), np.asarray(spacing_mm, float)
     voxel = _grid(np.shape(mask), sp, target)[1]   # the exact voxel size of the resampled grid
     # the mask goes through the images' blur too, then a threshold at one half: its border then falls where the
-    # blurred images' contrast does, at every source resolution alike
-    m = _to_resolution(np.asarray(mask, np.float32), sp, target, blur=True) > 0.5
+    # blurred images' contrast does, at every source resolution alike. A lesion smaller than about two voxels of the
+    # target (a 10 mm sphere at 4.5 x 4.5 x 7 mm) reaches one half nowhere: it keeps the voxels at or above half of
+    # its own peak, so that a small tumour is measured where it is rather than refused
+    if not np.any(mask):
+        raise ValueError(f"the tumour mask is empty at {tuple(sp)} mm")
+    blurred = _to_resolution(np.asarray(mask, np.float32), sp, target, blur=True)
+    m = blurred > 0.5
+    if not m.any():
+        m = blurred >= 0.5 * float(blurred.max())
     if not m.any():
         raise ValueError(f"the tumour mask is empty at {tuple(voxel)} mm")
     outside = ndi.distance_transform_edt(~m, sampling=voxel)
@@ -189,7 +196,11 @@ def native_descriptors(store_root: str | Path, patient_ids: Sequence[str], phase
         box, shape = attrs.bbox_vox, g["mask"].shape
         pad = np.ceil((band_mm(spacing_mm)[1] + float(np.max(spacing_mm))) / sp).astype(int)
         crop = tuple(slice(max(0, int(box[i]) - pad[i]), min(shape[i], int(box[i + 3]) + pad[i])) for i in range(3))
-        rows.append(measure_native([g[p][crop] for p in phases], g["mask"][crop], sp, spacing_mm))
+        try:
+            rows.append(measure_native([g[p][crop] for p in phases], g["mask"][crop], sp, spacing_mm))
+        except ValueError as e:
+            raise ModelError(f"{layout.volume_group(str(pid))}: patient {pid}: {e}; its native descriptors cannot "
+                             "be measured: re-run `dltr ingest` with a mask that marks the tumour") from None
     if coarser:
         raise ModelError(f"{layout.volumes}: {len(coarser)} patient(s) acquired coarser than the native descriptors' "
                          f"resolution {' x '.join(f'{v:g}' for v in target)} mm, first {', '.join(coarser[:3])}: "

@@ -18,7 +18,6 @@ from models._native import (
     native_descriptor_names,
     native_descriptors,
     native_resolution,
-    stored_spacings,
 )
 from models._roi_tensors import (
     ROI_TENSORS,
@@ -38,5 +37,4 @@ from models.encoders import ENCODERS, Encoder3d, build_encoder
 __all__ = ["COARSER_TOLERANCE", "ENCODERS", "NATIVE_FLOOR_MM", "NATIVE_SETS", "ROI_TENSORS", "Encoder3d", "MaterialiseReport", "RoiTensorHit", "build_encoder", "card_hash",
            "copy_current", "descriptor_names", "measure_descriptors", "find_roi_tensors", "input_checksum", "load_encoder", "materialise_rois", "roi_descriptors",
            "in_native_set", "measure_native", "native_descriptor_names", "native_descriptors", "native_resolution",
-           "stored_spacings",
            "roi_inputs", "save_encoder", "studies_table", "tensor_rows", "tensor_writer"]

@@ -33,7 +33,7 @@ import numpy as np
 from dltr.core.exceptions import ModelError
 
 __all__ = ["COARSER_TOLERANCE", "NATIVE_FLOOR_MM", "NATIVE_PER_PHASE", "NATIVE_SETS", "band_mm", "in_native_set",
-           "measure_native", "native_descriptor_names", "native_descriptors", "native_resolution", "stored_spacings"]
+           "measure_native", "native_descriptor_names", "native_descriptors", "native_resolution"]
 
 NATIVE_PER_PHASE = ("mean", "sd", "entropy", "core", "rim", "near", "far", "fine")
 #: named subsets of the native descriptors a fusion head may read (``HeadsConfig.native_set``), chosen without
@@ -105,7 +105,7 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
         raise ValueError(f"the tumour mask is empty at {tuple(sp)} mm")
     blurred = _to_resolution(np.asarray(mask, np.float32), sp, target, blur=True)
     m = blurred > 0.5
-    if not m.any():
+    if not m.any() and blurred.max() > 0:
         m = blurred >= 0.5 * float(blurred.max())
     if not m.any():
         raise ValueError(f"the tumour mask is empty at {tuple(voxel)} mm")
@@ -141,7 +141,7 @@ def measure_native(images: Sequence[np.ndarray], mask: np.ndarray, spacing: Sequ
     return np.asarray(out, np.float64)
 
 
-def stored_spacings(store_root: str | Path, patient_ids: Sequence[str]) -> np.ndarray:
+def _stored_spacings(store_root: str | Path, patient_ids: Sequence[str]) -> np.ndarray:
     """(N, 3) voxel sizes (mm) of these patients' ingested volumes (their attributes; no image is read)."""
     import zarr
 
@@ -164,7 +164,7 @@ def native_resolution(store_root: str | Path, patient_ids: Sequence[str],
     if declared is not None:
         return tuple(float(v) for v in declared), "declared"
     floor = np.asarray(NATIVE_FLOOR_MM, np.float64)
-    coarsest = stored_spacings(store_root, patient_ids).max(0) if len(patient_ids) else floor
+    coarsest = _stored_spacings(store_root, patient_ids).max(0) if len(patient_ids) else floor
     used = np.maximum(floor, np.round(coarsest, 3))
     if (used <= floor).all():
         return tuple(float(v) for v in floor), f"default {' x '.join(f'{v:g}' for v in floor)} mm"

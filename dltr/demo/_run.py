@@ -51,7 +51,6 @@ class DemoConfig:
     extract_workers: int = 2
     radiomics: bool = True  # radiomics features and the multi-set heads beside DLTR_MLP (dltr.demo._stages)
     clinical_bootstrap: int | None = None  # HeadsConfig.clinical_bootstrap (None: its default)
-    native_spacing_mm: tuple[float, float, float] | None = None  # HeadsConfig.native_spacing_mm (None: its default)
     ingest_workers: int = 2
     synth_overrides: dict[str, Any] = field(default_factory=dict)
     #: keyed pseudonyms through every stage (ingest and the cohort tables); never stored or hashed
@@ -215,15 +214,12 @@ def _run_demo(out: Path, cfg: DemoConfig, log: Callable[[str], None],
         store = FeatureStore(store_root)
         clinical, labs = predictor_columns(store) or (None, None)   # cohort.toml's predictors
         boot = {} if cfg.clinical_bootstrap is None else {"clinical_bootstrap": cfg.clinical_bootstrap}
-        if cfg.native_spacing_mm is not None:
-            boot["native_spacing_mm"] = tuple(cfg.native_spacing_mm)
         res = train_heads(store, HeadsConfig(feature_set=feature_set, clinical=clinical, labs=labs, seed=cfg.seed,
                                              **boot))
         evaluate(store, EvaluateConfig(seed=cfg.seed))
         return {"heads": res.versions}, {}
 
-    records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed, synth_hash, cfg.native_spacing_mm],
-                              heads_stage))
+    records.append(ledger.run("heads and evaluation", [fs_version, cfg.seed, synth_hash], heads_stage))
     heads_record = records[-1]
 
     def survival_stage():
